@@ -1,0 +1,84 @@
+"""The ``distillmeter`` command.
+
+Each subcommand lives in ``distillmeter.commands.<name>`` as a click command called
+``command``; they are imported only when used, so ``distillmeter show`` does not pay for
+importing torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+
+import click
+
+from distillmeter import __version__
+from distillmeter.errors import USER_ERRORS
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("distillmeter.commands.run", "Run distillation pipelines (the built-in default with no CONFIG)."),
+    "measure": ("distillmeter.commands.measure", "Meter any command as one stage, like `perf stat` for energy."),
+    "account": ("distillmeter.commands.account", "Account a run directory: write report.json and print it."),
+    "show": ("distillmeter.commands.show", "Print a run's stage table and totals."),
+    "report": ("distillmeter.commands.report", "Analyse all runs under a directory: summary and HTML report."),
+    "plan": ("distillmeter.commands.plan", "Pick the best configuration that fits an energy, CO2 or money budget."),
+    "sweep": ("distillmeter.commands.sweep", "Run a grid of configs x seeds, here or on a Ray cluster."),
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [n for n, (mod, _) in COMMANDS.items() if importlib.util.find_spec(mod)]
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module_name, _ = COMMANDS[name]
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                return None
+            raise
+        return module.command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(n, COMMANDS[n][1]) for n in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="distillmeter")
+def cli() -> None:
+    """distillmeter: distil language models and account for every joule."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI; user mistakes print one clear line, not a traceback."""
+    try:
+        rv = cli.main(args=argv, prog_name="distillmeter", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except USER_ERRORS as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        return 2
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return 130
+    return rv if isinstance(rv, int) else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
