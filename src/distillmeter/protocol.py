@@ -222,6 +222,16 @@ class Ledger:
     events: list[_Event] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     truncated: bool = False
+    # 1-based line number of each event in ``events`` (same order), so that readers can
+    # name the line when an event's content is inconsistent.
+    lines: list[int] = field(default_factory=list)
+
+    def line_of(self, event: Any) -> int | None:
+        """The ledger line an event was read from (None if it was not read from a file)."""
+        for ev, lineno in zip(self.events, self.lines, strict=False):
+            if ev is event:
+                return lineno
+        return None
 
     def of(self, kind: str) -> list[Any]:
         """Events of one kind, in file order."""
@@ -296,6 +306,7 @@ def parse_ledger_lines(lines: Iterable[str], path: Path | str = LEDGER_FILE) -> 
         if not math.isfinite(ev.t):
             raise ProtocolError(f"{path}:{lineno}: t is not a finite number")
         ledger.events.append(ev)
+        ledger.lines.append(lineno)
     if not ledger.events:
         raise ProtocolError(f"{path}: the ledger holds no events")
     if ledger.events[0].event != "run_start":
