@@ -1,0 +1,50 @@
+"""The shapes every task shares: an example, the task interface, a task's data splits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class Example:
+    """One labelled example. ``target`` is the completion to learn after ``prompt`` (worked
+    steps + final answer), without special tokens: the tokenizer adds BOS, training adds EOS."""
+
+    prompt: str
+    target: str
+
+
+@runtime_checkable
+class Task(Protocol):
+    """What the pipelines need from a task."""
+
+    name: str
+    alphabet: str  # every character prompts and targets use
+
+    def final_answer(self, completion: str) -> str | None:
+        """The final answer a completion states, or None."""
+        ...
+
+    def check(self, example_or_prompt: Example | str, completion: str) -> bool:
+        """The verifier: is the completion's final answer correct for this prompt?"""
+        ...
+
+
+@dataclass
+class TaskData:
+    """A task and its disjoint splits.
+
+    - ``labelled``: the small labelled set students may learn from (scarce on purpose);
+    - ``pool``: unlabelled prompts (plentiful) for the teacher to answer;
+    - ``test``: held-out labelled examples for evaluation;
+    - ``teacher_train``: labelled examples for the built-in default's own teacher (it stands
+      in for the large data a real teacher was trained on; students never see it).
+    """
+
+    task: Task
+    labelled: list[Example]
+    pool: list[str]
+    test: list[Example]
+    teacher_train: list[Example] = field(default_factory=list)
+    params: dict = field(default_factory=dict)  # what built it, for the run's config
