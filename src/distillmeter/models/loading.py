@@ -40,6 +40,7 @@ def load_causal_lm(
     Never downloads (``local_files_only=True``). A missing model is a UserError that says
     what to fetch. The model is returned in eval mode on ``device``; a tokenizer without a
     pad token gets its EOS token as pad (batched generation needs one)."""
+    torch_dtype = _dtype(dtype)
     target = str(path_or_id)
     path = Path(target).expanduser()
     looks_like_path = path.exists() or target.startswith((".", "/", "~")) or target.count("/") > 1
@@ -51,7 +52,6 @@ def load_causal_lm(
             "(save one with model.save_pretrained(dir) and tokenizer.save_pretrained(dir))"
         )
     source = str(path) if looks_like_path else target
-    torch_dtype = _dtype(dtype)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(
