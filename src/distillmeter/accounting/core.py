@@ -1,0 +1,338 @@
+"""``account``: a run directory's raw files -> ``report.json`` (protocol.Report).
+
+A pure function of ledger.jsonl, trace.csv and environment.json: accounting never touches
+a sensor, so any finished run can be re-accounted with another idle baseline, grid,
+PUE, price or shifted stage boundaries. The pieces it is built from (stage windows,
+per-device energy, uncertainty, idle, carbon, upstream) live in their own modules for reuse.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from distillmeter.accounting.carbon import J_PER_KWH, carbon, cost
+from distillmeter.accounting.energy import (
+    DeviceEnergy,
+    ReadingPoint,
+    declared_source,
+    device_run_energy,
+    device_window_energy,
+)
+from distillmeter.accounting.hardware import read_hardware
+from distillmeter.accounting.idle import IdleOverride, idle_power
+from distillmeter.accounting.series import DeviceSeries, device_series
+from distillmeter.accounting.uncertainty import device_uncertainty, short_stage_note
+from distillmeter.accounting.upstream import resolve_upstream
+from distillmeter.accounting.windows import StageWindow, shift_windows, stage_windows
+from distillmeter.errors import UserError
+from distillmeter.protocol import (
+    LEDGER_FILE,
+    REPORT_FILE,
+    SIDES,
+    TRACE_FILE,
+    Ledger,
+    ProtocolError,
+    Quality,
+    Report,
+    StageReport,
+    Totals,
+    is_device,
+    read_ledger,
+    read_trace,
+)
+
+_READING_EVENTS = ("run_start", "stage_start", "stage_end", "run_end")
+
+
+@dataclass
+class RunInputs:
+    """What accounting reads from a run directory, parsed and checked."""
+
+    run_dir: Path
+    ledger: Ledger
+    devices: list[str]
+    series: dict[str, DeviceSeries]
+    sources: dict[str, str]
+    t_begin: float
+    t_end: float
+    complete: bool
+    warnings: list[str]
+
+
+def load_run(run_dir: Path | str) -> RunInputs:
+    """Read and check a run directory's ledger and trace (raises ProtocolError when they
+    cannot be accounted at all; otherwise problems become warnings)."""
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise ProtocolError(f"{run_dir}: no such run directory")
+    if not run_dir.is_dir():
+        raise ProtocolError(f"{run_dir}: not a directory (expected a run directory)")
+    ledger = read_ledger(run_dir / LEDGER_FILE)
+    trace = read_trace(run_dir / TRACE_FILE)
+    warnings = list(ledger.warnings) + list(trace.warnings)
+    rs = ledger.run_start
+    line1 = ledger.lines[0] if ledger.lines else 1
+    for d in rs.devices:
+        if not is_device(d):
+            raise ProtocolError(
+                f"{ledger.path}:{line1}: run_start lists unknown device {d!r} "
+                "(expected gpu:N, cpu:N or dram:N)"
+            )
+    devices = list(dict.fromkeys(rs.devices))
+    if not devices:
+        warnings.append(f"{ledger.path}:{line1}: run_start lists no devices; nothing was metered")
+    for d in sorted(set(trace.devices) - set(devices)):
+        warnings.append(
+            f"{trace.path}: samples for {d}, which run_start does not list; ignored"
+        )
+    stray: dict[str, int | None] = {}
+    for ev, line in zip(ledger.events, ledger.lines, strict=False):
+        for d in getattr(ev, "readings", {}) or {}:
+            if d not in devices and d not in stray:
+                stray[d] = line
+    for d, line in stray.items():
+        warnings.append(
+            f"{ledger.path}:{line}: reading for {d!r}, which run_start does not list; ignored"
+        )
+    series = {d: device_series(trace, d) for d in devices}
+    has_readings = {
+        d: any(_finite(getattr(ev, "readings", {}).get(d)) for ev in ledger.events)
+        for d in devices
+    }
+    sources = {d: declared_source(d, rs.sources, has_readings[d]) for d in devices}
+    end = ledger.run_end
+    if end is not None:
+        t_end, complete = end.t, True
+    else:
+        last = [float(s.t[-1]) for s in series.values() if s.has_power]
+        last += [float(s.ct[-1]) for s in series.values() if s.has_counter]
+        t_end = max([ledger.events[-1].t, *last])
+        complete = False
+        warnings.append(
+            f"{ledger.path}: no run_end (the run crashed or is still running); accounted up "
+            f"to the last reading or sample, t={t_end:.3f}"
+        )
+    return RunInputs(run_dir, ledger, devices, series, sources, rs.t, t_end, complete, warnings)
+
+
+def _finite(x: object) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def stage_report(
+    w: StageWindow, inputs: RunInputs, idle_w: dict[str, float]
+) -> tuple[StageReport, list[DeviceEnergy]]:
+    """Account one stage window on every device."""
+    per_dev: list[DeviceEnergy] = []
+    energy: dict[str, float] = {}
+    source: dict[str, str] = {}
+    unc = 0.0
+    notes = list(w.notes)
+    path = str(inputs.ledger.path)
+    for d in inputs.devices:
+        e = device_window_energy(w, d, inputs.series[d], inputs.sources[d], path)
+        per_dev.append(e)
+        energy[d] = e.joules
+        source[d] = e.source
+        unc += device_uncertainty(e, inputs.series[d], w.start, w.end)
+        notes.extend(e.notes)
+    total = math.fsum(energy.values())
+    energy["total"] = total
+    seconds = w.seconds
+    active = total - math.fsum(idle_w.get(d, 0.0) * seconds for d in inputs.devices)
+    if w.status == "failed":
+        notes.insert(0, f"stage failed{': ' + w.error if w.error else ''}; its energy is kept")
+    short = short_stage_note(seconds, total, unc)
+    if short:
+        notes.append(short)
+    if w.shifted:
+        notes.append(
+            f"boundaries moved: accounted {w.start:.3f}-{w.end:.3f} s "
+            f"(readings at {w.t_start:.3f}-{w.t_end:.3f} s)"
+        )
+    status = w.status
+    if status == "ok" and any(e.degraded for e in per_dev):
+        status = "degraded"
+    report = StageReport(
+        name=w.name, side=w.side, t_start=w.start, t_end=w.end, seconds=seconds,
+        energy_j=energy, active_energy_j=active, uncertainty_j=unc, tokens=w.tokens,
+        samples=w.samples, j_per_token=(total / w.tokens) if w.tokens > 0 else None,
+        source=source, status=status, notes=notes,
+    )
+    return report, per_dev
+
+
+def run_energy(inputs: RunInputs) -> dict[str, DeviceEnergy]:
+    """Each device's energy over the whole run (first to last reading)."""
+    out = {}
+    path = str(inputs.ledger.path)
+    events = [
+        (ev, line) for ev, line in zip(inputs.ledger.events, inputs.ledger.lines, strict=False)
+        if ev.event in _READING_EVENTS
+    ]
+    for d in inputs.devices:
+        points = [
+            ReadingPoint(ev.t, ev.readings.get(d), line) for ev, line in events
+            if inputs.t_begin <= ev.t <= inputs.t_end
+        ]
+        out[d] = device_run_energy(
+            d, points, inputs.series[d], inputs.sources[d], inputs.t_begin, inputs.t_end, path
+        )
+    return out
+
+
+def account(
+    run_dir: Path | str,
+    *,
+    idle_w: IdleOverride = None,
+    grid_gco2_per_kwh: float | None = None,
+    country: str | None = None,
+    pue: float | None = None,
+    price_per_kwh: float | None = None,
+    currency: str | None = None,
+    boundary_shift: float = 0.0,
+    boundary_widen: float = 0.0,
+    include_upstream: bool = True,
+) -> Report:
+    """Account a run directory: per-stage and run energy, uncertainty, idle-corrected active
+    energy, carbon, cost, quality and the upstream (shared teacher) stages it names.
+
+    ``idle_w``: idle watts for every device (a number) or per device (a dict), replacing the
+    measured baseline. ``boundary_shift``/``boundary_widen``: move every stage's edges by
+    that fraction of its length (later / outwards; see ``windows.shift_windows``).
+    """
+    inputs = load_run(run_dir)
+    ledger, rs = inputs.ledger, inputs.ledger.run_start
+    warnings = list(inputs.warnings)
+    idle = idle_power(ledger, inputs.devices, idle_w)
+    for d in inputs.devices:
+        if d not in idle:
+            warnings.append(
+                f"no idle baseline for {d}; its active energy counts all of its energy "
+                "(pass --idle-w to set one)"
+            )
+    wres = stage_windows(ledger, inputs.t_end)
+    warnings.extend(wres.warnings)
+    windows = shift_windows(wres.windows, boundary_shift, boundary_widen)
+
+    stages: list[StageReport] = []
+    estimated = False
+    degraded = bool(wres.warnings) and any("left out" in m for m in wres.warnings)
+    for w in windows:
+        st, per_dev = stage_report(w, inputs, idle)
+        stages.append(st)
+        estimated |= any(e.estimated for e in per_dev)
+        degraded |= st.status == "degraded"
+
+    by_dev = run_energy(inputs)
+    for e in by_dev.values():
+        warnings.extend(e.notes)
+        estimated |= e.estimated
+        degraded |= e.degraded
+    energy_j = math.fsum(e.joules for e in by_dev.values())
+    total_unc = math.fsum(
+        device_uncertainty(e, inputs.series[d], inputs.t_begin, inputs.t_end)
+        for d, e in by_dev.items()
+    )
+    stages_j = math.fsum(s.energy_j["total"] for s in stages)
+    unattributed = energy_j - stages_j
+    tolerance = total_unc + math.fsum(s.uncertainty_j for s in stages)
+    if unattributed < -tolerance:
+        warnings.append(
+            f"the stages add up to {-unattributed:.1f} J more than the run's energy, beyond "
+            f"the uncertainty (+-{tolerance:.1f} J): do stages overlap?"
+        )
+        degraded = True
+
+    upstream: list[StageReport] = []
+    if include_upstream and rs.upstream:
+        def account_upstream(path: Path) -> Report:
+            return account(path, idle_w=idle_w, grid_gco2_per_kwh=0.0,
+                           boundary_shift=boundary_shift, boundary_widen=boundary_widen,
+                           include_upstream=False)
+
+        upstream, up_warn = resolve_upstream(inputs.run_dir, rs.upstream, account_upstream)
+        warnings.extend(up_warn)
+        own = {s.name for s in stages}
+        for name in sorted({s.name for s in upstream} & own):
+            warnings.append(
+                f"stage {name!r} is both in this run and upstream; both are counted"
+            )
+        estimated |= any(s.source.get(d) == "estimate" for s in upstream for d in s.source)
+    upstream_j = math.fsum(s.energy_j["total"] for s in upstream)
+    by_side = {side: 0.0 for side in SIDES}
+    for s in stages:
+        by_side[s.side] = by_side.get(s.side, 0.0) + s.energy_j["total"]
+    by_side["teacher"] += upstream_j  # shared teacher work counts in full (DESIGN)
+
+    totals = Totals(
+        energy_j=energy_j, kwh=energy_j / J_PER_KWH, seconds=inputs.t_end - inputs.t_begin,
+        stages_j=stages_j, unattributed_j=unattributed, uncertainty_j=total_unc,
+        upstream_j=upstream_j, with_upstream_j=energy_j + upstream_j, by_side=by_side,
+        by_device={d: e.joules for d, e in by_dev.items()},
+        tokens=sum(s.tokens for s in stages),
+    )
+    with_up = totals.with_upstream_j if upstream else None
+    hardware, hw_warn = read_hardware(inputs.run_dir)
+    warnings.extend(hw_warn)
+    quality_events = ledger.of("quality")
+    q = quality_events[-1] if quality_events else None
+    end = ledger.run_end
+    if not inputs.complete:
+        status = "incomplete"
+    elif end is not None and end.status != "ok":
+        status = end.status
+    else:
+        status = "degraded" if degraded else "ok"
+    for ev in ledger.of("warning"):
+        where = ", ".join(x for x in (ev.device, ev.stage) if x)
+        warnings.append(f"meter: {ev.message}" + (f" ({where})" if where else ""))
+    return Report(
+        run_id=rs.run_id, run_dir=str(inputs.run_dir), wall_time=rs.wall_time,
+        method=rs.method, seed=rs.seed, config_id=rs.config_id, task=rs.task,
+        labels=dict(rs.labels), hardware=hardware, devices=inputs.devices,
+        sources=inputs.sources, idle_power_w=idle, stages=stages, upstream=upstream,
+        totals=totals,
+        carbon=carbon(energy_j, with_up, grid_gco2_per_kwh=grid_gco2_per_kwh,
+                      country=country, pue=pue),
+        cost=cost(energy_j, with_up, price_per_kwh=price_per_kwh, currency=currency, pue=pue),
+        quality=Quality(metric=q.metric, value=q.value, n=q.n, details=dict(q.details))
+        if q else None,
+        estimated=estimated, status=status, warnings=warnings,
+        accounting={"boundary_shift": boundary_shift, "boundary_widen": boundary_widen,
+                    "idle_override": idle_w is not None},
+    )
+
+
+def write_report(run_dir: Path | str, report: Report) -> Path:
+    """Write ``RUN_DIR/report.json`` atomically (temp file + rename), after checking that
+    it reads back as a valid ``protocol.Report``. Returns the path written."""
+    run_dir = Path(run_dir)
+    text = report.to_json()
+    try:
+        Report.model_validate_json(text)
+    except Exception as exc:  # a bug here, not a user mistake: say what failed
+        raise ProtocolError(f"refusing to write an invalid report for {run_dir}: {exc}") from None
+    target = run_dir / REPORT_FILE
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".report.", suffix=".tmp", dir=run_dir)
+    except OSError as exc:
+        raise UserError(f"cannot write {target}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is meant to be shared
+        os.replace(tmp, target)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise UserError(f"cannot write {target}: {exc.strerror}") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target

@@ -1,0 +1,92 @@
+"""Shared teacher work: the stages a student run takes from other run directories.
+
+``run_start.upstream`` names them as ``[{run_id, run_dir, stages}]``. Each is resolved
+relative to the student's run directory (or used as is when absolute), accounted from its
+raw files with the same options as the student (so a re-accounting with another idle
+baseline or shifted boundaries treats both alike), or, when its raw files are gone, read
+from its ``report.json``. Problems become warnings: a student's own energy is still worth
+reporting when its teacher's directory is missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from distillmeter.errors import USER_ERRORS
+from distillmeter.protocol import (
+    LEDGER_FILE,
+    REPORT_FILE,
+    Report,
+    StageReport,
+    UpstreamRef,
+    load_report,
+)
+
+
+def resolve_upstream(
+    run_dir: Path,
+    refs: list[UpstreamRef],
+    account_fn: Callable[[Path], Report],
+) -> tuple[list[StageReport], list[str]]:
+    """The upstream stages named by ``refs`` (each tagged with its ``run_id``) and the
+    warnings met on the way. ``account_fn`` accounts one upstream run directory."""
+    stages: list[StageReport] = []
+    warnings: list[str] = []
+    seen: set[str] = set()
+    for ref in refs:
+        if ref.run_id in seen:
+            warnings.append(
+                f"upstream run {ref.run_id} is listed twice in run_start; counted once"
+            )
+            continue
+        seen.add(ref.run_id)
+        path = Path(ref.run_dir)
+        if not path.is_absolute():
+            path = run_dir / path
+        report = _upstream_report(path, ref, account_fn, warnings)
+        if report is None:
+            continue
+        if report.run_id != ref.run_id:
+            warnings.append(
+                f"upstream {path}: its run_id is {report.run_id}, but run_start names "
+                f"{ref.run_id}; using its stages anyway"
+            )
+        by_name: dict[str, list[StageReport]] = {}
+        for st in report.stages:
+            by_name.setdefault(st.name, []).append(st)
+        for name in ref.stages:
+            found = by_name.get(name)
+            if not found:
+                have = ", ".join(sorted(by_name)) or "none"
+                warnings.append(
+                    f"upstream {path}: no stage {name!r} (it has: {have}); not counted"
+                )
+                continue
+            for st in found:
+                stages.append(st.model_copy(update={"run_id": ref.run_id}))
+    return stages, warnings
+
+
+def _upstream_report(
+    path: Path, ref: UpstreamRef, account_fn: Callable[[Path], Report], warnings: list[str]
+) -> Report | None:
+    if not path.is_dir():
+        warnings.append(
+            f"upstream run {ref.run_id}: directory {path} not found; its stages "
+            f"({', '.join(ref.stages)}) are not counted"
+        )
+        return None
+    try:
+        if (path / LEDGER_FILE).exists():
+            return account_fn(path)
+        if (path / REPORT_FILE).exists():
+            return load_report(path)
+    except USER_ERRORS as exc:
+        warnings.append(f"upstream run {ref.run_id}: cannot account {path}: {exc}")
+        return None
+    warnings.append(
+        f"upstream run {ref.run_id}: {path} has neither {LEDGER_FILE} nor {REPORT_FILE}; "
+        "its stages are not counted"
+    )
+    return None
