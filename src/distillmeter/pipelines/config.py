@@ -1,0 +1,430 @@
+"""The run config: plain data, validated by pydantic before any work starts.
+
+A config is YAML read with ``yaml.safe_load``; every section forbids unknown keys, so a typo
+stops the run at once with a message naming the key path, the YAML line and, where one is
+close, the key that was meant::
+
+    my.yaml:14: methods[1]: unknown key 'divergance' (did you mean 'divergence'?)
+
+The resolved config (every default written out) goes to each run directory's config.yaml.
+Content hashes of the parts that produce each artifact identify it (see ``artifact_hashes``),
+so a resumed run finds the teacher's work by what produced it, not by where it lies.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from distillmeter.errors import UserError
+
+_NAME_RE = r"^[a-z0-9][a-z0-9_\-]*$"
+
+
+class _Strict(BaseModel):
+    """Base for every config section: unknown keys are errors, defaults are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class TaskConfig(_Strict):
+    """The task and its disjoint splits. Labelled data is scarce for the student
+    (``n_labelled``) and unlabelled prompts plentiful (``n_pool``). The teacher stands for a
+    model trained on far more data than the student may see, so when it is trained here it
+    gets its own, larger privileged labelled set (``n_teacher``), disjoint from the others.
+    ``params`` go to the task (arithmetic: ``width``, ``min_digits``)."""
+
+    name: str = "arithmetic"
+    seed: int = 0
+    n_labelled: int = Field(128, ge=1)
+    n_pool: int = Field(4000, ge=0)
+    n_test: int = Field(256, ge=1)
+    n_teacher: int = Field(20000, ge=0)
+    params: dict[str, Any] = Field(default_factory=lambda: {"width": 3, "min_digits": 2})
+
+
+class ArchConfig(_Strict):
+    """A small Llama-shaped transformer built locally (``models.TinyModelSpec``)."""
+
+    d_model: int = Field(ge=8)
+    n_layers: int = Field(ge=1)
+    n_heads: int = Field(ge=1)
+    d_ff: int = Field(ge=8)
+    max_len: int = Field(32, ge=8)
+    tie_embeddings: bool = True
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> ArchConfig:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads "
+                             f"({self.n_heads})")
+        return self
+
+
+class ModelConfig(_Strict):
+    """Either a built-in tiny model (``arch``) or a local Hugging Face checkpoint (``path``)."""
+
+    arch: ArchConfig | None = None
+    path: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelConfig:
+        if (self.arch is None) == (self.path is None):
+            raise ValueError("give exactly one of 'arch' (a built-in tiny model) or 'path' "
+                             "(a local Hugging Face checkpoint)")
+        return self
+
+
+class TrainingConfig(_Strict):
+    """One training loop for every method: AdamW, warmup then cosine (or constant) decay over
+    a token budget, gradient clipping. The stopping rule is the budget: training stops once
+    ``token_budget`` non-padding tokens have gone through the model."""
+
+    lr: float = Field(3e-3, gt=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    warmup_frac: float = Field(0.05, ge=0, lt=1)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    weight_decay: float = Field(0.01, ge=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float | None = Field(1.0, gt=0)
+    batch_size: int = Field(32, ge=1)
+    token_budget: int = Field(200_000, ge=1)
+
+
+class TeacherConfig(_Strict):
+    """The teacher. ``train: true`` trains it here (stage ``teacher.train``) on the
+    privileged labelled set; ``train: false`` uses ``model.path`` as it is."""
+
+    # the same shape as models.DEFAULT_TEACHER_SPEC (a test keeps them equal; importing
+    # models here would pull in torch just to validate a config)
+    model: ModelConfig = ModelConfig(arch=ArchConfig(d_model=128, n_layers=4, n_heads=4,
+                                                     d_ff=512, max_len=32))
+    train: bool = True
+    seed: int = 0
+    training: TrainingConfig = TrainingConfig(token_budget=1_500_000, batch_size=64)
+
+    @model_validator(mode="after")
+    def _can_train(self) -> TeacherConfig:
+        if not self.train and self.model.path is None:
+            raise ValueError("train: false needs model.path (a trained teacher checkpoint)")
+        return self
+
+
+class StudentConfig(_Strict):
+    """The student, built from ``model`` with each run's seed."""
+
+    model: ModelConfig = ModelConfig(arch=ArchConfig(d_model=64, n_layers=2, n_heads=4,
+                                                     d_ff=256, max_len=32))
+
+
+_KD_FIELDS = ("alpha", "temperature", "divergence", "beta", "teacher_mode")
+
+
+class MethodConfig(_Strict):
+    """A distillation method: which data the student trains on and with which loss.
+
+    ``data``: ``labelled`` (the student's ground-truth set) and/or ``synthetic`` (the
+    teacher's filtered answers to the prompt pool). ``loss: kd`` adds the teacher's logits:
+    ``alpha * CE + (1 - alpha) * T^2 * D(teacher || student)``, from the top-k cache
+    (``teacher_mode: cached``, stage ``teacher.logits``) or a live teacher (``online``)."""
+
+    name: str = Field(pattern=_NAME_RE)
+    data: list[Literal["labelled", "synthetic"]] = Field(min_length=1)
+    loss: Literal["ce", "kd"] = "ce"
+    alpha: float = Field(0.5, ge=0, le=1)
+    temperature: float = Field(1.0, gt=0)
+    divergence: Literal["forward_kl", "reverse_kl", "jsd"] = "forward_kl"
+    beta: float = Field(0.5, gt=0, lt=1)
+    teacher_mode: Literal["cached", "online"] = "cached"
+
+    @model_validator(mode="after")
+    def _kd_fields_need_kd(self) -> MethodConfig:
+        if self.loss == "ce":
+            # Only values that differ from the default: the resolved config (which writes
+            # every default out) must load again.
+            stray = [f for f in _KD_FIELDS if f in self.model_fields_set
+                     and getattr(self, f) != type(self).model_fields[f].default]
+            if stray:
+                verb = "apply" if len(stray) > 1 else "applies"
+                raise ValueError(f"{', '.join(stray)} only {verb} with loss: kd")
+        if len(set(self.data)) != len(self.data):
+            raise ValueError("data lists a source twice")
+        return self
+
+    @property
+    def uses_cache(self) -> bool:
+        return self.loss == "kd" and self.teacher_mode == "cached"
+
+
+class LogitsConfig(_Strict):
+    """The teacher's top-k logit cache (stage ``teacher.logits``). ``top_k`` is capped at the
+    vocabulary size; the tail mass is recomputed from the stored values by the loss."""
+
+    top_k: int = Field(64, ge=1)
+    dtype: Literal["float16", "bfloat16"] = "float16"
+    batch_size: int = Field(64, ge=1)
+    shard_sequences: int = Field(1024, ge=1)
+
+
+class GenerationConfig(_Strict):
+    """The teacher answering the prompt pool (stage ``teacher.generate``)."""
+
+    backend: Literal["transformers"] = "transformers"
+    temperature: float = Field(0.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int = Field(64, ge=1)
+    batch_size: int = Field(128, ge=1)
+    n_prompts: int | None = Field(None, ge=1)
+    verify: bool = True
+
+
+class EvalConfig(_Strict):
+    """Batched greedy decoding on the test set (``eval.teacher``, ``eval.student``)."""
+
+    batch_size: int = Field(128, ge=1)
+    max_new_tokens: int = Field(64, ge=1)
+
+
+class MeterConfig(_Strict):
+    """How the EnergyMeter reads the hardware."""
+
+    devices: str | list[str] = "auto"
+    sample_hz: float = Field(20.0, gt=0, le=1000)
+    idle_seconds: float = Field(1.0, ge=0)
+
+
+class CarbonConfig(_Strict):
+    """What accounting turns energy into: CO2e and money (None: accounting's defaults)."""
+
+    grid_gco2_per_kwh: float | None = Field(None, ge=0)
+    country: str | None = None
+    pue: float | None = Field(None, ge=1)
+    price_per_kwh: float | None = Field(None, ge=0)
+
+
+def _default_methods() -> list[MethodConfig]:
+    # Each pair differs in one thing: baseline -> synthetic adds the teacher's answers;
+    # synthetic -> kd adds the teacher's logits on the same sequences.
+    return [
+        MethodConfig(name="baseline", data=["labelled"]),
+        MethodConfig(name="synthetic", data=["labelled", "synthetic"]),
+        MethodConfig(name="kd", data=["labelled", "synthetic"], loss="kd"),
+    ]
+
+
+class RunConfig(_Strict):
+    """Everything `distillmeter run` does. ``RunConfig()`` is the built-in default."""
+
+    task: TaskConfig = TaskConfig()
+    teacher: TeacherConfig = TeacherConfig()
+    student: StudentConfig = StudentConfig()
+    methods: list[MethodConfig] = Field(default_factory=_default_methods, min_length=1)
+    training: TrainingConfig = TrainingConfig()
+    logits: LogitsConfig = LogitsConfig()
+    generation: GenerationConfig = GenerationConfig()
+    eval: EvalConfig = EvalConfig()
+    meter: MeterConfig = MeterConfig()
+    carbon: CarbonConfig = CarbonConfig()
+    seeds: int = Field(3, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _unique_methods(self) -> RunConfig:
+        names = [m.name for m in self.methods]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"method names must be unique; repeated: {', '.join(dup)}")
+        if "teacher" in names:
+            raise ValueError("'teacher' is reserved for the teacher's run directory")
+        return self
+
+    def method(self, name: str) -> MethodConfig:
+        """The method called ``name``."""
+        for m in self.methods:
+            if m.name == name:
+                return m
+        raise KeyError(name)
+
+    def resolved(self) -> dict[str, Any]:
+        """Plain data with every default written out (what goes to config.yaml)."""
+        return self.model_dump(mode="json")
+
+    def needs_synthetic(self) -> bool:
+        return any("synthetic" in m.data for m in self.methods)
+
+    def needs_cache(self) -> bool:
+        return any(m.uses_cache for m in self.methods)
+
+
+# --------------------------------------------------------------------------- hashes
+
+
+def content_hash(obj: Any, n: int = 12) -> str:
+    """A short sha256 of ``obj``'s canonical JSON: the same content, the same hash."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:n]
+
+
+def teacher_key(cfg: RunConfig) -> dict[str, Any]:
+    """What produces the trained teacher: the task, the teacher's model, training and seed."""
+    return {"task": cfg.task.model_dump(mode="json"),
+            "teacher": cfg.teacher.model_dump(mode="json"),
+            "device": cfg.device}
+
+
+def synthetic_key(cfg: RunConfig) -> dict[str, Any]:
+    """What produces the synthetic data: the teacher and the generation settings."""
+    return {"teacher": content_hash(teacher_key(cfg)),
+            "generation": cfg.generation.model_dump(mode="json")}
+
+
+def student_sequences_key(cfg: RunConfig, method: MethodConfig) -> dict[str, Any]:
+    """What fixes a method's training sequences (and so the logit cache over them)."""
+    key: dict[str, Any] = {"task": cfg.task.model_dump(mode="json"), "data": sorted(method.data)}
+    if "synthetic" in method.data:
+        key["synthetic"] = content_hash(synthetic_key(cfg))
+    return key
+
+
+def logits_key(cfg: RunConfig, method: MethodConfig) -> dict[str, Any]:
+    """What produces a logit cache: the teacher, the sequences and the cache settings."""
+    return {"teacher": content_hash(teacher_key(cfg)),
+            "sequences": content_hash(student_sequences_key(cfg, method)),
+            "logits": cfg.logits.model_dump(mode="json")}
+
+
+def student_config_id(cfg: RunConfig, method: MethodConfig) -> str:
+    """Identifies a student configuration across seeds (the meter's ``config_id``)."""
+    return content_hash({"teacher": content_hash(teacher_key(cfg)),
+                         "sequences": student_sequences_key(cfg, method),
+                         "method": method.model_dump(mode="json"),
+                         "student": cfg.student.model_dump(mode="json"),
+                         "training": cfg.training.model_dump(mode="json"),
+                         "logits": cfg.logits.model_dump(mode="json") if method.uses_cache
+                         else None})
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _node_at(root: yaml.Node | None, loc: tuple[Any, ...]) -> yaml.Node | None:
+    """The YAML node at a pydantic error location (for its line number)."""
+    node = root
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if k.value == str(part)), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            node = node.value[part] if part < len(node.value) else None
+        else:
+            return node
+        if node is None:
+            return None
+    return node
+
+
+def _key_node(root: yaml.Node | None, loc: tuple[Any, ...]) -> yaml.Node | None:
+    parent = _node_at(root, loc[:-1])
+    if isinstance(parent, yaml.MappingNode):
+        return next((k for k, _ in parent.value if k.value == str(loc[-1])), None)
+    return None
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The config section (a pydantic model class) that a location points into."""
+    model: Any = RunConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if isinstance(model, type) else None
+        if field is None:
+            return None
+        ann = field.annotation
+        for cand in (ann, *getattr(ann, "__args__", ())):
+            if isinstance(cand, type) and issubclass(cand, BaseModel):
+                model = cand
+                break
+            inner = getattr(cand, "__args__", ())
+            sub = next((a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)),
+                       None)
+            if sub is not None:
+                model = sub
+                break
+        else:
+            return None
+    return model
+
+
+def _path_str(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _explain(err: dict[str, Any], root: yaml.Node | None, source: str) -> str:
+    loc = tuple(p for p in err.get("loc", ()) if not (isinstance(p, str) and "[" in p))
+    if err.get("type") == "extra_forbidden":
+        key = loc[-1]
+        parent = _model_at(loc[:-1])
+        known = list(parent.model_fields) if parent else []
+        close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+        hint = f" (did you mean '{close[0]}'?)" if close else (
+            f" (known keys: {', '.join(known)})" if known else "")
+        node = _key_node(root, loc)
+        where = _path_str(loc[:-1])
+        msg = f"unknown key '{key}'{hint}"
+    else:
+        node = _node_at(root, loc)
+        where = _path_str(loc)
+        msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+        if "input" in err and err.get("type") not in ("missing",) and not isinstance(
+                err["input"], (dict, list)):
+            msg += f" (got {err['input']!r})"
+    line = f":{node.start_mark.line + 1}" if node is not None else ""
+    return f"{source}{line}: {where + ': ' if where else ''}{msg}"
+
+
+def parse_config(data: Any, source: str = "config", root: yaml.Node | None = None) -> RunConfig:
+    """Validate plain data as a RunConfig; raise UserError naming every bad key or value."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: the config must be a mapping of sections "
+                        f"(task, teacher, student, methods, ...), not {type(data).__name__}")
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = [_explain(e, root, source) for e in exc.errors()]
+        raise UserError("\n".join(lines)) from None
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read and validate a YAML config file (``yaml.safe_load``: no object construction)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read ({exc})") from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise UserError(f"{path}{line}: not valid YAML ({problem})") from None
+    return parse_config(data, str(path), root)
+
+
+def dump_config(cfg: RunConfig) -> str:
+    """The resolved config as YAML (keys in declaration order)."""
+    return yaml.safe_dump(cfg.resolved(), sort_keys=False, default_flow_style=False)
