@@ -137,7 +137,7 @@ def device_run_energy(
     without run_end) likewise.
     """
     out = DeviceEnergy(device=device, source=declared)
-    good = [p for p in points if _finite(p.value)]
+    good = _drop_glitches([p for p in points if _finite(p.value)], out, ledger_path)
     if not good:
         piece = _trace_piece(series, t_begin, t_end)
         if piece is None:
@@ -177,3 +177,26 @@ def device_run_energy(
     if good[-1].t < t_end - _EPS_T:
         out.integrated_j += trace_or_note(good[-1].t, t_end, "no reading at run end")
     return out
+
+
+def _drop_glitches(
+    points: list[ReadingPoint], out: DeviceEnergy, ledger_path: str
+) -> list[ReadingPoint]:
+    """Leave out single readings that dip below both neighbours' range (the one before is
+    higher, the one after is higher again): a misread, not a reset. A reset is a step down
+    that stays down; the caller integrates across it."""
+    keep: list[ReadingPoint] = []
+    for i, p in enumerate(points):
+        if 0 < i < len(points) - 1:
+            prev, nxt = keep[-1] if keep else points[i - 1], points[i + 1]
+            if p.value < prev.value and nxt.value >= prev.value:
+                out.degraded = True
+                out.notes.append(
+                    f"{out.device}: reading at {ledger_path}:{p.line} ({p.value:.3f} J) is "
+                    f"below the readings around it ({prev.value:.3f}, {nxt.value:.3f} J); "
+                    "left out of the run total"
+                )
+                continue
+        keep.append(p)
+    return keep
+

@@ -58,9 +58,8 @@ def short_stage_note(seconds: float, energy_j: float, uncertainty_j: float) -> s
     """The note a stage shorter than about a second gets (None for longer stages)."""
     if seconds >= SHORT_STAGE_S:
         return None
-    share = f" ({uncertainty_j / energy_j:.0%} of its energy)" if energy_j > 0 else ""
+    share = f", {uncertainty_j / energy_j:.0%} of its energy" if energy_j > 0 else ""
     return (
-        f"short stage: {seconds:.3f} s is close to the sensors' 0.1 s update period; the "
-        f"boundary error alone is +-{uncertainty_j:.0f} J{share}. Lengthen or repeat it "
-        "for a firm figure."
+        f"short stage ({seconds:.3f} s, near the sensors' 0.1 s update period): "
+        f"+-{uncertainty_j:.0f} J{share}; lengthen or repeat it for a firm figure"
     )

@@ -1,0 +1,41 @@
+"""``distillmeter show RUN_DIR``: print a run's stage table and totals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from distillmeter.protocol import REPORT_FILE, ProtocolError
+
+
+@click.command("show")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def command(run_dir: Path, as_json: bool) -> None:
+    """Print RUN_DIR's report: from report.json when it is there and valid, else accounted
+    in memory from the raw files (nothing is written)."""
+    from distillmeter.accounting import account
+    from distillmeter.commands.account import report_console
+    from distillmeter.protocol import load_report
+    from distillmeter.tables import print_report
+
+    note = None
+    report = None
+    if (run_dir / REPORT_FILE).exists():
+        try:
+            report = load_report(run_dir)
+        except ProtocolError as exc:
+            note = f"{exc}; accounted in memory instead"
+    else:
+        note = (f"{run_dir / REPORT_FILE} not written yet; accounted in memory "
+                "(`distillmeter account` saves it)")
+    if report is None:
+        report = account(run_dir)
+    if as_json:
+        click.echo(report.to_json())
+        return
+    console = report_console()
+    if note:
+        console.print(f"[dim]{note}[/dim]", highlight=False)
+    print_report(report, console)

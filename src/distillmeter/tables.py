@@ -1,0 +1,145 @@
+"""Terminal tables for a run's report (rich). ``account``, ``show``, ``measure`` and ``run``
+all print a report the same way through :func:`print_report`."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from distillmeter.protocol import ESTIMATED_SOURCES, Report, StageReport
+
+_SHORT_SOURCE = {"nvml_counter": "counter", "nvml_instant": "instant", "rapl": "rapl",
+                 "estimate": "estimate*"}
+
+
+def _j(x: float) -> str:
+    return f"{x:,.1f}"
+
+
+def _source_text(st: StageReport) -> Text:
+    """One label per distinct source; estimates in yellow with a star."""
+    text = Text()
+    labels: dict[str, list[str]] = {}
+    for dev, src in st.source.items():
+        labels.setdefault(src, []).append(dev)
+    for i, (src, devs) in enumerate(labels.items()):
+        if i:
+            text.append(", ")
+        label = _SHORT_SOURCE.get(src, src)
+        if len(labels) > 1:
+            label = f"{'/'.join(devs)} {label}"
+        text.append(label, style="yellow" if src in ESTIMATED_SOURCES else "")
+    return text
+
+
+def _status_text(status: str) -> Text:
+    style = {"ok": "green", "failed": "red", "incomplete": "red", "degraded": "yellow"}
+    return Text(status, style=style.get(status, ""))
+
+
+def stage_table(report: Report) -> Table:
+    """The stage table: seconds, energy per device and total, active energy, uncertainty,
+    tokens, J/token, source and status; upstream (shared teacher) stages after a rule."""
+    devices = list(report.devices)
+    per_device = len(devices) > 1
+    title = f"run {report.run_id}"
+    if report.method:
+        title += f"  method {report.method}"
+    if report.seed is not None:
+        title += f"  seed {report.seed}"
+    table = Table(title=title, title_justify="left", header_style="bold")
+    table.add_column("stage")
+    table.add_column("s", justify="right")
+    if per_device:
+        for d in devices:
+            table.add_column(f"{d} J", justify="right")
+    table.add_column("energy J", justify="right")
+    table.add_column("active J", justify="right")
+    table.add_column("+- J", justify="right")
+    table.add_column("tokens", justify="right")
+    table.add_column("J/token", justify="right")
+    table.add_column("source")
+    table.add_column("status")
+
+    def add(st: StageReport, name: str) -> None:
+        row: list[str | Text] = [name, f"{st.seconds:.2f}"]
+        if per_device:
+            row += [_j(st.energy_j.get(d, 0.0)) for d in devices]
+        row += [
+            _j(st.energy_j["total"]), _j(st.active_energy_j), _j(st.uncertainty_j),
+            f"{st.tokens:,}" if st.tokens else "",
+            f"{st.j_per_token:.4g}" if st.j_per_token is not None else "",
+            _source_text(st), _status_text(st.status),
+        ]
+        table.add_row(*row)
+
+    for st in report.stages:
+        add(st, st.name)
+    if report.upstream:
+        table.add_section()
+        for st in report.upstream:
+            add(st, f"{st.name} (upstream {str(st.run_id)[:8]})")
+    return table
+
+
+def totals_table(report: Report) -> Table:
+    """Run totals: energy, unattributed, by side, upstream, carbon, cost."""
+    t = report.totals
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    table.add_column()
+    table.add_row("run energy", f"{_j(t.energy_j)} J",
+                  f"{t.kwh:.6f} kWh over {t.seconds:.1f} s (+-{_j(t.uncertainty_j)} J)")
+    table.add_row("in stages", f"{_j(t.stages_j)} J", "")
+    share = f"{t.unattributed_j / t.energy_j:.1%} of the run" if t.energy_j > 0 else ""
+    table.add_row("unattributed", f"{_j(t.unattributed_j)} J", share)
+    for side, joules in t.by_side.items():
+        table.add_row(f"  {side}", f"{_j(joules)} J", "")
+    if len(t.by_device) > 1:
+        for dev, joules in t.by_device.items():
+            table.add_row(f"  {dev}", f"{_j(joules)} J", "")
+    if report.upstream:
+        table.add_row("upstream", f"{_j(t.upstream_j)} J", "shared teacher work, counted in full")
+        table.add_row("with upstream", f"{_j(t.with_upstream_j)} J", "")
+    c = report.carbon
+    where = c.country or "user grid"
+    co2 = f"{c.co2e_g:,.2f} g"
+    extra = f"{c.grid_gco2_per_kwh:.0f} gCO2e/kWh ({where}), PUE {c.pue:.2f}"
+    if c.co2e_g_with_upstream is not None:
+        extra += f"; {c.co2e_g_with_upstream:,.2f} g with upstream"
+    table.add_row("CO2e", co2, extra)
+    k = report.cost
+    if k.total is None:
+        table.add_row("cost", "-", "no price given (--price-per-kwh)")
+    else:
+        extra = f"at {k.price_per_kwh:g} {k.currency}/kWh, PUE {c.pue:.2f}"
+        if k.total_with_upstream is not None:
+            extra += f"; {k.total_with_upstream:.6f} with upstream"
+        table.add_row("cost", f"{k.total:.6f} {k.currency}", extra)
+    if report.quality is not None:
+        q = report.quality
+        table.add_row("quality", f"{q.value:.4g}", f"{q.metric} (n={q.n})")
+    return table
+
+
+def print_report(report: Report, console: Console | None = None) -> None:
+    """Print the stage table, totals, stage notes and warnings."""
+    console = console or Console()
+    console.print(stage_table(report))
+    console.print(totals_table(report))
+    if report.estimated:
+        console.print(Text("* estimated: some energy comes from a model (utilisation x TDP), "
+                           "not a counter; see the +- column", style="yellow"))
+    notes = [(st.name, n) for st in [*report.stages, *report.upstream] for n in st.notes]
+    if notes:
+        console.print(Text("notes", style="bold"))
+        for name, note in notes:
+            console.print(f"  {name}: {note}", highlight=False)
+    if report.warnings:
+        console.print(Text(f"warnings ({len(report.warnings)})", style="bold yellow"))
+        for w in report.warnings:
+            console.print(Text(f"  {w}", style="yellow"))
+    if report.status != "ok":
+        console.print(_status_text(f"status: {report.status}"))
