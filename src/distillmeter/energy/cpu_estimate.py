@@ -1,0 +1,230 @@
+"""A labelled CPU and DRAM energy estimate, for machines where RAPL cannot be read.
+
+CPU power of the machine is modelled as linear in this process tree's CPU utilisation::
+
+    P = TDP_m * (f_idle + (1 - f_idle) * u)
+    TDP_m = TDP per hardware thread * logical CPUs the OS shows
+    u = CPU seconds of this process and its descendants / (wall seconds * logical CPUs)
+
+with TDP from ``distillmeter/data/cpu_tdp.json`` (vendor figures, sources named there) and
+the idle floor f_idle = 0.12 (Teads' SPECpower-based curve). Being linear, the model's
+energy is exact from the cumulative CPU-time counter: E = P_idle * t + (TDP_m - P_idle) *
+cpu_seconds / logical_cpus, so the estimate has a counter like real hardware does and
+boundary readings need no sampling. Per-thread scaling makes a VM's share of a big part
+come out as that share of its TDP. DRAM is modelled as constant: W per GiB x RAM.
+Other processes on the machine are not ours and are not counted (except in the idle floor).
+Every device from here has source ``estimate``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from distillmeter.energy.hostinfo import CpuInfo, cpu_info, memory_bytes
+from distillmeter.energy.sensors import Sensor
+
+TABLE_PATH = Path(__file__).resolve().parent.parent / "data" / "cpu_tdp.json"
+GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class TdpMatch:
+    """The TDP used for a CPU and where it came from (``how``: table, family or default)."""
+
+    cpu_model: str
+    w_per_thread: float
+    how: str
+    matched: str | None
+    source: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@functools.lru_cache(maxsize=4)
+def load_table(path: str | None = None) -> dict[str, Any]:
+    """The CPU TDP table (parsed JSON)."""
+    return json.loads(Path(path or TABLE_PATH).read_text(encoding="utf-8"))
+
+
+def _normalise(name: str) -> str:
+    name = re.sub(r"\((r|tm|c)\)", " ", name, flags=re.I)
+    name = re.sub(r"@.*$", " ", name)  # clock speed
+    name = re.sub(r"\b(cpu|processor|\d+-core)\b", " ", name, flags=re.I)
+    return re.sub(r"\s+", " ", name).strip().lower()
+
+
+def _contains(haystack: str, needle: str) -> bool:
+    """``needle`` occurs in ``haystack`` as whole tokens: "i9-13900k" must not match
+    "i9-13900kf", nor "8480" match "8480+"."""
+    pattern = r"(?<![\w+\-])" + re.escape(needle) + r"(?![\w+])"
+    return re.search(pattern, haystack) is not None
+
+
+def lookup_tdp(info: CpuInfo, table: dict[str, Any] | None = None) -> TdpMatch:
+    """Find the TDP per hardware thread for ``info``: by model name (longest table name that
+    occurs in it), else by cpuid generation for a name a hypervisor hides, else the table's
+    median W per thread (documented default)."""
+    table = table or load_table()
+    sources = table.get("sources", {})
+    model = _normalise(info.model)
+    by_name = {c["name"]: c for c in table["cpus"]}
+    hits = [c for c in table["cpus"] if _contains(model, _normalise(c["name"]))]
+    if hits:
+        c = max(hits, key=lambda c: len(c["name"]))
+        return TdpMatch(info.model, c["tdp_w"] / c["threads"], "table", c["name"],
+                        f"{c['name']}: {c['tdp_w']} W, {c['threads']} threads "
+                        f"({sources.get(c['source'], c['source'])})")
+    for fam in table.get("families", []):
+        if (info.vendor == fam["vendor"] and info.family == fam["family"]
+                and info.model_id == fam["model"]
+                and fam["name_contains"].lower() in model):
+            c = by_name[fam["like"]]
+            return TdpMatch(info.model, c["tdp_w"] / c["threads"], "family", c["name"],
+                            f"model name hides the SKU; cpuid family {fam['family']} model "
+                            f"{fam['model']} is {fam['generation']}, so {c['name']}: "
+                            f"{c['tdp_w']} W, {c['threads']} threads "
+                            f"({sources.get(c['source'], c['source'])})")
+    per_thread = statistics.median(c["tdp_w"] / c["threads"] for c in table["cpus"])
+    return TdpMatch(info.model, per_thread, "default", None,
+                    f"unknown CPU: {table['default']['rule']} ({per_thread:.3f} W/thread)")
+
+
+class _ProcessTreeCpu:
+    """Cumulative CPU seconds of a process and all its descendants, live or reaped.
+
+    Listing descendants walks /proc, so it is refreshed at most once a second; the
+    per-process reads in between are one /proc/<pid>/stat read each."""
+
+    def __init__(self, pid: int | None = None, refresh_s: float = 1.0) -> None:
+        import psutil
+
+        self._psutil = psutil
+        self._root = psutil.Process(pid or os.getpid())
+        self._children: list[Any] = []
+        self._listed_at = -1e9
+        self._refresh_s = refresh_s
+        self._last = 0.0
+
+    def seconds(self) -> float:
+        now = time.monotonic()
+        if now - self._listed_at >= self._refresh_s:
+            try:
+                self._children = self._root.children(recursive=True)
+            except self._psutil.Error:
+                self._children = []
+            self._listed_at = now
+        # children_* of a process hold its reaped descendants; a live process's own times
+        # hold the rest, so summing both over the live tree counts each CPU second once.
+        t = self._root.cpu_times()
+        total = t.user + t.system + t.children_user + t.children_system
+        alive = []
+        for child in self._children:
+            try:
+                c = child.cpu_times()
+            except self._psutil.Error:
+                continue
+            alive.append(child)
+            total += c.user + c.system + c.children_user + c.children_system
+        self._children = alive
+        # A child that exits between listing and reaping briefly drops out of the sum.
+        self._last = max(self._last, total)
+        return self._last
+
+
+class CpuEstimateSensor(Sensor):
+    """Estimated ``cpu:S`` and ``dram:S`` energy (source ``estimate``). The machine's
+    estimate is split evenly over its sockets."""
+
+    kind = "estimate"
+
+    def __init__(self, devices: list[str] | None = None, *, sockets: int | None = None,
+                 info: CpuInfo | None = None, pid: int | None = None,
+                 table: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        table = table or load_table()
+        self.info = info or cpu_info()
+        self.sockets = sockets or self.info.sockets
+        self.devices = list(devices) if devices is not None else [
+            f"{k}:{s}" for k in ("cpu", "dram") for s in range(self.sockets)]
+        self.sources = {d: "estimate" for d in self.devices}
+        self.tdp = lookup_tdp(self.info, table)
+        self.logical = self.info.logical or os.cpu_count() or 1
+        self.tdp_w = self.tdp.w_per_thread * self.logical
+        self.idle_fraction = float(table["idle_fraction"]["value"])
+        self.idle_w = self.tdp_w * self.idle_fraction
+        self.dram_w_per_gib = float(table["dram_w_per_gib"]["value"])
+        mem = memory_bytes()
+        self.dram_w = self.dram_w_per_gib * mem / GIB if mem else None
+        if self.dram_w is None and any(d.startswith("dram") for d in self.devices):
+            self._warn("DRAM size unknown: DRAM energy not measured")
+        self._cpu = _ProcessTreeCpu(pid)
+        self._t0: float | None = None
+        self._cpu0 = 0.0
+        self._offset: dict[str, float] = {}
+        self._last_sample: tuple[float, dict[str, float | None]] | None = None
+
+    def method(self, device: str) -> str:
+        """One line saying how ``device`` is estimated."""
+        if device.startswith("dram"):
+            return (f"{self.dram_w_per_gib} W/GiB x RAM = {self.dram_w or 0:.2f} W for the "
+                    "machine, constant")
+        return (f"utilisation x TDP: {self.tdp_w:.2f} W for {self.logical} logical CPUs, "
+                f"idle floor {self.idle_fraction:.0%}; {self.tdp.source}")
+
+    def start(self, clock: Any) -> None:
+        super().start(clock)
+        self._t0 = time.monotonic()
+        self._cpu0 = self._cpu.seconds()
+
+    def resume_from(self, readings: dict[str, float | None]) -> None:
+        self._offset = {d: v for d, v in readings.items() if d in self.devices and v}
+
+    def read_energy(self) -> dict[str, float | None]:
+        if self._t0 is None:
+            self.start(self._clock)
+        elapsed = time.monotonic() - self._t0
+        busy = self._cpu.seconds() - self._cpu0
+        cpu_j = self.idle_w * elapsed + (self.tdp_w - self.idle_w) * busy / self.logical
+        out: dict[str, float | None] = {}
+        for d in self.devices:
+            if d.startswith("cpu"):
+                out[d] = cpu_j / self.sockets + self._offset.get(d, 0.0)
+            elif self.dram_w is not None:
+                out[d] = self.dram_w * elapsed / self.sockets + self._offset.get(d, 0.0)
+            else:
+                out[d] = None
+        return out
+
+    def sample(self, read_counter: bool) -> dict[str, tuple[float | None, float | None]]:
+        # Modelled power over the interval since the previous sample.
+        now = time.monotonic()
+        energy = self.read_energy()
+        power: dict[str, float | None] = {d: None for d in self.devices}
+        if self._last_sample is not None and now > self._last_sample[0]:
+            dt = now - self._last_sample[0]
+            for d, e in energy.items():
+                prev = self._last_sample[1].get(d)
+                if e is not None and prev is not None:
+                    power[d] = (e - prev) / dt
+        self._last_sample = (now, energy)
+        return {d: (energy[d], power[d]) for d in self.devices}
+
+    def read_power(self) -> dict[str, float | None]:
+        return {d: v[1] for d, v in self.sample(True).items()}
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        info.update(tdp=self.tdp.as_dict(), machine_tdp_w=self.tdp_w, logical_cpus=self.logical,
+                    idle_fraction=self.idle_fraction, idle_w=self.idle_w,
+                    dram_w_per_gib=self.dram_w_per_gib, dram_w=self.dram_w,
+                    methods={d: self.method(d) for d in self.devices})
+        return info

@@ -1,0 +1,165 @@
+"""The sensor interface and device discovery.
+
+A sensor reads one kind of hardware (NVML GPUs, RAPL zones, the CPU estimate, a replayed
+trace) and names its devices with protocol names (``gpu:0``, ``cpu:0``, ``dram:0``). Every
+reading is either a number or ``None``; a reading that fails is ``None`` plus a warning,
+never a zero. Sensors are not thread-safe: the meter serialises all calls with one lock.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+Clock = Callable[[], float]
+Reading = dict[str, "float | None"]
+
+
+class Sensor:
+    """Base class. Subclasses set ``devices`` and ``sources`` and override
+    :meth:`read_energy` and :meth:`read_power` (or :meth:`sample` when one read yields both).
+
+    ``counter_every``: in the trace, the sampler reads the energy counter only every N-th
+    sample (NVML's counter costs ~4 ms a call; its instant power field ~10 us)."""
+
+    kind = "sensor"
+    counter_every = 1
+
+    def __init__(self) -> None:
+        self.devices: list[str] = []
+        self.sources: dict[str, str] = {}
+        self._warnings: list[tuple[str, str | None]] = []
+        self._clock: Clock = time.monotonic
+
+    # -- lifecycle
+    def start(self, clock: Clock) -> None:
+        """Called by the meter before the first reading, with the meter's clock (seconds
+        since the run started). Sensors that replay time use it; others may ignore it."""
+        self._clock = clock
+
+    def close(self) -> None:
+        """Release handles (NVML shutdown, open files)."""
+
+    def resume_from(self, readings: dict[str, float | None]) -> None:
+        """A resumed run's last recorded counter values. Modelled counters continue from
+        them so they never run backwards; hardware counters keep their own values."""
+
+    # -- readings
+    def read_energy(self) -> Reading:
+        """Cumulative energy per device in joules, or None where it cannot be read."""
+        return {d: None for d in self.devices}
+
+    def read_power(self) -> Reading:
+        """Instantaneous power per device in watts, or None where there is none."""
+        return {d: None for d in self.devices}
+
+    def sample(self, read_counter: bool) -> dict[str, tuple[float | None, float | None]]:
+        """One trace sample: ``{device: (energy_j or None, power_w or None)}``. The energy
+        counter is read only when ``read_counter``."""
+        power = self.read_power()
+        energy = self.read_energy() if read_counter else {}
+        return {d: (energy.get(d), power.get(d)) for d in self.devices}
+
+    def foreign_processes(self) -> dict[str, list[int]]:
+        """Processes running on each device, for the contamination check (GPUs only)."""
+        return {}
+
+    def describe(self) -> dict[str, Any]:
+        """What this sensor is and how it reads, for environment.json."""
+        return {"kind": self.kind, "devices": list(self.devices), "sources": dict(self.sources)}
+
+    # -- warnings
+    def _warn(self, message: str, device: str | None = None) -> None:
+        self._warnings.append((message, device))
+
+    def pop_warnings(self) -> list[tuple[str, str | None]]:
+        """Warnings raised since the last call, as ``(message, device)``."""
+        out, self._warnings = self._warnings, []
+        return out
+
+
+def _wanted(device: str, selectors: Sequence[str] | None) -> bool:
+    """``selectors`` holds device names (``gpu:1``) or kinds (``gpu``); None keeps all."""
+    if selectors is None:
+        return True
+    kind = device.split(":", 1)[0]
+    return device in selectors or kind in selectors
+
+
+def parse_device_selection(devices: str | Iterable[str] | None) -> list[str] | None:
+    """``"auto"``/None -> None (everything found); ``"gpu,cpu:0"`` or a list -> selectors."""
+    if devices is None or devices == "auto":
+        return None
+    items = devices.split(",") if isinstance(devices, str) else list(devices)
+    out = [d.strip() for d in items if d and d.strip()]
+    for d in out:
+        kind = d.split(":", 1)[0]
+        if kind not in ("gpu", "cpu", "dram") or (":" in d and not d.split(":", 1)[1].isdigit()):
+            raise ValueError(
+                f"unknown device selector {d!r}: use gpu, cpu, dram or a device name "
+                "such as gpu:0 (or 'auto')"
+            )
+    return out
+
+
+def discover_sensors(
+    devices: str | Iterable[str] | None = "auto",
+    *,
+    powercap_root: str | os.PathLike[str] | None = None,
+) -> tuple[list[Sensor], list[tuple[str, str | None]]]:
+    """Find what this machine can measure. Returns the sensors and warnings naming every
+    device that could not be read directly (so a fallback is never silent).
+
+    GPUs come from NVML; CPU packages and DRAM from RAPL where readable, else from the
+    labelled estimate. Under ``torchrun`` only local rank 0 meters the node's CPU and DRAM,
+    so a node's host energy is counted once."""
+    from distillmeter.energy.cpu_estimate import CpuEstimateSensor
+    from distillmeter.energy.nvml import NvmlSensor, NvmlUnavailable
+    from distillmeter.energy.rapl import RaplSensor
+
+    selectors = parse_device_selection(devices)
+    sensors: list[Sensor] = []
+    notes: list[tuple[str, str | None]] = []
+
+    if selectors is None or any(s.startswith("gpu") for s in selectors):
+        try:
+            nv = NvmlSensor(select=[s for s in selectors or ["gpu"] if s.startswith("gpu")])
+        except NvmlUnavailable as exc:
+            if selectors is not None:
+                notes.append((f"GPUs requested but not metered: {exc}", None))
+        else:
+            if nv.devices:
+                sensors.append(nv)
+            else:
+                nv.close()
+
+    local_rank = os.environ.get("LOCAL_RANK")
+    host_wanted = [k for k in ("cpu", "dram") if selectors is None or
+                   any(s.split(":", 1)[0] == k for s in selectors)]
+    if local_rank not in (None, "", "0") and selectors is None:
+        notes.append((f"local rank {local_rank}: CPU and DRAM are metered by local rank 0 "
+                      "only, so the node's host energy is counted once", None))
+        host_wanted = []
+    if not host_wanted:
+        return sensors, notes
+
+    rapl = RaplSensor(root=powercap_root)
+    notes.extend(rapl.pop_warnings())
+    rapl.devices = [d for d in rapl.devices if _wanted(d, selectors)
+                    and d.split(":", 1)[0] in host_wanted]
+    rapl.sources = {d: rapl.sources[d] for d in rapl.devices}
+    if rapl.devices:
+        sensors.append(rapl)
+    # Whatever RAPL could not give (absent, unreadable, no dram zone) is estimated.
+    sockets = rapl.socket_count()
+    missing = [f"{k}:{s}" for k in host_wanted for s in range(sockets)
+               if f"{k}:{s}" not in rapl.devices and _wanted(f"{k}:{s}", selectors)]
+    if missing:
+        est = CpuEstimateSensor(devices=missing, sockets=sockets)
+        sensors.append(est)
+        why = rapl.absence_reason()
+        for d in missing:
+            notes.append((f"{d}: {why}; its energy is an estimate ({est.method(d)})", d))
+    return sensors, notes
