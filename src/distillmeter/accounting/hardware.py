@@ -8,11 +8,12 @@ from typing import Any
 
 from distillmeter.protocol import ENVIRONMENT_FILE
 
-# Keys of environment.json that describe the machine (the rest is software and settings).
+# Keys of environment.json that describe the machine (the rest is software and settings);
+# the meter's snapshot (energy/environment.py) writes cpu, memory_bytes, gpus, gpu_driver
+# and nvml_version; the others are accepted from hand-written or older files.
 HARDWARE_KEYS = (
-    "gpus", "gpu", "gpu_names", "gpu_count", "nvidia_driver", "driver_version", "cuda",
-    "cpu", "cpu_model", "cpu_count", "cpu_sockets", "cpu_tdp_w", "memory_gb", "ram_gb",
-    "platform", "machine", "accelerator", "node",
+    "cpu", "memory_bytes", "gpus", "gpu_driver", "nvml_version",
+    "gpu", "gpu_names", "gpu_count", "cpu_model", "cpu_count", "memory_gb", "machine", "node",
 )
 
 
