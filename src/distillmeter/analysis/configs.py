@@ -1,0 +1,162 @@
+"""Grouping runs into configurations and comparable groups, and their statistics over seeds.
+
+- A *configuration* is the runs that share a config (``config_id``; else method and labels)
+  but not a seed.
+- A *group* is the runs on one task and one kind of hardware: energies and qualities are
+  only compared within a group, so runs from different tasks or machines in one
+  directory are kept apart and the summary says so.
+- A *teacher run* is a run directory without student stages that some other run names as
+  its upstream: its energy reaches the analysis through the students that use it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from distillmeter.analysis.runs import SIDE_ORDER, RunFigures
+from distillmeter.analysis.stats import Summary, summarize
+
+
+@dataclass
+class ConfigStats:
+    """One configuration's statistics over its seeds (energies in J, amortised as asked)."""
+
+    config: str
+    group: str
+    method: str | None
+    task: str | None
+    hardware: str
+    runs: list[RunFigures]
+    energy_j: Summary
+    by_side: dict[str, Summary]
+    marginal_j: Summary  # per-student energy without teacher-side work
+    co2e_g: Summary
+    quality: Summary
+    q: Summary
+    stage_j: dict[str, Summary]
+    metric: str | None
+    estimated: bool
+    upstream_stages: list[str]
+    # filled by the Pareto analysis
+    pareto: bool = False
+    dominated_by: str | None = None
+    not_separable_from: list[str] = field(default_factory=list)
+
+    @property
+    def n_seeds(self) -> int:
+        return len(self.runs)
+
+    @property
+    def seeds(self) -> list[int | None]:
+        return [r.seed for r in self.runs]
+
+    def side_mean(self, side: str) -> float:
+        s = self.by_side.get(side)
+        return 0.0 if s is None or s.mean is None else s.mean
+
+
+@dataclass
+class Group:
+    """Runs comparable with one another: one task, one kind of hardware."""
+
+    id: str
+    task: str | None
+    hardware: str
+    configs: list[str] = field(default_factory=list)
+    teacher_runs: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        return f"task {self.task or '(unlabelled)'} on {self.hardware}"
+
+
+@dataclass
+class Grouping:
+    groups: list[Group]
+    configs: list[ConfigStats]
+    teacher_runs: list[RunFigures]
+    notes: list[str]
+
+
+def is_teacher_run(run: RunFigures, referenced: set[str]) -> bool:
+    """A run without student stages whose run_id another run names as upstream."""
+    return not run.has_student_stages and run.run_id in referenced
+
+
+def config_stats(config: str, group: str, runs: list[RunFigures], *, amortize: float = 1.0,
+                 grid: float | None = None, pue: float | None = None) -> ConfigStats:
+    """Statistics of one configuration over its runs (seeds)."""
+    runs = sorted(runs, key=lambda r: (r.seed is None, r.seed or 0, r.run_id))
+    sides = [s for s in SIDE_ORDER if any(s in r.own_by_side or s in r.upstream_by_side
+                                          for r in runs)]
+    stage_names = sorted({name for r in runs for name in r.stage_j})
+    methods = sorted({r.method for r in runs if r.method})
+    metrics = sorted({r.metric for r in runs if r.metric})
+    return ConfigStats(
+        config=config,
+        group=group,
+        method=methods[0] if len(methods) == 1 else ("/".join(methods) or None),
+        task=runs[0].task,
+        hardware=runs[0].hardware,
+        runs=runs,
+        energy_j=summarize([r.total_j(amortize) for r in runs]),
+        by_side={s: summarize([r.side_j(s, amortize) for r in runs]) for s in sides},
+        marginal_j=summarize([r.marginal_j() for r in runs]),
+        co2e_g=summarize([r.co2e_g(amortize, grid, pue) for r in runs]),
+        quality=summarize([r.quality for r in runs]),
+        q=summarize([r.q for r in runs]),
+        stage_j={n: summarize([_stage_share(r, n, amortize) for r in runs])
+                 for n in stage_names},
+        metric=metrics[0] if len(metrics) == 1 else ("/".join(metrics) or None),
+        estimated=any(r.estimated for r in runs),
+        upstream_stages=sorted({n for r in runs for n in r.upstream_stage_names}),
+    )
+
+
+def _stage_share(run: RunFigures, name: str, amortize: float) -> float:
+    # an upstream stage's energy is divided among the students sharing it
+    up = sum(e for (_, stage), e in run.upstream_stages.items() if stage == name)
+    return run.stage_j.get(name, 0.0) - up + up / amortize
+
+
+def group_runs(runs: list[RunFigures], *, amortize: float = 1.0, grid: float | None = None,
+               pue: float | None = None) -> Grouping:
+    """Split runs into groups (task x hardware), teacher runs and configurations."""
+    referenced = {key[0] for r in runs for key in r.upstream_stages}
+    teachers = [r for r in runs if is_teacher_run(r, referenced)]
+    students = [r for r in runs if not is_teacher_run(r, referenced)]
+    group_keys = sorted({(r.task or "", r.hardware) for r in runs})
+    groups = {k: Group(id=f"g{i + 1}", task=k[0] or None, hardware=k[1])
+              for i, k in enumerate(group_keys)}
+    notes: list[str] = []
+    by_config: dict[tuple[tuple[str, str], str], list[RunFigures]] = {}
+    for r in students:
+        by_config.setdefault(((r.task or "", r.hardware), r.config), []).append(r)
+    configs: list[ConfigStats] = []
+    for (gkey, config), members in sorted(by_config.items()):
+        group = groups[gkey]
+        group.configs.append(config)
+        configs.append(config_stats(config, group.id, members, amortize=amortize,
+                                    grid=grid, pue=pue))
+        seeds = [r.seed for r in members if r.seed is not None]
+        dupes = sorted({s for s in seeds if seeds.count(s) > 1})
+        if dupes:
+            notes.append(f"configuration {config}: seed(s) {dupes} appear in more than one "
+                         "run; each run is counted as a repeat")
+        metrics = {r.metric for r in members if r.metric}
+        if len(metrics) > 1:
+            notes.append(f"configuration {config}: runs report different quality metrics "
+                         f"({', '.join(sorted(metrics))})")
+    for t in teachers:
+        groups[(t.task or "", t.hardware)].teacher_runs.append(t.run_id)
+    if len(groups) > 1:
+        parts = "; ".join(f"{g.id}: {g.describe()}" for g in groups.values())
+        notes.append(f"runs span {len(groups)} different tasks or hardware and are analysed "
+                     f"as separate groups ({parts}); configurations are compared only "
+                     "within a group")
+    for gkey, group in groups.items():
+        metrics = {r.metric for r in students if (r.task or "", r.hardware) == gkey
+                   and r.metric}
+        if len(metrics) > 1:
+            notes.append(f"group {group.id} mixes quality metrics ({', '.join(sorted(metrics))})"
+                         "; its Pareto frontier compares unlike numbers")
+    return Grouping(list(groups.values()), configs, teachers, notes)

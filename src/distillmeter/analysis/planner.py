@@ -1,0 +1,167 @@
+"""The budget planner: the best measured configuration that fits an energy, CO2 or money
+budget per student, and why (pure functions over an Analysis).
+
+A configuration *fits* when the upper end of the 95% interval of its cost per student is
+within the budget (``on_mean=True`` uses the mean instead). The upper bound is the cautious
+choice: a budget is a limit, and a mean that fits says only that about half the repeats
+would. A configuration measured with one seed has no interval; its single measurement is
+used and the plan says so. Among those that fit, the highest mean quality wins (ties: the
+lower energy).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from distillmeter.analysis.configs import ConfigStats
+from distillmeter.analysis.rules import fmt_j, fmt_pm
+from distillmeter.analysis.stats import Summary, summarize
+from distillmeter.analysis.summary import Analysis
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Limits per student; None where not set."""
+
+    kwh: float | None = None
+    co2_kg: float | None = None
+    usd: float | None = None
+    price_per_kwh: float | None = None
+
+    def limits(self) -> list[tuple[str, float]]:
+        return [(k, v) for k, v in (("kwh", self.kwh), ("co2_kg", self.co2_kg),
+                                    ("usd", self.usd)) if v is not None]
+
+
+UNITS = {"kwh": "kWh", "co2_kg": "kg CO2e", "usd": "USD"}
+
+
+def cost_summaries(c: ConfigStats, a: Analysis, price: float | None
+                   ) -> dict[str, Summary | None]:
+    """Per-student cost of a configuration in each budget unit."""
+    usd = None
+    if price is not None or all(r.price_per_kwh is not None for r in c.runs):
+        usd = summarize([r.cost(price, a.amortize, a.pue) for r in c.runs])
+    return {"kwh": c.energy_j.scaled(1 / 3.6e6), "co2_kg": c.co2e_g.scaled(1e-3), "usd": usd}
+
+
+def _bound(s: Summary | None, on_mean: bool) -> float | None:
+    if s is None or s.mean is None:
+        return None
+    if on_mean or s.hi is None:
+        return s.mean
+    return s.hi
+
+
+def _fmt(unit: str, x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3g} {UNITS[unit]}"
+
+
+def plan_group(a: Analysis, group_id: str, budget: Budget, *, on_mean: bool = False
+               ) -> dict[str, Any]:
+    """The choice for one group of comparable runs."""
+    cs = [c for c in a.configs if c.group == group_id]
+    cands: list[dict[str, Any]] = []
+    for c in cs:
+        costs = cost_summaries(c, a, budget.price_per_kwh)
+        row: dict[str, Any] = {"config": c.config, "quality_mean": c.quality.mean,
+                               "quality_ci95": None if c.quality.lo is None
+                               else [c.quality.lo, c.quality.hi],
+                               "n_seeds": c.n_seeds, "fits": True, "over": []}
+        for unit, limit in budget.limits():
+            s = costs[unit]
+            b = _bound(s, on_mean)
+            row[f"{unit}_mean"] = None if s is None else s.mean
+            row[f"{unit}_bound"] = b
+            if b is None or b > limit:
+                row["fits"] = False
+                row["over"].append(f"{_fmt(unit, b)} > {_fmt(unit, limit)}" if b is not None
+                                   else f"no {UNITS[unit]} figure")
+        cands.append(row)
+    g = next(x for x in a.grouping.groups if x.id == group_id)
+    out: dict[str, Any] = {"group": group_id, "describe": g.describe(), "candidates": cands,
+                           "choice": None, "rules": a.rules.get(group_id, [])}
+    fitting = [c for c, row in zip(cs, cands, strict=True) if row["fits"]]
+    what = "upper 95% bound" if not on_mean else "mean"
+    if not fitting:
+        cheapest = min(cs, key=lambda c: c.energy_j.mean or float("inf"))
+        row = cands[cs.index(cheapest)]
+        out["cheapest"] = cheapest.config
+        out["verdict"] = (f"nothing fits the budget ({'; '.join(_limits(budget))} per "
+                          f"student, judged on each configuration's {what}). The cheapest "
+                          f"is {cheapest.config} at {fmt_j(cheapest.energy_j.mean)} per "
+                          f"student ({'; '.join(row['over'])}).")
+        return out
+    with_q = [c for c in fitting if c.quality.mean is not None]
+    pool = with_q or fitting
+    pick = min(pool, key=lambda c: (-(c.quality.mean or 0.0), c.energy_j.mean or 0.0,
+                                    c.config))
+    out["choice"] = pick.config
+    row = cands[cs.index(pick)]
+    q = fmt_pm(pick.quality.mean, pick.quality.half_width)
+    ci = "" if pick.quality.lo is None else \
+        f", 95% CI {pick.quality.lo:.3g}-{pick.quality.hi:.3g}"
+    e_ci = "" if pick.energy_j.lo is None else \
+        f", 95% CI {fmt_j(pick.energy_j.lo)}-{fmt_j(pick.energy_j.hi)}"
+    out["verdict"] = (f"pick {pick.config} ({pick.method or 'method unknown'}): "
+                      f"{pick.metric or 'quality'} {q}{ci}; "
+                      f"{fmt_j(pick.energy_j.mean)} per student{e_ci}.")
+    why = [f"fits: its {what} per student is " + "; ".join(
+        f"{_fmt(u, row[f'{u}_bound'])} <= {_fmt(u, lim)}" for u, lim in budget.limits())]
+    others = [c for c in fitting if c is not pick]
+    if with_q:
+        why.append(f"highest mean {pick.metric or 'quality'} of the {len(fitting)} "
+                   "configuration(s) that fit" + (
+                       " (" + ", ".join(f"{c.config} {c.quality.mean:.3g}"
+                                        for c in others if c.quality.mean is not None) + ")"
+                       if others else ""))
+    else:
+        why.append("no configuration reports a quality: the cheapest that fits")
+    if pick.n_seeds < 2:
+        why.append(f"{pick.config} was measured with one seed: no interval, so its single "
+                   "measurement is what fits")
+    for c in others:
+        if c.quality.mean is None or c.energy_j.mean is None or pick.energy_j.mean is None:
+            continue
+        if c.energy_j.mean < pick.energy_j.mean and _q_overlap(c, pick):
+            why.append(f"{c.config} costs {fmt_j(pick.energy_j.mean - c.energy_j.mean)} less "
+                       f"per student and its quality interval overlaps {pick.config}'s: "
+                       "the measurements cannot rule out that it is as good")
+    for c, r in zip(cs, cands, strict=True):
+        if not r["fits"]:
+            why.append(f"{c.config} does not fit ({'; '.join(r['over'])})")
+    out["why"] = why
+    return out
+
+
+def _q_overlap(a: ConfigStats, b: ConfigStats) -> bool:
+    if a.quality.lo is None or b.quality.lo is None:
+        return True
+    return a.quality.lo <= b.quality.hi and b.quality.lo <= a.quality.hi
+
+
+def _limits(budget: Budget) -> list[str]:
+    return [_fmt(u, v) for u, v in budget.limits()]
+
+
+def plan(a: Analysis, budget: Budget, *, on_mean: bool = False) -> dict[str, Any]:
+    """The plan for every group, with the criterion stated."""
+    if not budget.limits():
+        raise ValueError("give at least one budget (kWh, kg CO2e or USD)")
+    amort = ("" if a.amortize == 1 else
+             f" Teacher-side work is divided among {a.amortize:g} students.")
+    if on_mean:
+        criterion = ("A configuration fits when its mean cost per student is within the "
+                     "budget (--on-mean: about half the repeats would exceed it).")
+    else:
+        criterion = ("A configuration fits when the upper end of the 95% interval of its "
+                     "cost per student is within the budget; one seed gives no interval, "
+                     "and then its single measurement is used.")
+    return {"budget": {"kwh": budget.kwh, "co2_kg": budget.co2_kg, "usd": budget.usd,
+                       "price_per_kwh": budget.price_per_kwh},
+            "on_mean": on_mean, "amortize": a.amortize, "criterion": criterion + amort,
+            "notes": list(a.notes), "skipped": list(a.skipped),
+            "groups": [plan_group(a, g.id, budget, on_mean=on_mean)
+                       for g in a.grouping.groups
+                       if any(c.group == g.id for c in a.configs)]}

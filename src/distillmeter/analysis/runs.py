@@ -1,0 +1,220 @@
+"""One run's figures for the analysis, read off its report (pure functions).
+
+A student run's report carries the teacher-side stages it used from another run directory
+under ``upstream``. Its total energy is its own energy plus that upstream energy, counted in
+full, or divided among N students with ``amortize=N``. Energy by side counts own stages on
+their side, every upstream stage on the teacher side (shared teacher work, as the accounting
+does; divided by N) and the run's unattributed energy, so the sides add up to the total.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from distillmeter.protocol import Report
+
+SIDE_ORDER = ("setup", "teacher", "student", "eval", "unattributed")
+
+# labels that differ between seeds of one configuration, so they never split a config
+_PER_RUN_LABELS = frozenset({"seed", "run_id", "run_dir", "wall_time"})
+
+
+@dataclass(frozen=True)
+class RunFigures:
+    """What the analysis needs from one report. Energies in joules."""
+
+    run_id: str
+    run_dir: str
+    method: str | None
+    seed: int | None
+    config: str  # configuration id (config_id, else method + labels)
+    task: str | None
+    hardware: str  # "GPU model(s)" or "CPU model", for grouping
+    own_j: float  # this run directory's own energy (conserves with its stages)
+    own_by_side: dict[str, float]
+    upstream_j: float  # upstream stages' energy, in full
+    upstream_by_side: dict[str, float]
+    upstream_stages: dict[tuple[str, str], float]  # (run_id, stage) -> energy, in full
+    stage_j: dict[str, float]  # own + upstream stage energy by stage name (in full)
+    stage_tokens: dict[str, int]  # own + upstream tokens by stage name
+    upstream_stage_names: frozenset[str]
+    quality: float | None
+    metric: str | None
+    q: float | None  # student / teacher quality
+    grid_gco2_per_kwh: float
+    pue: float
+    price_per_kwh: float | None
+    estimated: bool
+    has_student_stages: bool
+    labels: dict[str, Any] = field(default_factory=dict)
+
+    def total_j(self, amortize: float = 1.0) -> float:
+        """Own energy plus upstream energy divided among ``amortize`` students."""
+        return self.own_j + self.upstream_j / amortize
+
+    def side_j(self, side: str, amortize: float = 1.0) -> float:
+        """Energy on one side (teacher, student, eval, setup, unattributed)."""
+        return self.own_by_side.get(side, 0.0) + self.upstream_by_side.get(side, 0.0) / amortize
+
+    def marginal_j(self) -> float:
+        """Energy of one more student when the teacher-side work already exists: the total
+        less every teacher-side stage (own or upstream)."""
+        return self.total_j() - self.side_j("teacher")
+
+    def co2e_g(self, amortize: float = 1.0, grid: float | None = None,
+               pue: float | None = None) -> float:
+        """CO2e in grams: kWh x PUE x grid intensity (the report's, unless overridden)."""
+        g = self.grid_gco2_per_kwh if grid is None else grid
+        p = self.pue if pue is None else pue
+        return self.total_j(amortize) / 3.6e6 * p * g
+
+    def cost(self, price_per_kwh: float | None = None, amortize: float = 1.0,
+             pue: float | None = None) -> float | None:
+        """Electricity cost: kWh x PUE x price (the report's price unless given)."""
+        price = self.price_per_kwh if price_per_kwh is None else price_per_kwh
+        if price is None:
+            return None
+        p = self.pue if pue is None else pue
+        return self.total_j(amortize) / 3.6e6 * p * price
+
+
+def _stage_total(stage: Any) -> float:
+    e = stage.energy_j
+    if "total" in e:
+        return float(e["total"])
+    return float(math.fsum(v for v in e.values()))
+
+
+def _names(value: Any) -> list[str]:
+    """Model names out of a hardware entry that may be a str, a dict or a list of either."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value] if value.strip() else []
+    if isinstance(value, dict):
+        for k in ("name", "model", "model_name", "brand"):
+            if isinstance(value.get(k), str) and value[k].strip():
+                return [value[k]]
+        return []
+    if isinstance(value, (list, tuple)):
+        out: list[str] = []
+        for v in value:
+            out.extend(_names(v))
+        return out
+    return []
+
+
+def gpu_names(hardware: dict[str, Any]) -> list[str]:
+    """The GPU model names a report's ``hardware`` block lists (one per GPU)."""
+    for key in ("gpus", "gpu", "gpu_names", "gpu_name", "gpu_model"):
+        names = _names(hardware.get(key))
+        if names:
+            return names
+    return []
+
+
+def cpu_name(hardware: dict[str, Any]) -> str | None:
+    """The CPU model name in a report's ``hardware`` block, if any."""
+    for key in ("cpu_model", "cpu", "cpu_name", "processor"):
+        names = _names(hardware.get(key))
+        if names:
+            return names[0]
+    return None
+
+
+def hardware_label(hardware: dict[str, Any]) -> str:
+    """A short label that separates machines: the GPU models (with count), else the CPU."""
+    gpus = gpu_names(hardware)
+    if gpus:
+        counts: dict[str, int] = {}
+        for g in gpus:
+            counts[g] = counts.get(g, 0) + 1
+        return " + ".join(f"{n}x {g}" for g, n in sorted(counts.items()))
+    cpu = cpu_name(hardware)
+    return cpu or "unknown hardware"
+
+
+def config_key(report: Report) -> str:
+    """The configuration a run belongs to: its ``config_id``, else its method and labels
+    (seed and other per-run labels left out)."""
+    if report.config_id:
+        return str(report.config_id)
+    labels = {k: v for k, v in sorted(report.labels.items()) if k not in _PER_RUN_LABELS}
+    base = report.method or "unlabelled"
+    if labels:
+        base += "[" + ",".join(f"{k}={v}" for k, v in labels.items()) + "]"
+    return base
+
+
+def figures(report: Report, run_dir: str | None = None) -> RunFigures:
+    """Extract a run's figures from its report."""
+    own_by_side: dict[str, float] = {}
+    stage_j: dict[str, float] = {}
+    stage_tokens: dict[str, int] = {}
+    for st in report.stages:
+        e = _stage_total(st)
+        own_by_side[st.side] = own_by_side.get(st.side, 0.0) + e
+        stage_j[st.name] = stage_j.get(st.name, 0.0) + e
+        stage_tokens[st.name] = stage_tokens.get(st.name, 0) + int(st.tokens)
+    own_by_side["unattributed"] = float(report.totals.unattributed_j)
+    up_by_side: dict[str, float] = {}
+    up_stages: dict[tuple[str, str], float] = {}
+    for st in report.upstream:
+        e = _stage_total(st)
+        up_by_side["teacher"] = up_by_side.get("teacher", 0.0) + e
+        stage_j[st.name] = stage_j.get(st.name, 0.0) + e
+        stage_tokens[st.name] = stage_tokens.get(st.name, 0) + int(st.tokens)
+        key = (st.run_id or "?", st.name)
+        up_stages[key] = up_stages.get(key, 0.0) + e
+    quality = metric = q = None
+    if report.quality is not None:
+        quality, metric = float(report.quality.value), report.quality.metric
+        details = report.quality.details or {}
+        if isinstance(details.get("q"), (int, float)):
+            q = float(details["q"])
+        elif isinstance(details.get("teacher_value"), (int, float)) and details["teacher_value"]:
+            q = quality / float(details["teacher_value"])
+    return RunFigures(
+        run_id=report.run_id,
+        run_dir=run_dir or report.run_dir or "",
+        method=report.method,
+        seed=report.seed,
+        config=config_key(report),
+        task=report.task,
+        hardware=hardware_label(report.hardware),
+        own_j=float(report.totals.energy_j),
+        own_by_side=own_by_side,
+        upstream_j=float(math.fsum(_stage_total(s) for s in report.upstream)),
+        upstream_by_side=up_by_side,
+        upstream_stages=up_stages,
+        stage_j=stage_j,
+        stage_tokens=stage_tokens,
+        upstream_stage_names=frozenset(s.name for s in report.upstream),
+        quality=quality,
+        metric=metric,
+        q=q,
+        grid_gco2_per_kwh=float(report.carbon.grid_gco2_per_kwh),
+        pue=float(report.carbon.pue),
+        price_per_kwh=report.cost.price_per_kwh,
+        estimated=bool(report.estimated),
+        has_student_stages=any(s.side == "student" for s in report.stages),
+        labels=dict(report.labels),
+    )
+
+
+def campaign_total_j(runs: list[RunFigures]) -> dict[str, float]:
+    """Energy of everything the runs did, each upstream stage counted once: the runs' own
+    energy plus the upstream stages whose run is not among them, deduplicated by run_id and
+    stage name (a teacher run that is present already holds its stages in its own energy)."""
+    present = {r.run_id for r in runs}
+    seen: dict[tuple[str, str], float] = {}
+    for r in runs:
+        for key, e in r.upstream_stages.items():
+            if key[0] not in present:
+                seen.setdefault(key, e)
+    own = math.fsum(r.own_j for r in runs)
+    extra = math.fsum(seen.values())
+    return {"own_j": own, "external_upstream_j": extra, "energy_j": own + extra,
+            "external_upstream_stages": len(seen)}

@@ -1,0 +1,224 @@
+"""The analysis across runs, assembled: configurations, Pareto, break-even, efficiency,
+sensitivity and rules, as one object and as ``summary.json`` / ``summary.csv`` data.
+
+Everything here is pure: the caller loads the reports (``loading``), re-accounts for the
+sensitivity analysis and hands the results in.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from distillmeter.analysis import breakeven, pareto
+from distillmeter.analysis.configs import ConfigStats, Grouping, group_runs
+from distillmeter.analysis.efficiency import efficiency
+from distillmeter.analysis.runs import RunFigures, campaign_total_j, figures
+from distillmeter.analysis.stats import Summary
+from distillmeter.protocol import Report
+
+SUMMARY_SCHEMA = "distillmeter.summary/1"
+J_PER_KWH = 3.6e6
+
+
+@dataclass
+class Analysis:
+    """The whole analysis of one directory of runs."""
+
+    runs: list[RunFigures]
+    reports: dict[str, Report]  # by run_id
+    grouping: Grouping
+    pareto: dict[str, pareto.ParetoResult]  # by group id
+    break_even: dict[str, dict[str, Any]]  # by group id
+    efficiency: list[dict[str, Any]]
+    sensitivity: dict[str, Any] | None
+    skipped: list[dict[str, str]]
+    amortize: float
+    grid: float | None
+    pue: float | None
+    notes: list[str] = field(default_factory=list)
+    rules: dict[str, list[str]] = field(default_factory=dict)  # by group id
+
+    @property
+    def configs(self) -> list[ConfigStats]:
+        return self.grouping.configs
+
+    def config(self, config_id: str, group: str | None = None) -> ConfigStats:
+        for c in self.configs:
+            if c.config == config_id and (group is None or c.group == group):
+                return c
+        raise KeyError(config_id)
+
+
+def _ci(s: Summary) -> tuple[float, float] | None:
+    return None if s.lo is None or s.hi is None else (s.lo, s.hi)
+
+
+def analyse(
+    reports: list[tuple[str, Report]],
+    *,
+    amortize: float = 1.0,
+    grid: float | None = None,
+    pue: float | None = None,
+    baseline_method: str | None = None,
+    floors: list[dict[str, Any]] | None = None,
+    sensitivity: dict[str, Any] | None = None,
+    skipped: list[dict[str, str]] | None = None,
+) -> Analysis:
+    """Analyse reports given as (run directory label, report) pairs."""
+    if amortize < 1:
+        raise ValueError("amortize must be at least 1 (the number of students sharing "
+                         "the teacher-side work)")
+    runs = [figures(rep, label) for label, rep in reports]
+    grouping = group_runs(runs, amortize=amortize, grid=grid, pue=pue)
+    pareto_by_group: dict[str, pareto.ParetoResult] = {}
+    be_by_group: dict[str, dict[str, Any]] = {}
+    for g in grouping.groups:
+        cs = [c for c in grouping.configs if c.group == g.id]
+        pts = [pareto.Point(c.config, c.energy_j.mean, c.quality.mean, _ci(c.energy_j),
+                            _ci(c.quality))
+               for c in cs if c.energy_j.mean is not None and c.quality.mean is not None]
+        res = pareto.analyse(pts)
+        pareto_by_group[g.id] = res
+        for c in cs:
+            c.pareto = c.config in res.frontier
+            c.dominated_by = res.dominated_by.get(c.config)
+            c.not_separable_from = res.not_separable_from.get(c.config, [])
+        teachers = [t for t in grouping.teacher_runs if t.run_id in g.teacher_runs]
+        be_by_group[g.id] = breakeven.break_even(cs, teachers, amortize=amortize,
+                                                 baseline_method=baseline_method)
+    owner = {r.run_id: r.config for r in runs}
+    for t in grouping.teacher_runs:
+        owner[t.run_id] = f"teacher run {t.run_dir or t.run_id}"
+    eff = efficiency([(owner[rep.run_id], rep) for _, rep in reports], floors or [])
+    analysis = Analysis(runs=runs, reports={rep.run_id: rep for _, rep in reports},
+                        grouping=grouping, pareto=pareto_by_group, break_even=be_by_group,
+                        efficiency=eff, sensitivity=sensitivity, skipped=list(skipped or []),
+                        amortize=amortize, grid=grid, pue=pue, notes=list(grouping.notes))
+    if any(c.n_seeds == 1 for c in grouping.configs):
+        analysis.notes.append("configurations with one seed have no interval: they are "
+                              "never separable from a frontier point")
+    if any(r.estimated for r in runs):
+        analysis.notes.append("some energies are estimates (no counter or sensor on a device)"
+                              ": see the sources table")
+    from distillmeter.analysis.rules import rules_for_group
+
+    for g in grouping.groups:
+        analysis.rules[g.id] = rules_for_group(analysis, g.id)
+    return analysis
+
+
+def _stat(prefix: str, s: Summary, scale: float = 1.0) -> dict[str, Any]:
+    s = s.scaled(scale) if scale != 1.0 else s
+    return {f"{prefix}_mean": s.mean, f"{prefix}_std": s.std,
+            f"{prefix}_ci95": None if s.lo is None else [s.lo, s.hi]}
+
+
+def config_record(c: ConfigStats) -> dict[str, Any]:
+    """One configuration as a summary.json record."""
+    rec: dict[str, Any] = {
+        "config": c.config, "group": c.group, "method": c.method, "task": c.task,
+        "hardware": c.hardware, "n_seeds": c.n_seeds, "seeds": c.seeds,
+        "run_ids": [r.run_id for r in c.runs], "run_dirs": [r.run_dir for r in c.runs],
+    }
+    rec.update(_stat("energy_j", c.energy_j))
+    rec.update(_stat("energy_kwh", c.energy_j, 1 / J_PER_KWH))
+    rec["teacher_side_j_mean"] = c.side_mean("teacher")
+    rec["student_side_j_mean"] = c.side_mean("student")
+    rec["eval_j_mean"] = c.side_mean("eval")
+    rec["setup_j_mean"] = c.side_mean("setup")
+    rec["unattributed_j_mean"] = c.side_mean("unattributed")
+    rec["by_side"] = {k: v.to_dict() for k, v in c.by_side.items()}
+    rec["by_stage_j_mean"] = {k: v.mean for k, v in c.stage_j.items()}
+    rec.update(_stat("marginal_j", c.marginal_j))
+    rec.update(_stat("co2e_g", c.co2e_g))
+    rec["quality_metric"] = c.metric
+    rec.update(_stat("quality", c.quality))
+    rec.update(_stat("q", c.q))
+    rec.update(pareto=c.pareto, dominated_by=c.dominated_by,
+               not_separable_from=c.not_separable_from, estimated=c.estimated,
+               upstream_stages=c.upstream_stages)
+    return rec
+
+
+def _finite(x: Any) -> Any:
+    """JSON has no NaN or infinity: such numbers become null."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
+
+
+def summary_dict(a: Analysis, runs_dir: str = "") -> dict[str, Any]:
+    """The contents of summary.json."""
+    hardware = {}
+    for rep in a.reports.values():
+        hardware.setdefault(_hw_key(rep), {"hardware": rep.hardware, "sources": {},
+                                           "runs": 0})
+        h = hardware[_hw_key(rep)]
+        h["runs"] += 1
+        h["sources"].update(rep.sources)
+    out = {
+        "schema": SUMMARY_SCHEMA,
+        "runs_dir": runs_dir,
+        "amortize": a.amortize,
+        "grid_gco2_per_kwh": a.grid,
+        "pue": a.pue,
+        "n_runs": len(a.runs),
+        "configs": [config_record(c) for c in a.configs],
+        "groups": [{"id": g.id, "task": g.task, "hardware": g.hardware,
+                    "configs": g.configs, "teacher_runs": g.teacher_runs,
+                    "pareto_frontier": a.pareto[g.id].frontier,
+                    "campaign": campaign_total_j([r for r in a.runs
+                                                  if (r.task or None) == g.task
+                                                  and r.hardware == g.hardware])}
+                   for g in a.grouping.groups],
+        "teacher_runs": [{"run_id": t.run_id, "run_dir": t.run_dir, "energy_j": t.own_j,
+                          "by_side": t.own_by_side, "task": t.task, "hardware": t.hardware}
+                         for t in a.grouping.teacher_runs],
+        "break_even": [{"group": gid, **be} for gid, be in a.break_even.items()],
+        "sensitivity": a.sensitivity,
+        "efficiency": a.efficiency,
+        "hardware": list(hardware.values()),
+        "skipped": a.skipped,
+        "notes": a.notes,
+        "rules": [{"group": gid, "rules": rs} for gid, rs in a.rules.items()],
+    }
+    return _finite(out)
+
+
+def _hw_key(rep: Report) -> str:
+    from distillmeter.analysis.runs import hardware_label
+
+    return hardware_label(rep.hardware)
+
+
+CSV_COLUMNS = (
+    "group", "config", "method", "task", "hardware", "n_seeds", "energy_j_mean",
+    "energy_j_std", "energy_j_ci95_lo", "energy_j_ci95_hi", "energy_kwh_mean",
+    "teacher_side_j_mean", "student_side_j_mean", "eval_j_mean", "setup_j_mean",
+    "unattributed_j_mean", "co2e_g_mean", "quality_metric", "quality_mean", "quality_std",
+    "quality_ci95_lo", "quality_ci95_hi", "q_mean", "pareto", "dominated_by",
+    "not_separable_from", "estimated",
+)
+
+
+def summary_csv(summary: dict[str, Any]) -> str:
+    """One row per configuration, the scalar columns of summary.json."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    for rec in summary["configs"]:
+        flat = dict(rec)
+        for k in ("energy_j", "quality"):
+            ci = rec.get(f"{k}_ci95")
+            flat[f"{k}_ci95_lo"], flat[f"{k}_ci95_hi"] = (ci if ci else (None, None))
+        flat["not_separable_from"] = ";".join(rec.get("not_separable_from") or [])
+        w.writerow(["" if flat.get(c) is None else flat.get(c) for c in CSV_COLUMNS])
+    return buf.getvalue()

@@ -1,0 +1,68 @@
+"""``distillmeter plan RUNS_DIR --budget-kwh X``: the best measured configuration that
+fits a budget per student, and the rules the measured frontier supports."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import click
+
+from distillmeter.errors import UserError
+
+
+def _positive(name: str, value: float | None) -> None:
+    if value is not None and (not math.isfinite(value) or value <= 0):
+        raise UserError(f"{name} must be a positive number, got {value:g}")
+
+
+@click.command("plan")
+@click.argument("runs_dir", type=click.Path(path_type=Path))
+@click.option("--budget-kwh", type=float, default=None, metavar="X",
+              help="Energy budget per student, in kWh.")
+@click.option("--budget-co2-kg", type=float, default=None, metavar="X",
+              help="Carbon budget per student, in kg CO2e.")
+@click.option("--budget-usd", type=float, default=None, metavar="X",
+              help="Money budget per student (needs --price-per-kwh unless the reports "
+                   "carry a price).")
+@click.option("--price-per-kwh", type=float, default=None, metavar="P",
+              help="Electricity price per kWh for --budget-usd.")
+@click.option("--amortize", type=float, default=1.0, show_default=True, metavar="N",
+              help="Divide shared teacher-side energy among N students.")
+@click.option("--grid", type=float, default=None, metavar="GCO2_PER_KWH",
+              help="Grid intensity for the carbon budget (default: each report's).")
+@click.option("--pue", type=float, default=None, metavar="X", help="Power usage effectiveness.")
+@click.option("--baseline", "baseline_method", default=None, metavar="METHOD",
+              help="The baseline method (default: a method named *baseline*).")
+@click.option("--on-mean", is_flag=True,
+              help="Judge fit on the mean cost instead of the upper 95% bound.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+def command(runs_dir: Path, budget_kwh: float | None, budget_co2_kg: float | None,
+            budget_usd: float | None, price_per_kwh: float | None, amortize: float,
+            grid: float | None, pue: float | None, baseline_method: str | None,
+            on_mean: bool, as_json: bool) -> None:
+    """Pick the best-quality configuration that fits a budget per student."""
+    from distillmeter.analysis.planner import Budget, plan
+    from distillmeter.commands.report import analyse_dir
+    from distillmeter.report.console import print_plan
+
+    if budget_kwh is None and budget_co2_kg is None and budget_usd is None:
+        raise UserError("give a budget: --budget-kwh, --budget-co2-kg or --budget-usd")
+    for name, v in (("--budget-kwh", budget_kwh), ("--budget-co2-kg", budget_co2_kg),
+                    ("--budget-usd", budget_usd), ("--price-per-kwh", price_per_kwh)):
+        _positive(name, v)
+    a = analyse_dir(runs_dir, amortize=amortize, grid=grid, pue=pue,
+                    baseline_method=baseline_method, with_sensitivity=False)
+    if budget_usd is not None and price_per_kwh is None:
+        unpriced = [r.run_dir or r.run_id for r in a.runs if r.price_per_kwh is None]
+        if unpriced:
+            raise UserError("--budget-usd needs --price-per-kwh: these runs' reports carry "
+                            f"no electricity price: {', '.join(unpriced[:5])}"
+                            + (" ..." if len(unpriced) > 5 else ""))
+    result = plan(a, Budget(budget_kwh, budget_co2_kg, budget_usd, price_per_kwh),
+                  on_mean=on_mean)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        print_plan(result)

@@ -1,0 +1,131 @@
+"""``distillmeter report RUNS_DIR``: analyse every run below a directory.
+
+Writes RUNS_DIR/summary.json, RUNS_DIR/summary.csv and RUNS_DIR/report.html (one
+self-contained page) and prints the summary table.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import click
+
+from distillmeter.analysis.efficiency import load_floors
+from distillmeter.analysis.loading import load_runs
+from distillmeter.analysis.runs import figures
+from distillmeter.analysis.sensitivity import default_account_shifted, sensitivity
+from distillmeter.analysis.summary import Analysis, analyse, summary_csv, summary_dict
+from distillmeter.errors import UserError
+from distillmeter.protocol import ProtocolError, read_trace
+
+
+def check_options(amortize: float, grid: float | None, pue: float | None) -> None:
+    """Reject option values that make no sense, with a message that says why."""
+    if not math.isfinite(amortize) or amortize < 1:
+        raise UserError(f"--amortize must be a number of students >= 1, got {amortize:g}")
+    if grid is not None and (not math.isfinite(grid) or grid < 0):
+        raise UserError(f"--grid must be a carbon intensity >= 0 gCO2e/kWh, got {grid:g}")
+    if pue is not None and (not math.isfinite(pue) or pue < 1):
+        raise UserError(f"--pue must be >= 1 (facility energy / IT energy), got {pue:g}")
+
+
+def analyse_dir(runs_dir: Path, *, amortize: float = 1.0, grid: float | None = None,
+                pue: float | None = None, baseline_method: str | None = None,
+                with_sensitivity: bool = True) -> Analysis:
+    """Load (accounting where needed) and analyse every run below ``runs_dir``."""
+    check_options(amortize, grid, pue)
+    loaded, skipped = load_runs(runs_dir)
+    if not loaded:
+        if not skipped:
+            raise UserError(f"{runs_dir}: no run directories (directories with ledger.jsonl)"
+                            " below it")
+        reasons = "; ".join(f"{s.run_dir}: {s.reason}" for s in skipped)
+        raise UserError(f"{runs_dir}: no run could be read ({reasons})")
+    reports = [(_label(r.run_dir, runs_dir), r.report) for r in loaded]
+    sens = None
+    if with_sensitivity:
+        sens = sensitivity([(r.run_dir, figures(r.report), _label(r.run_dir, runs_dir))
+                            for r in loaded], default_account_shifted)
+    return analyse(reports, amortize=amortize, grid=grid, pue=pue,
+                   baseline_method=baseline_method, floors=load_floors(), sensitivity=sens,
+                   skipped=[s.to_dict() for s in skipped])
+
+
+def _label(run_dir: Path, root: Path) -> str:
+    try:
+        rel = str(run_dir.relative_to(root))
+    except ValueError:
+        return str(run_dir)
+    return rel if rel != "." else run_dir.name
+
+
+def timelines(a: Analysis, runs_dir: Path, max_points: int = 300) -> dict:
+    """Each run's downsampled power per device, read from its trace.csv (runs whose trace
+    cannot be read are left out; the page says which)."""
+    from distillmeter.report.timeline import power_series
+
+    out = {}
+    for r in a.runs:
+        path = runs_dir / r.run_dir if r.run_dir else None
+        if path is None or not (path / "trace.csv").exists():
+            continue
+        try:
+            out[r.run_id] = power_series(read_trace(path), max_points)
+        except ProtocolError:
+            continue
+    return out
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write via a temp file and rename, so a reader never sees half a file."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def write_outputs(a: Analysis, runs_dir: Path) -> dict[str, Path]:
+    """Write summary.json, summary.csv and report.html into ``runs_dir``."""
+    from distillmeter.report.html import render_html
+
+    summary = summary_dict(a, str(runs_dir))
+    paths = {"json": runs_dir / "summary.json", "csv": runs_dir / "summary.csv",
+             "html": runs_dir / "report.html"}
+    _write_atomic(paths["json"], json.dumps(summary, indent=2) + "\n")
+    _write_atomic(paths["csv"], summary_csv(summary))
+    html = render_html(a, timelines=timelines(a, runs_dir), floors=load_floors(),
+                       runs_dir=str(runs_dir))
+    _write_atomic(paths["html"], html)
+    return paths
+
+
+@click.command("report")
+@click.argument("runs_dir", type=click.Path(path_type=Path))
+@click.option("--amortize", type=float, default=1.0, show_default=True, metavar="N",
+              help="Divide shared (upstream) teacher-side energy among N students.")
+@click.option("--grid", type=float, default=None, metavar="GCO2_PER_KWH",
+              help="Re-account carbon with this grid intensity (gCO2e/kWh).")
+@click.option("--pue", type=float, default=None, metavar="X",
+              help="Re-account carbon with this power usage effectiveness.")
+@click.option("--baseline", "baseline_method", default=None, metavar="METHOD",
+              help="The baseline method for break-even (default: a method named *baseline*).")
+@click.option("--no-sensitivity", is_flag=True,
+              help="Skip re-accounting every run with boundaries moved by +-5%.")
+def command(runs_dir: Path, amortize: float, grid: float | None, pue: float | None,
+            baseline_method: str | None, no_sensitivity: bool) -> None:
+    """Analyse all runs under RUNS_DIR: summary.json, summary.csv and report.html."""
+    from distillmeter.report.console import print_summary
+
+    a = analyse_dir(runs_dir, amortize=amortize, grid=grid, pue=pue,
+                    baseline_method=baseline_method, with_sensitivity=not no_sensitivity)
+    paths = write_outputs(a, runs_dir)
+    print_summary(a)
+    click.echo("wrote " + ", ".join(str(p) for p in paths.values()))

@@ -1,0 +1,70 @@
+"""The summary table and the plan, printed in the terminal (rich)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from distillmeter.analysis.rules import fmt_j_pm, fmt_pm
+from distillmeter.analysis.summary import Analysis
+
+
+def print_summary(a: Analysis, console: Console | None = None) -> None:
+    """One table per group of comparable runs, then notes, skipped runs and rules."""
+    console = console or Console()
+    for s in a.skipped:
+        console.print(f"[red]skipped[/red] {s['run_dir']}: {s['reason']}", markup=True,
+                      highlight=False)
+    for n in a.notes:
+        console.print(f"[yellow]note:[/yellow] {n}", highlight=False)
+    amort = "" if a.amortize == 1 else f", teacher side / {a.amortize:g}"
+    for g in a.grouping.groups:
+        cs = [c for c in a.configs if c.group == g.id]
+        table = Table(title=f"group {g.id}: {g.describe()}{amort}", title_justify="left",
+                      box=box.SIMPLE_HEAD)
+        width = max([len(c.config) + (2 if c.estimated else 0) for c in cs] + [6])
+        table.add_column("config", min_width=min(width, 24), overflow="fold")
+        table.add_column("n", justify="right")
+        table.add_column("energy/student", justify="right", no_wrap=True)
+        table.add_column("teacher", justify="right")
+        table.add_column("quality", justify="right", no_wrap=True)
+        table.add_column("Q", justify="right", no_wrap=True)
+        table.add_column("Pareto", overflow="fold")
+        for c in cs:
+            mark = "yes" if c.pareto else "no" if c.quality.mean is not None else "n/a"
+            if c.not_separable_from:
+                mark += " ~" + ",".join(c.not_separable_from)
+            total = c.energy_j.mean or 0.0
+            share = f"{100 * c.side_mean('teacher') / total:.0f}%" if total > 0 else "n/a"
+            table.add_row(
+                c.config + (" *" if c.estimated else ""), str(c.n_seeds),
+                fmt_j_pm(c.energy_j.mean, c.energy_j.half_width), share,
+                fmt_pm(c.quality.mean, c.quality.half_width),
+                fmt_pm(c.q.mean, None), mark)
+        console.print(table)
+        if any(c.estimated for c in cs):
+            console.print("* some energy estimated (no counter or sensor on a device)")
+        console.print("Pareto: yes = on the energy-quality frontier; ~X = not separable from "
+                      "frontier point X (95% intervals overlap on both axes)", highlight=False)
+        for r in a.rules.get(g.id, []):
+            console.print(f"  - {r}", highlight=False, soft_wrap=True)
+
+
+def print_plan(plan: dict[str, Any], console: Console | None = None) -> None:
+    """The planner's choice per group and the rules behind it."""
+    console = console or Console()
+    console.print(plan["criterion"], highlight=False, soft_wrap=True)
+    for g in plan["groups"]:
+        console.print(f"\n[bold]group {g['group']}: {g['describe']}[/bold]", highlight=False)
+        console.print(g["verdict"], highlight=False, soft_wrap=True)
+        if g.get("why"):
+            console.print("why:", highlight=False)
+            for line in g["why"]:
+                console.print(f"  - {line}", highlight=False, soft_wrap=True)
+        if g.get("rules"):
+            console.print("what the measured frontier says:", highlight=False)
+            for line in g["rules"]:
+                console.print(f"  - {line}", highlight=False, soft_wrap=True)

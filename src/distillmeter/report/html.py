@@ -1,0 +1,273 @@
+"""The HTML report: one self-contained page (inline CSS and SVG, no scripts, no network)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from html import escape
+from typing import Any
+
+from distillmeter.analysis.configs import ConfigStats
+from distillmeter.analysis.rules import fmt_j, fmt_j_pm, fmt_pm
+from distillmeter.analysis.runs import SIDE_ORDER
+from distillmeter.analysis.summary import Analysis
+from distillmeter.report import svg
+
+Series = dict[str, tuple[list[float], list[float]]]
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;
+color:#222;max-width:1200px}
+h1{font-size:1.5em}h2{font-size:1.25em;margin-top:2em;border-bottom:1px solid #ddd}
+h3{font-size:1.05em}
+table{border-collapse:collapse;margin:8px 0 16px;font-size:13px}
+th,td{border:1px solid #ddd;padding:3px 7px;text-align:right}
+th{background:#f4f4f4}td.l,th.l{text-align:left}
+.note{background:#fff8e1;border-left:4px solid #e0b000;padding:6px 10px;margin:6px 0}
+.skip{background:#fdecea;border-left:4px solid #c44a3a;padding:6px 10px;margin:6px 0}
+.est{color:#b00;font-weight:bold}.front{font-weight:bold;color:#2b7bb9}
+.plots{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}
+figure{margin:0}figcaption{font-size:12px;color:#555;max-width:640px}
+ul.rules li{margin:4px 0}
+"""
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], left: int = 1,
+           cls: str = "") -> str:
+    """An HTML table; the first ``left`` columns left-aligned. Cells are escaped text."""
+    out = [f'<table class="{escape(cls)}"><thead><tr>']
+    out += [f'<th class="{"l" if i < left else ""}">{escape(h)}</th>'
+            for i, h in enumerate(headers)]
+    out.append("</tr></thead><tbody>")
+    for row in rows:
+        out.append("<tr>")
+        for i, cell in enumerate(row):
+            out.append(f'<td class="{"l" if i < left else ""}">{escape(_cell(cell))}</td>')
+        out.append("</tr>")
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _half(s: Any) -> float | None:
+    return s.half_width
+
+
+def _pareto_mark(c: ConfigStats) -> str:
+    if c.pareto:
+        mark = "frontier"
+    elif c.dominated_by:
+        mark = f"dominated by {c.dominated_by}"
+    elif c.quality.mean is None:
+        mark = "no quality"
+    else:
+        mark = ""
+    if c.not_separable_from:
+        mark += ("; " if mark else "") + "not separable from " + ", ".join(c.not_separable_from)
+    return mark
+
+
+def config_table(cs: list[ConfigStats]) -> str:
+    """The configurations of one group with their statistics."""
+    headers = ["config", "method", "seeds", "energy (mean ± 95% CI)", "kWh", "teacher side",
+               "student side", "eval", "CO2e (g)", "quality ± 95% CI", "Q (student/teacher)",
+               "Pareto"]
+    rows = []
+    for c in cs:
+        rows.append([
+            c.config + (" *" if c.estimated else ""), c.method or "", c.n_seeds,
+            fmt_j_pm(c.energy_j.mean, _half(c.energy_j)),
+            None if c.energy_j.mean is None else f"{c.energy_j.mean / 3.6e6:.3g}",
+            fmt_j(c.side_mean("teacher")), fmt_j(c.side_mean("student")),
+            fmt_j(c.side_mean("eval")), fmt_pm(c.co2e_g.mean, _half(c.co2e_g)),
+            fmt_pm(c.quality.mean, _half(c.quality)), fmt_pm(c.q.mean, _half(c.q)),
+            _pareto_mark(c)])
+    note = ('<p class="note">* some energy in this configuration is estimated (no counter '
+            'or sensor); see the sources below.</p>' if any(c.estimated for c in cs) else "")
+    return _table(headers, rows, left=2) + note
+
+
+def _pareto_plot(a: Analysis, gid: str, cs: list[ConfigStats]) -> str:
+    pts = [svg.ParetoPoint(c.config, c.energy_j.mean / 1e3, c.quality.mean,
+                           None if c.energy_j.lo is None else c.energy_j.lo / 1e3,
+                           None if c.energy_j.hi is None else c.energy_j.hi / 1e3,
+                           c.quality.lo, c.quality.hi, c.pareto)
+           for c in cs if c.energy_j.mean is not None and c.quality.mean is not None]
+    if not pts:
+        return '<p class="note">No configuration reports a quality: no Pareto plot.</p>'
+    metric = next((c.metric for c in cs if c.metric), "quality")
+    amort = "" if a.amortize == 1 else f", teacher side / {a.amortize:g}"
+    body = svg.pareto_svg(pts, xlabel=f"energy per student (kJ{amort})",
+                          ylabel=f"{metric} (higher is better)",
+                          title=f"Pareto frontier, group {gid}")
+    return (f"<figure>{body}<figcaption>Means with 95% t-intervals (bars); filled squares "
+            "are on the frontier (dashed). Lower energy and higher quality are better."
+            "</figcaption></figure>")
+
+
+def _side_bars(cs: list[ConfigStats]) -> str:
+    bars = [(c.config, [(s, c.side_mean(s) / 1e3) for s in SIDE_ORDER]) for c in cs]
+    body = svg.stacked_bars_svg(bars, ylabel="energy per student (kJ)",
+                                colours=svg.SIDE_COLOURS, title="energy by side")
+    return f"<figure>{body}<figcaption>Mean energy by side per configuration.</figcaption>" \
+           "</figure>"
+
+
+def _stage_bars(cs: list[ConfigStats]) -> str:
+    bars = [(c.config, [(n, (s.mean or 0.0) / 1e3) for n, s in sorted(c.stage_j.items())]
+             + [("unattributed", c.side_mean("unattributed") / 1e3)]) for c in cs]
+    body = svg.stacked_bars_svg(bars, ylabel="energy per student (kJ)",
+                                colours={"unattributed": svg.SIDE_COLOURS["unattributed"]},
+                                title="energy by stage")
+    return f"<figure>{body}<figcaption>Mean energy by stage (upstream stages included)." \
+           "</figcaption></figure>"
+
+
+def _break_even(be: dict[str, Any]) -> str:
+    rows = []
+    for e in be.get("configs", []):
+        rows.append([e["config"], fmt_j(e.get("teacher_side_j")), fmt_j(e.get("marginal_j")),
+                     fmt_j(e.get("saved_per_student_j")) if "saved_per_student_j" in e else None,
+                     e.get("n_star"), e.get("statement") or "",
+                     e.get("payback_tokens"), e.get("payback") or ""])
+    head = (f"<p>Baseline: {escape(str(be.get('baseline') or 'none found'))} "
+            f"({escape(fmt_j(be.get('baseline_j_per_student')))} per student).</p>")
+    return head + _table(["config", "teacher side", "per student without teacher side",
+                          "saved per student", "N*", "break-even", "payback tokens",
+                          "served-token payback"], rows, left=1)
+
+
+def _efficiency(rows: list[dict[str, Any]]) -> str:
+    out = [[r["owner"], r["stage"], r.get("hardware"), r.get("params"), r.get("tokens"),
+            r.get("j_per_token"), r.get("floor_j_per_token"),
+            None if r.get("x_floor") is None else f"{r['x_floor']:.3g}x",
+            r.get("basis"), r.get("note") or ""] for r in rows]
+    return _table(["owner", "stage", "hardware", "params", "tokens", "J/token", "floor J/token",
+                   "x floor", "floor basis", "note"], out, left=3)
+
+
+def _sensitivity(sens: dict[str, Any] | None) -> str:
+    if not sens:
+        return '<p class="note">Sensitivity analysis not run.</p>'
+    pct = lambda v: None if v is None else f"{100 * v:.2f}%"  # noqa: E731
+    rows = [[r["run_dir"], r["config"], pct(r.get("teacher")), pct(r.get("student")),
+             pct(r.get("eval")), pct(r.get("total"))] for r in sens.get("runs", [])]
+    mx = sens.get("max", {})
+    rows.append(["largest", "", *(pct(mx.get(k, {}).get("max_rel_change"))
+                                  for k in ("teacher", "student", "eval", "total"))])
+    out = (f"<p>Each run re-accounted with every stage boundary moved by ±"
+           f"{100 * sens.get('shift', 0.05):.0f}% of the stage's length; the largest relative "
+           "change of each total:</p>")
+    out += _table(["run", "config", "teacher side", "student side", "eval", "total"], rows, 2)
+    for f in sens.get("failed", []):
+        out += f'<p class="skip">{escape(f["run_dir"])}: not re-accounted: ' \
+               f'{escape(f["reason"])}</p>'
+    return out
+
+
+def _sources(a: Analysis) -> str:
+    rows = []
+    for r in a.runs:
+        rep = a.reports[r.run_id]
+        srcs = ", ".join(f"{d}: {s}" + (" (ESTIMATED)" if s == "estimate" else "")
+                         for d, s in sorted(rep.sources.items()))
+        rows.append([r.run_dir or r.run_id, r.hardware, ", ".join(rep.devices), srcs or "—",
+                     "yes" if rep.estimated else "no", rep.status, len(rep.warnings)])
+    return _table(["run", "hardware", "devices", "sources", "estimated", "status",
+                   "warnings"], rows, left=4)
+
+
+def _floors(floors: list[dict[str, Any]]) -> str:
+    rows = [[f["name"], f["kind"], f["pj_per_flop"], f.get("pj_per_byte"), f["precision"],
+             f["basis"], f["source"]] for f in floors]
+    return _table(["device", "kind", "pJ/FLOP", "pJ/byte", "precision", "basis", "source"],
+                  rows, left=2)
+
+
+def _timelines(a: Analysis, timelines: dict[str, Series], limit: int) -> str:
+    out = ['<div class="plots">']
+    shown = 0
+    for r in a.runs:
+        series = timelines.get(r.run_id)
+        if not series:
+            continue
+        if shown >= limit:
+            break
+        rep = a.reports[r.run_id]
+        stages = [(s.name, s.t_start, s.t_end, s.side) for s in rep.stages]
+        idle = sum(rep.idle_power_w.values()) if len(series) == 1 and rep.idle_power_w \
+            else None
+        label = r.run_dir or r.run_id
+        out.append(f"<figure>{svg.timeline_svg(series, stages, title=label, idle_w=idle)}"
+                   f"<figcaption>{escape(label)} ({escape(r.config)}): power per device, "
+                   "stages shaded by side (teacher orange, student blue, eval green, setup "
+                   "grey); dashed: idle baseline.</figcaption></figure>")
+        shown += 1
+    out.append("</div>")
+    missing = [r.run_dir or r.run_id for r in a.runs if not timelines.get(r.run_id)]
+    if missing:
+        out.append(f'<p class="note">No trace to plot for: {escape(", ".join(missing))}</p>')
+    hidden = sum(1 for r in a.runs if timelines.get(r.run_id)) - shown
+    if hidden > 0:
+        out.append(f'<p class="note">{hidden} more runs not plotted (limit {limit}).</p>')
+    return "".join(out)
+
+
+def render_html(a: Analysis, *, timelines: dict[str, Series] | None = None,
+                floors: list[dict[str, Any]] | None = None, runs_dir: str = "",
+                max_timelines: int = 40) -> str:
+    """The whole report page as a string."""
+    p: list[str] = ['<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
+                    f"<title>distillmeter report: {escape(runs_dir)}</title>",
+                    f"<style>{CSS}</style></head><body>",
+                    f"<h1>distillmeter report: {escape(runs_dir)}</h1>"]
+    opts = [f"{len(a.runs)} runs", f"{len(a.configs)} configurations",
+            f"{len(a.grouping.teacher_runs)} teacher runs"]
+    if a.amortize != 1:
+        opts.append(f"teacher-side work divided among {a.amortize:g} students")
+    if a.grid is not None:
+        opts.append(f"grid {a.grid:g} gCO2e/kWh")
+    if a.pue is not None:
+        opts.append(f"PUE {a.pue:g}")
+    p.append(f"<p>{escape('; '.join(opts))}.</p>")
+    p += [f'<p class="note">{escape(n)}</p>' for n in a.notes]
+    p += [f'<p class="skip">skipped {escape(s["run_dir"])}: {escape(s["reason"])}</p>'
+          for s in a.skipped]
+    for g in a.grouping.groups:
+        cs = [c for c in a.configs if c.group == g.id]
+        p.append(f"<h2>Group {escape(g.id)}: {escape(g.describe())}</h2>")
+        if not cs:
+            p.append('<p class="note">No student configurations in this group.</p>')
+            continue
+        p.append(config_table(cs))
+        p.append('<div class="plots">' + _pareto_plot(a, g.id, cs) + _side_bars(cs) +
+                 _stage_bars(cs) + "</div>")
+        p.append("<h3>Rules the measurements support</h3><ul class=\"rules\">")
+        p += [f"<li>{escape(r)}</li>" for r in a.rules.get(g.id, [])]
+        p.append("</ul><h3>Break-even</h3>")
+        p.append(_break_even(a.break_even.get(g.id, {})))
+    if a.grouping.teacher_runs:
+        p.append("<h2>Teacher runs</h2>")
+        p.append(_table(["run", "task", "hardware", "energy", "stages"],
+                        [[t.run_dir or t.run_id, t.task, t.hardware, fmt_j(t.own_j),
+                          ", ".join(sorted(t.stage_j))] for t in a.grouping.teacher_runs]))
+    p.append("<h2>Efficiency: energy per token against the hardware floor</h2>")
+    p.append(_efficiency(a.efficiency))
+    p.append("<h2>Sensitivity to stage boundaries</h2>")
+    p.append(_sensitivity(a.sensitivity))
+    p.append("<h2>Power timelines</h2>")
+    p.append(_timelines(a, timelines or {}, max_timelines))
+    p.append("<h2>Hardware and measurement sources</h2>")
+    p.append(_sources(a))
+    if floors:
+        p.append("<h3>Floors table</h3>" + _floors(floors))
+    p.append("<p>Generated by distillmeter.</p></body></html>")
+    return "".join(p)

@@ -1,0 +1,246 @@
+"""Inline SVG plots, generated as text (no plotting library, no network).
+
+Every function returns one ``<svg>`` element with a ``viewBox`` and explicit width/height,
+so the page renders the same anywhere. All text goes through ``html.escape``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from html import escape
+
+SIDE_COLOURS = {
+    "setup": "#9e9e9e",
+    "teacher": "#d9822b",
+    "student": "#2b7bb9",
+    "eval": "#5aa454",
+    "unattributed": "#cfcfcf",
+}
+PALETTE = ("#2b7bb9", "#d9822b", "#5aa454", "#b94a8c", "#7a5cc4", "#c4a23a", "#3aa6a6",
+           "#c44a3a", "#6b6b6b", "#8fb93a")
+
+
+def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    """About ``n`` round tick values covering [lo, hi]."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return []
+    if hi <= lo:
+        hi = lo + (abs(lo) or 1.0)
+    raw = (hi - lo) / max(n, 1)
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    start = math.ceil(lo / step - 1e-9) * step
+    ticks = []
+    x = start
+    while x <= hi + step * 1e-9:
+        ticks.append(round(x, 12))
+        x += step
+    return ticks
+
+
+def fmt_tick(x: float) -> str:
+    """A short tick label."""
+    a = abs(x)
+    if a >= 1e6 or (0 < a < 1e-3):
+        return f"{x:.2g}"
+    if a >= 100 or x == int(x):
+        return f"{x:,.0f}"
+    return f"{x:.3g}"
+
+
+@dataclass
+class _Frame:
+    """Maps data coordinates to pixels inside the plot area."""
+
+    x0: float
+    x1: float
+    y0: float
+    y1: float
+    left: float = 70
+    right: float = 20
+    top: float = 20
+    bottom: float = 50
+    width: float = 640
+    height: float = 360
+
+    def x(self, v: float) -> float:
+        span = (self.x1 - self.x0) or 1.0
+        return self.left + (v - self.x0) / span * (self.width - self.left - self.right)
+
+    def y(self, v: float) -> float:
+        span = (self.y1 - self.y0) or 1.0
+        return self.height - self.bottom - (v - self.y0) / span * (
+            self.height - self.top - self.bottom)
+
+
+def _svg_open(width: float, height: float, label: str) -> str:
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" class="plot" role="img" '
+            f'aria-label="{escape(label)}" width="{width:.0f}" height="{height:.0f}" '
+            f'viewBox="0 0 {width:.0f} {height:.0f}">'
+            f'<rect x="0" y="0" width="{width:.0f}" height="{height:.0f}" fill="#ffffff"/>')
+
+
+def _axes(f: _Frame, xlabel: str, ylabel: str, xticks: list[float],
+          yticks: list[float]) -> list[str]:
+    out = ['<g class="axes" font-family="sans-serif" font-size="11" fill="#333">']
+    bx, by = f.left, f.height - f.bottom
+    out.append(f'<line x1="{bx}" y1="{by}" x2="{f.width - f.right}" y2="{by}" '
+               'stroke="#333"/>')
+    out.append(f'<line x1="{bx}" y1="{f.top}" x2="{bx}" y2="{by}" stroke="#333"/>')
+    for t in xticks:
+        px = f.x(t)
+        out.append(f'<line x1="{px:.1f}" y1="{by}" x2="{px:.1f}" y2="{by + 4}" stroke="#333"/>'
+                   f'<text x="{px:.1f}" y="{by + 16}" text-anchor="middle">'
+                   f'{escape(fmt_tick(t))}</text>')
+    for t in yticks:
+        py = f.y(t)
+        out.append(f'<line x1="{bx - 4}" y1="{py:.1f}" x2="{f.width - f.right}" '
+                   f'y2="{py:.1f}" stroke="#e6e6e6"/>'
+                   f'<text x="{bx - 6}" y="{py + 4:.1f}" text-anchor="end">'
+                   f'{escape(fmt_tick(t))}</text>')
+    out.append(f'<text x="{(f.left + f.width - f.right) / 2:.0f}" y="{f.height - 10}" '
+               f'text-anchor="middle">{escape(xlabel)}</text>')
+    out.append(f'<text transform="translate(14,{(f.top + f.height - f.bottom) / 2:.0f}) '
+               f'rotate(-90)" text-anchor="middle">{escape(ylabel)}</text>')
+    out.append("</g>")
+    return out
+
+
+@dataclass(frozen=True)
+class ParetoPoint:
+    label: str
+    energy: float
+    quality: float
+    energy_lo: float | None = None
+    energy_hi: float | None = None
+    quality_lo: float | None = None
+    quality_hi: float | None = None
+    frontier: bool = False
+
+
+def _range(values: Sequence[float], pad: float = 0.08) -> tuple[float, float]:
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    if not vals:
+        return 0.0, 1.0
+    lo, hi = min(vals), max(vals)
+    span = hi - lo or (abs(hi) * 0.1 or 1.0)
+    return lo - pad * span, hi + pad * span
+
+
+def pareto_svg(points: Sequence[ParetoPoint], *, xlabel: str, ylabel: str,
+               title: str = "energy vs quality") -> str:
+    """Scatter of configurations with 95% error bars on both axes, frontier joined."""
+    xs = [v for p in points for v in (p.energy, p.energy_lo, p.energy_hi) if v is not None]
+    ys = [v for p in points for v in (p.quality, p.quality_lo, p.quality_hi) if v is not None]
+    x0, x1 = _range(xs)
+    y0, y1 = _range(ys)
+    x0 = max(x0, 0.0) if min(xs or [0]) >= 0 else x0
+    f = _Frame(x0, x1, y0, y1, width=640, height=380)
+    out = [_svg_open(f.width, f.height, title)]
+    out += _axes(f, xlabel, ylabel, nice_ticks(x0, x1), nice_ticks(y0, y1))
+    front = sorted((p for p in points if p.frontier), key=lambda p: p.energy)
+    if len(front) > 1:
+        path = " ".join(f"{f.x(p.energy):.1f},{f.y(p.quality):.1f}" for p in front)
+        out.append(f'<polyline class="frontier" points="{path}" fill="none" '
+                   'stroke="#c44a3a" stroke-width="2" stroke-dasharray="6 3"/>')
+    for i, p in enumerate(points):
+        colour = PALETTE[i % len(PALETTE)]
+        cx, cy = f.x(p.energy), f.y(p.quality)
+        if p.energy_lo is not None and p.energy_hi is not None:
+            out.append(f'<line x1="{f.x(p.energy_lo):.1f}" y1="{cy:.1f}" '
+                       f'x2="{f.x(p.energy_hi):.1f}" y2="{cy:.1f}" stroke="{colour}"/>')
+        if p.quality_lo is not None and p.quality_hi is not None:
+            out.append(f'<line x1="{cx:.1f}" y1="{f.y(p.quality_lo):.1f}" x2="{cx:.1f}" '
+                       f'y2="{f.y(p.quality_hi):.1f}" stroke="{colour}"/>')
+        shape = (f'<rect x="{cx - 5:.1f}" y="{cy - 5:.1f}" width="10" height="10" '
+                 f'fill="{colour}" stroke="#222"/>' if p.frontier else
+                 f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="5" fill="#fff" '
+                 f'stroke="{colour}" stroke-width="2"/>')
+        out.append(f'<g class="point"><title>{escape(p.label)}</title>{shape}</g>')
+        out.append(f'<text x="{cx + 8:.1f}" y="{cy - 8:.1f}" font-family="sans-serif" '
+                   f'font-size="11" fill="{colour}">{escape(p.label)}</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def stacked_bars_svg(bars: Sequence[tuple[str, Sequence[tuple[str, float]]]], *,
+                     ylabel: str, colours: dict[str, str] | None = None,
+                     title: str = "energy by side") -> str:
+    """One stacked bar per label; segments (name, value) coloured by name, with a legend."""
+    colours = dict(colours or {})
+    names: list[str] = []
+    for _, segs in bars:
+        for n, _ in segs:
+            if n not in names:
+                names.append(n)
+    for i, n in enumerate(names):
+        colours.setdefault(n, PALETTE[i % len(PALETTE)])
+    top = max((sum(max(v, 0.0) for _, v in segs) for _, segs in bars), default=1.0) or 1.0
+    width = max(360.0, 90.0 + 80.0 * len(bars) + 150.0)
+    f = _Frame(0, max(len(bars), 1), 0, top * 1.05, width=width, height=340, right=160,
+               bottom=70)
+    out = [_svg_open(f.width, f.height, title)]
+    out += _axes(f, "", ylabel, [], nice_ticks(0, top * 1.05))
+    slot = (f.width - f.left - f.right) / max(len(bars), 1)
+    for i, (label, segs) in enumerate(bars):
+        y = 0.0
+        x = f.left + i * slot + slot * 0.2
+        for name, v in segs:
+            if v <= 0:
+                continue
+            y_top, y_bot = f.y(y + v), f.y(y)
+            out.append(f'<rect x="{x:.1f}" y="{y_top:.1f}" width="{slot * 0.6:.1f}" '
+                       f'height="{max(y_bot - y_top, 0.5):.1f}" fill="{colours[name]}">'
+                       f'<title>{escape(f"{label}: {name} {v:,.1f}")}</title></rect>')
+            y += v
+        out.append(f'<text x="{x + slot * 0.3:.1f}" y="{f.height - f.bottom + 16}" '
+                   f'text-anchor="middle" font-family="sans-serif" font-size="11">'
+                   f'{escape(label[:18])}</text>')
+    for j, n in enumerate(names):
+        ly = f.top + 16 * j
+        out.append(f'<rect x="{f.width - f.right + 12}" y="{ly}" width="10" height="10" '
+                   f'fill="{colours[n]}"/><text x="{f.width - f.right + 28}" y="{ly + 9}" '
+                   f'font-family="sans-serif" font-size="11">{escape(n)}</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def timeline_svg(series: dict[str, tuple[Sequence[float], Sequence[float]]],
+                 stages: Sequence[tuple[str, float, float, str]], *, title: str,
+                 idle_w: float | None = None) -> str:
+    """Power over time per device, with each stage's window shaded by its side."""
+    ts = [t for xs, _ in series.values() for t in xs]
+    ps = [p for _, ys in series.values() for p in ys if math.isfinite(p)]
+    ts += [s[1] for s in stages] + [s[2] for s in stages]
+    x0, x1 = (min(ts), max(ts)) if ts else (0.0, 1.0)
+    y1 = max(ps + ([idle_w] if idle_w else [])) * 1.08 if ps else 1.0
+    f = _Frame(x0, x1 if x1 > x0 else x0 + 1.0, 0.0, y1 or 1.0, width=720, height=240,
+               bottom=40)
+    out = [_svg_open(f.width, f.height, title)]
+    for name, a, b, side in stages:
+        colour = SIDE_COLOURS.get(side, "#dddddd")
+        out.append(f'<rect class="stage" x="{f.x(a):.1f}" y="{f.top}" '
+                   f'width="{max(f.x(b) - f.x(a), 1.0):.1f}" '
+                   f'height="{f.height - f.top - f.bottom}" fill="{colour}" '
+                   f'fill-opacity="0.18"><title>{escape(f"{name}: {a:.2f}-{b:.2f} s")}'
+                   '</title></rect>')
+        if f.x(b) - f.x(a) > 40:
+            out.append(f'<text x="{f.x(a) + 3:.1f}" y="{f.top + 12}" font-family="sans-serif"'
+                       f' font-size="10" fill="#444">{escape(name)}</text>')
+    out += _axes(f, "time (s)", "power (W)", nice_ticks(f.x0, f.x1, 8),
+                 nice_ticks(0.0, f.y1, 4))
+    if idle_w:
+        out.append(f'<line x1="{f.left}" x2="{f.width - f.right}" y1="{f.y(idle_w):.1f}" '
+                   f'y2="{f.y(idle_w):.1f}" stroke="#888" stroke-dasharray="3 3">'
+                   f'<title>idle baseline {idle_w:.0f} W</title></line>')
+    for i, (dev, (xs, ys)) in enumerate(sorted(series.items())):
+        pts = " ".join(f"{f.x(t):.1f},{f.y(p):.1f}" for t, p in zip(xs, ys, strict=True)
+                       if math.isfinite(p))
+        if pts:
+            out.append(f'<polyline points="{pts}" fill="none" stroke-width="1.3" '
+                       f'stroke="{PALETTE[i % len(PALETTE)]}"><title>{escape(dev)}</title>'
+                       '</polyline>')
+    out.append("</svg>")
+    return "".join(out)
