@@ -73,3 +73,9 @@ def synthetic_run(tmp_path: Path) -> Callable[..., Path]:
         return d
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _no_country_from_the_environment(monkeypatch):
+    """Tests expect the default (world) grid unless they set a country themselves."""
+    monkeypatch.delenv("DISTILLMETER_COUNTRY", raising=False)

@@ -191,3 +191,15 @@ def test_report_json_round_trips_for_broken_runs(run_copy, ledger_events):
     data = json.loads((d / "report.json").read_text())
     assert data["status"] == "incomplete"
     assert load_report(d).warnings == data["warnings"]
+
+
+def test_run_without_trace_uses_readings_but_cannot_shift(run_copy, truth):
+    d = run_copy()
+    (d / "trace.csv").unlink()
+    report = account(d)
+    assert any("no trace" in w for w in report.warnings)
+    for st, tr in zip(report.stages, truth["stages"], strict=True):
+        assert st.energy_j["total"] == pytest.approx(tr["energy_j"], rel=1e-3)
+        assert st.uncertainty_j > 0  # boundary term from the stage's mean power
+    with pytest.raises(ProtocolError, match="cannot move the boundaries"):
+        account(d, boundary_shift=0.05)

@@ -61,6 +61,12 @@ def test_show_reads_report_json_or_accounts_in_memory(run_copy):
     CliRunner().invoke(cli, ["account", str(d), "--grid", "123"])
     result = CliRunner().invoke(cli, ["show", str(d)])
     assert "123 gCO2e/kWh" in result.output and "not written yet" not in result.output
+    # a ledger newer than the report (the run was resumed): re-accounted, not trusted
+    import os
+    st = (d / "report.json").stat()
+    os.utime(d / "ledger.jsonl", (st.st_atime, st.st_mtime + 10))
+    result = CliRunner().invoke(cli, ["show", str(d)])
+    assert "older than ledger.jsonl" in result.output and "471 gCO2e/kWh" in result.output
     (d / "report.json").write_text('{"schema": "distillmeter.report/1"}')
     result = CliRunner().invoke(cli, ["show", str(d), "--json"])
     assert result.exit_code == 0, result.output

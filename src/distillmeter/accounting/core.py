@@ -221,7 +221,7 @@ def account(
 
     stages: list[StageReport] = []
     estimated = False
-    degraded = bool(wres.warnings) and any("left out" in m for m in wres.warnings)
+    degraded = wres.dropped > 0
     for w in windows:
         st, per_dev = stage_report(w, inputs, idle)
         stages.append(st)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from distillmeter.accounting.series import DeviceSeries
 from distillmeter.accounting.windows import StageWindow
-from distillmeter.protocol import ESTIMATED_SOURCES, parse_device
+from distillmeter.protocol import ESTIMATED_SOURCES, ProtocolError, parse_device
 
 _EPS_T = 1e-9
 
@@ -82,11 +82,12 @@ def device_window_energy(
             head = _trace_piece(series, w.t_start, w.start)
             tail = _trace_piece(series, w.t_end, w.end)
             if head is None or tail is None:
-                out.notes.append(
-                    f"{device}: no trace to move the boundaries with; unshifted counter delta"
+                # An unshifted figure would pass for "insensitive to the boundaries".
+                raise ProtocolError(
+                    f"cannot move the boundaries of stage {w.name!r}: {device} has no "
+                    "samples in the trace to account the moved edges with"
                 )
-            else:
-                out.integrated_j = tail[0] - head[0]
+            out.integrated_j = tail[0] - head[0]
         return out
     if _finite(r0) and _finite(r1):
         out.notes.append(

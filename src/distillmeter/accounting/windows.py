@@ -55,6 +55,7 @@ class StageWindow:
 class WindowsResult:
     windows: list[StageWindow] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    dropped: int = 0  # stage_end events that could not be paired and were left out
 
 
 def _side_of(name: str) -> str | None:
@@ -86,6 +87,7 @@ def stage_windows(ledger: Ledger, run_end_t: float) -> WindowsResult:
                 out.warnings.append(
                     f"{path}:{line}: stage_end for {ev.stage!r} without a stage_start; left out"
                 )
+                out.dropped += 1
                 continue
             order0, st, line0 = stack.pop()
             if ev.t < st.t:
@@ -93,6 +95,7 @@ def stage_windows(ledger: Ledger, run_end_t: float) -> WindowsResult:
                     f"{path}:{line}: stage {ev.stage!r} ends (t={ev.t:.6f}) before it starts "
                     f"(line {line0}, t={st.t:.6f}); left out"
                 )
+                out.dropped += 1
                 continue
             w = StageWindow(
                 name=ev.stage, side=_side_of(ev.stage) or "other",

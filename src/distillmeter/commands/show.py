@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from distillmeter.protocol import REPORT_FILE, ProtocolError
+from distillmeter.protocol import LEDGER_FILE, REPORT_FILE, ProtocolError
 
 
 @click.command("show")
@@ -22,11 +22,17 @@ def command(run_dir: Path, as_json: bool) -> None:
 
     note = None
     report = None
-    if (run_dir / REPORT_FILE).exists():
+    report_path, ledger_path = run_dir / REPORT_FILE, run_dir / LEDGER_FILE
+    if report_path.exists():
         try:
             report = load_report(run_dir)
         except ProtocolError as exc:
             note = f"{exc}; accounted in memory instead"
+        if report is not None and ledger_path.exists() and (
+            ledger_path.stat().st_mtime > report_path.stat().st_mtime
+        ):
+            report = None
+            note = f"{report_path} is older than {ledger_path.name}; accounted in memory"
     else:
         note = (f"{run_dir / REPORT_FILE} not written yet; accounted in memory "
                 "(`distillmeter account` saves it)")
