@@ -17,6 +17,11 @@ def _j(x: float) -> str:
     return f"{x:,.1f}"
 
 
+def _small(x: float) -> str:
+    """Three significant digits for small amounts (grams, currency), grouped above 1000."""
+    return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.3g}"
+
+
 def _source_text(st: StageReport) -> Text:
     """One label per distinct source; estimates in yellow with a star."""
     text = Text()
@@ -91,7 +96,7 @@ def totals_table(report: Report) -> Table:
     table.add_column(justify="right")
     table.add_column()
     table.add_row("run energy", f"{_j(t.energy_j)} J",
-                  f"{t.kwh:.6f} kWh over {t.seconds:.1f} s (+-{_j(t.uncertainty_j)} J)")
+                  f"{t.kwh:.4g} kWh over {t.seconds:.1f} s (+-{_j(t.uncertainty_j)} J)")
     table.add_row("in stages", f"{_j(t.stages_j)} J", "")
     share = f"{t.unattributed_j / t.energy_j:.1%} of the run" if t.energy_j > 0 else ""
     table.add_row("unattributed", f"{_j(t.unattributed_j)} J", share)
@@ -105,10 +110,10 @@ def totals_table(report: Report) -> Table:
         table.add_row("with upstream", f"{_j(t.with_upstream_j)} J", "")
     c = report.carbon
     where = c.country or "user grid"
-    co2 = f"{c.co2e_g:,.2f} g"
+    co2 = f"{_small(c.co2e_g)} g"
     extra = f"{c.grid_gco2_per_kwh:.0f} gCO2e/kWh ({where}), PUE {c.pue:.2f}"
     if c.co2e_g_with_upstream is not None:
-        extra += f"; {c.co2e_g_with_upstream:,.2f} g with upstream"
+        extra += f"; {_small(c.co2e_g_with_upstream)} g with upstream"
     table.add_row("CO2e", co2, extra)
     k = report.cost
     if k.total is None:
@@ -116,8 +121,8 @@ def totals_table(report: Report) -> Table:
     else:
         extra = f"at {k.price_per_kwh:g} {k.currency}/kWh, PUE {c.pue:.2f}"
         if k.total_with_upstream is not None:
-            extra += f"; {k.total_with_upstream:.6f} with upstream"
-        table.add_row("cost", f"{k.total:.6f} {k.currency}", extra)
+            extra += f"; {_small(k.total_with_upstream)} with upstream"
+        table.add_row("cost", f"{_small(k.total)} {k.currency}", extra)
     if report.quality is not None:
         q = report.quality
         table.add_row("quality", f"{q.value:.4g}", f"{q.metric} (n={q.n})")
