@@ -30,6 +30,7 @@ from distillmeter.accounting.upstream import resolve_upstream
 from distillmeter.accounting.windows import StageWindow, shift_windows, stage_windows
 from distillmeter.errors import UserError
 from distillmeter.protocol import (
+    ESTIMATED_SOURCES,
     LEDGER_FILE,
     REPORT_FILE,
     SIDES,
@@ -262,7 +263,7 @@ def account(
             warnings.append(
                 f"stage {name!r} is both in this run and upstream; both are counted"
             )
-        estimated |= any(s.source.get(d) == "estimate" for s in upstream for d in s.source)
+        estimated |= any(src in ESTIMATED_SOURCES for s in upstream for src in s.source.values())
     upstream_j = math.fsum(s.energy_j["total"] for s in upstream)
     by_side = {side: 0.0 for side in SIDES}
     for s in stages:
