@@ -46,6 +46,7 @@ class RaplSensor(Sensor):
         super().__init__()
         self.root = Path(root or DEFAULT_ROOT)
         self._zones: dict[str, _Zone] = {}
+        self._packages: set[int] = set()  # sockets seen, readable or not
         self._reason = f"no RAPL on this machine (no {self.root}/intel-rapl:*)"
         self._scan()
         self.devices = sorted(self._zones)
@@ -65,6 +66,7 @@ class RaplSensor(Sensor):
                 zone_name = (path / "name").read_text().strip()
                 if len(parts) == 1 and zone_name.startswith("package-"):
                     device = f"cpu:{int(zone_name.split('-', 1)[1])}"
+                    self._packages.add(int(device[4:]))
                 elif len(parts) == 2 and zone_name == "dram":
                     parent = paths.get(f"intel-rapl:{parts[0]}")
                     pkg = (parent / "name").read_text().strip() if parent else "package-0"
@@ -93,9 +95,8 @@ class RaplSensor(Sensor):
         return self._reason
 
     def socket_count(self) -> int:
-        """CPU sockets on this host (RAPL packages if any are readable, else cpuinfo)."""
-        pkgs = {d for d in self._zones if d.startswith("cpu:")}
-        return max(len(pkgs), cpu_info().sockets)
+        """CPU sockets on this host: RAPL's packages (readable or not) or cpuinfo's."""
+        return max(len(self._packages), cpu_info().sockets)
 
     def _read_zone(self, device: str) -> float | None:
         zone = self._zones[device]

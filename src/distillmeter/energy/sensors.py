@@ -163,3 +163,28 @@ def discover_sensors(
         for d in missing:
             notes.append((f"{d}: {why}; its energy is an estimate ({est.method(d)})", d))
     return sensors, notes
+
+
+def contamination_warnings(found: dict[str, list[int]], seen: dict[str, set[int]]
+                           ) -> list[tuple[str, str]]:
+    """Warnings for processes on a metered device that are not this process or its
+    descendants (their work would be counted in this run's energy). ``seen`` remembers
+    pids already reported, so each is named once."""
+    if not any(found.values()):
+        return []
+    import psutil
+
+    me = psutil.Process()
+    ours = {me.pid, *(c.pid for c in me.children(recursive=True))}
+    out = []
+    for d, pids in found.items():
+        new = [p for p in pids if p not in ours and p not in seen.get(d, set())]
+        if not new:
+            continue
+        seen.setdefault(d, set()).update(new)
+        hidden = [p for p in new if not psutil.pid_exists(p)]
+        note = (" (some are not visible here: from inside a container NVML reports host "
+                "pids, this run's own included)") if hidden else ""
+        out.append((f"other processes on {d} (pids {', '.join(map(str, new))}){note}: "
+                    f"possible contamination, their work is counted in {d}'s energy", d))
+    return out

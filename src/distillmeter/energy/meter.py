@@ -1,0 +1,453 @@
+"""The energy meter: stage windows over synchronized counter readings, plus a trace.
+
+    with EnergyMeter("runs/a") as meter:
+        with meter.stage("student.train") as st:
+            ...; st.add(tokens=n)
+
+writes ``ledger.jsonl`` (run_start, idle_baseline, stage_start/stage_end, quality,
+warning, run_end; flushed and fsynced at every event) and ``trace.csv`` (a sampler thread,
+20 Hz by default), plus ``environment.json`` and ``config.yaml``. It computes no report:
+``distillmeter.accounting`` does that from these files. ``t`` everywhere is seconds on a
+monotonic clock that starts with the meter.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from distillmeter.energy.environment import redact_text, redact_values
+from distillmeter.energy.runfiles import (
+    last_trace_t,
+    trim_partial_line,
+    write_config,
+    write_environment,
+)
+from distillmeter.energy.runlock import RunLock
+from distillmeter.energy.sampler import Sampler
+from distillmeter.energy.sensors import (
+    Sensor,
+    contamination_warnings,
+    discover_sensors,
+    parse_device_selection,
+)
+from distillmeter.energy.stage import Stage
+from distillmeter.errors import UserError
+from distillmeter.protocol import (
+    LEDGER_FILE,
+    SCHEMA,
+    SOURCES,
+    TRACE_FILE,
+    TRACE_HEADER,
+    UpstreamRef,
+    event_line,
+    read_ledger,
+)
+
+
+def _sync_devices() -> str | None:
+    """Wait for queued GPU work before a boundary reading, so it lands in its own stage.
+    Only when this program already uses torch with CUDA: the meter never imports torch."""
+    torch = sys.modules.get("torch")
+    cuda = getattr(torch, "cuda", None)
+    try:
+        if cuda is not None and cuda.is_available() and cuda.is_initialized():
+            cuda.synchronize()
+    except Exception as exc:  # a broken CUDA context must not break the bookkeeping
+        return f"torch.cuda.synchronize() failed before a boundary reading: {exc}"
+    return None
+
+
+class EnergyMeter:
+    """Meters a run into ``run_dir`` (see docs/energy.md and docs/CONTRACTS.md).
+
+    ``devices``: "auto", or selectors such as ``["gpu", "cpu:0"]``; ``sensors``: use these
+    instead of discovering; ``idle_seconds``: measure idle power this long before work (0
+    skips); ``sample_hz``: trace rate (0: no trace); ``resume``: continue the run already in
+    ``run_dir`` (same run_id, ``t`` continues from its last event, a ``resumed`` warning)."""
+
+    def __init__(self, run_dir: str | os.PathLike[str], *, devices: str | Iterable[str] = "auto",
+                 sample_hz: float = 20.0, idle_seconds: float = 3.0, run_id: str | None = None,
+                 method: str | None = None, seed: int | None = None,
+                 config_id: str | None = None, task: str | None = None,
+                 labels: dict[str, Any] | None = None,
+                 upstream: Sequence[dict[str, Any] | UpstreamRef] | None = None,
+                 sensors: Sequence[Sensor] | None = None, config: dict[str, Any] | None = None,
+                 write_environment: bool = True, resume: bool = False) -> None:
+        if not sample_hz >= 0 or not idle_seconds >= 0:
+            raise ValueError("sample_hz and idle_seconds must be >= 0")
+        self.run_dir = Path(run_dir)
+        self.device_selection = parse_device_selection(devices)
+        self.sample_hz, self.idle_seconds = float(sample_hz), float(idle_seconds)
+        self.run_id = run_id or str(uuid.uuid4())
+        self._run_id_given = run_id is not None
+        self.labels = {"method": method, "seed": None if seed is None else int(seed),
+                       "config_id": config_id, "task": task,
+                       "labels": redact_values(dict(labels or {}))}
+        self.upstream = [UpstreamRef.model_validate(u if isinstance(u, dict) else u.model_dump())
+                         .model_dump() for u in (upstream or [])]
+        self._given_sensors = list(sensors) if sensors is not None else None
+        self.config, self.write_environment, self.resume = config, write_environment, resume
+        self.sensors: list[Sensor] = []
+        self.devices: list[str] = []
+        self.sources: dict[str, str] = {}
+        self.status = "ok"
+        self._lock = threading.RLock()       # every sensor call
+        self._write_lock = threading.Lock()  # ledger writes
+        self._stage: Stage | None = None
+        self._last_energy: dict[str, float] = {}
+        self._latest_power: dict[str, float] = {}
+        self._idle_collect: dict[str, list[float]] | None = None
+        self._warned: Counter[tuple[str, str | None, str | None]] = Counter()
+        self._pending: list[tuple[str, str | None, str | None]] = []
+        self._foreign: dict[str, set[int]] = {}
+        self._sampler: Sampler | None = None
+        self._ledger: Any = None
+        self._trace: Any = None
+        self._runlock: RunLock | None = None
+        self._t0 = time.monotonic()
+        self._t_offset = 0.0
+        self._state = "new"
+
+    # ------------------------------------------------------------------ lifecycle
+    def now(self) -> float:
+        """Seconds on the run's clock (the ledger's and the trace's ``t``)."""
+        return time.monotonic() - self._t0 + self._t_offset
+
+    def __enter__(self) -> EnergyMeter:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        self.close("failed" if exc is not None else None)
+        return False
+
+    def start(self) -> None:
+        """Lock the run directory, find sensors, write run_start, start the trace and
+        measure the idle baseline."""
+        if self._state != "new":
+            raise RuntimeError("this meter was already started; make a new one")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._runlock = RunLock(self.run_dir)
+        taken = self._runlock.acquire(self.run_id)
+        if taken:
+            self._pending.append((taken, None, None))
+        try:
+            self._start_locked()
+        except BaseException:
+            if self._ledger is not None:
+                self.close("failed")
+            else:
+                self._release()
+            raise
+
+    def _start_locked(self) -> None:
+        ledger_path = self.run_dir / LEDGER_FILE
+        previous = None
+        if ledger_path.exists() and ledger_path.stat().st_size > 0:
+            if not self.resume:
+                raise UserError(f"{self.run_dir} already holds a run ({ledger_path}): use "
+                                "another directory, or resume=True to continue that run")
+            if trim_partial_line(ledger_path):
+                self._pending.append(("resume: cut the ledger's last line, which a crash "
+                                      "had left incomplete", None, None))
+            previous = read_ledger(ledger_path)
+            if self._run_id_given and self.run_id != previous.run_start.run_id:
+                raise UserError(f"{ledger_path} holds run {previous.run_start.run_id}, not "
+                                f"{self.run_id}: cannot resume it under another run_id")
+            self.run_id = previous.run_start.run_id
+            self._t_offset = max(max(e.t for e in previous.events),
+                                 last_trace_t(self.run_dir / TRACE_FILE))
+        if self._given_sensors is not None:
+            sensors, notes = self._given_sensors, []
+        else:
+            sensors, notes = discover_sensors(self.device_selection or "auto")
+        self.sensors = list(sensors)
+        for s in self.sensors:
+            for d in s.devices:
+                if d in self.sources:
+                    raise ValueError(f"device {d} is read by two sensors")
+                if s.sources[d] not in SOURCES:
+                    raise ValueError(f"{d}: unknown source {s.sources[d]!r}")
+                self.sources[d] = s.sources[d]
+        self.devices = list(self.sources)
+        self._t0 = time.monotonic()
+        last: dict[str, float | None] = {}
+        for ev in previous.events if previous else []:
+            last.update({d: v for d, v in (getattr(ev, "readings", None) or {}).items()
+                         if v is not None})
+        for s in self.sensors:
+            s.start(self.now)
+            if previous:
+                s.resume_from(last)
+        self._ledger = open(ledger_path, "a", encoding="utf-8")
+        trace_path = self.run_dir / TRACE_FILE
+        if trace_path.exists() and trace_path.stat().st_size > 0:
+            trim_partial_line(trace_path)
+            self._trace = open(trace_path, "a", encoding="utf-8")
+        else:
+            self._trace = open(trace_path, "w", encoding="utf-8")
+            self._trace.write(TRACE_HEADER)
+        if self.config is not None:
+            write_config(self.run_dir, self.config)
+        if self.write_environment:
+            write_environment(self.run_dir, self.sensors, [n for n, _ in notes])
+        t, readings = self._read()
+        if previous is None:
+            self._write({"event": "run_start", "t": t, "run_id": self.run_id,
+                         "wall_time": datetime.now(timezone.utc).isoformat(),
+                         "devices": self.devices, "schema": SCHEMA, "readings": readings,
+                         "sources": self.sources, "upstream": self.upstream, **self.labels})
+        else:
+            self._write({"event": "warning", "t": t, "message": (
+                "resumed: this session continues the run; t continues from the last event, "
+                "and counters may have jumped while no meter was running"),
+                "readings": readings, "wall_time": datetime.now(timezone.utc).isoformat()})
+        self._state = "running"
+        if not self.devices:
+            self.warn("no device can be metered here: the run records time only")
+        for msg, dev in notes:
+            self.warn(msg, device=dev)
+        for msg, dev, stage in self._pending:
+            self.warn(msg, device=dev, stage=stage)
+        self._flush_sensor_warnings()
+        self._check_contamination()
+        if self.sample_hz > 0 and self.sensors:
+            self._sampler = Sampler(self.sensors, self._trace, hz=self.sample_hz, now=self.now,
+                                    lock=self._lock, on_sample=self._on_sample,
+                                    on_death=self._on_sampler_death)
+            self._sampler.start()
+        if self.idle_seconds > 0 and previous is None and self.devices:
+            self._idle_baseline()
+
+    def close(self, status: str | None = None) -> None:
+        """End the run: close an open stage as failed, stop the trace, write run_end."""
+        if self._state != "running":
+            self._release()
+            return
+        if status:
+            self.status = status
+        try:
+            if self._stage is not None:
+                st = self._stage
+                if st.status == "ok":
+                    st.fail("the run ended while this stage was still running")
+                self.status = "failed"
+                self._close_stage(st)
+            if self._sampler is not None:
+                self._sampler.stop()
+            t, readings = self._read()
+            for (msg, dev, stage), n in self._warned.items():
+                if n > 1:
+                    self._write_warning(f"repeated {n} times in all: {msg}", dev, stage)
+            self._write({"event": "run_end", "t": t, "readings": readings,
+                         "status": self.status})
+        finally:
+            self._state = "closed"
+            self._release()
+
+    def _release(self) -> None:
+        if self._sampler is not None:
+            self._sampler.stop()
+        for f in (self._trace, self._ledger):
+            if f is not None and not f.closed:
+                f.close()
+        for s in self.sensors:
+            s.close()
+        if self._runlock is not None:
+            self._runlock.release()
+
+    # ------------------------------------------------------------------ readings
+    def _read(self) -> tuple[float, dict[str, float | None]]:
+        """A boundary reading of every device, after a device synchronize. ``t`` is the
+        middle of the reading (NVML's counter read takes ~4 ms)."""
+        problem = _sync_devices()
+        with self._lock:
+            t_a = self.now()
+            readings: dict[str, float | None] = {}
+            for s in self.sensors:
+                readings.update(s.read_energy())
+            t = (t_a + self.now()) / 2
+            backwards = self._check_counters(t, readings)
+        if problem:
+            self.warn(problem)
+        for msg, dev in backwards:
+            self.warn(msg, device=dev)
+        self._flush_sensor_warnings()
+        return t, readings
+
+    def _check_counters(self, t: float, readings: dict[str, Any]) -> list[tuple[str, str]]:
+        out = []
+        for d, v in readings.items():
+            if v is None:
+                continue
+            last = self._last_energy.get(d)
+            if last is not None and v < last - 1e-6:
+                out.append((f"energy counter of {d} went backwards at t={t:.3f} ({last:.3f} J "
+                            f"-> {v:.3f} J): the counter was reset; energy across this point "
+                            "is unreliable", d))
+            self._last_energy[d] = v
+        return out
+
+    def _on_sample(self, t: float, rows: dict[str, tuple[float | None, float | None]]) -> None:
+        backwards = self._check_counters(t, {d: e for d, (e, _) in rows.items()})
+        collect = self._idle_collect
+        for d, (_, p) in rows.items():
+            if p is not None:
+                self._latest_power[d] = p
+                if collect is not None:
+                    collect.setdefault(d, []).append(p)
+        for msg, dev in backwards:
+            self.warn(msg, device=dev)
+        self._flush_sensor_warnings()
+
+    def _on_sampler_death(self, t: float, exc: BaseException) -> None:
+        self.warn(f"the trace sampler died at t={t:.3f} ({type(exc).__name__}: {exc}); the "
+                  "run continues with boundary readings only",
+                  stage=self._stage.name if self._stage else None)
+
+    def _flush_sensor_warnings(self) -> None:
+        with self._lock:
+            items = [w for s in self.sensors for w in s.pop_warnings()]
+        for msg, dev in items:
+            self.warn(msg, device=dev, stage=self._stage.name if self._stage else None)
+
+    def _idle_baseline(self) -> None:
+        t_a, e_a = self._read()
+        self._idle_collect = {}
+        time.sleep(self.idle_seconds)
+        collected, self._idle_collect = self._idle_collect, None
+        t_b, e_b = self._read()
+        for d in self.devices:
+            a, b = e_a.get(d), e_b.get(d)
+            if a is not None and b is not None and t_b > t_a:
+                power = (b - a) / (t_b - t_a)
+            elif collected.get(d):
+                power = statistics.fmean(collected[d])
+            else:
+                self.warn(f"{d}: no idle reading (no counter and no power samples); its idle "
+                          "baseline is unknown", device=d)
+                continue
+            self._write({"event": "idle_baseline", "t": t_b, "device": d, "power_w": power,
+                         "seconds": t_b - t_a})
+
+    def _check_contamination(self, stage: str | None = None) -> None:
+        with self._lock:
+            found = {d: p for s in self.sensors for d, p in s.foreign_processes().items()}
+        for msg, dev in contamination_warnings(found, self._foreign):
+            self.warn(msg, device=dev, stage=stage)
+
+    # ------------------------------------------------------------------ ledger
+    def _write(self, event: dict[str, Any]) -> None:
+        with self._write_lock:
+            self._ledger.write(event_line(event) + "\n")
+            self._ledger.flush()
+            os.fsync(self._ledger.fileno())
+        if self._trace is not None and not self._trace.closed and event["event"] != "warning":
+            self._trace.flush()
+
+    def _write_warning(self, message: str, device: str | None, stage: str | None) -> None:
+        ev: dict[str, Any] = {"event": "warning", "t": self.now(), "message": message}
+        if device:
+            ev["device"] = device
+        if stage:
+            ev["stage"] = stage
+        self._write(ev)
+
+    def warn(self, message: str, device: str | None = None, stage: str | None = None) -> None:
+        """Record a warning event. A repeated identical warning is written once (and
+        counted in a summary at run_end)."""
+        key = (redact_text(message), device, stage)
+        if self._state == "new":
+            self._pending.append(key)
+            return
+        if self._state == "closed":
+            raise RuntimeError("the meter is closed")
+        self._warned[key] += 1
+        if self._warned[key] == 1:
+            self._write_warning(*key)
+
+    def record_quality(self, metric: str, value: float, n: int,
+                       details: dict[str, Any] | None = None) -> None:
+        """A ``quality`` event; the last one in the ledger is the run's quality."""
+        self._require_running()
+        self._write({"event": "quality", "t": self.now(), "metric": metric,
+                     "value": float(value), "n": int(n),
+                     "details": redact_values(dict(details or {}))})
+
+    def latest_power_w(self) -> float | None:
+        """Sum over devices of the last sampled power, or None before any sample."""
+        values = list(self._latest_power.values())
+        return sum(values) if values else None
+
+    # ------------------------------------------------------------------ stages
+    def stage(self, name: str, *, tokens: int = 0, samples: int = 0) -> Stage:
+        """A stage window: ``with meter.stage("eval.student") as st`` or ``@meter.stage(..)``."""
+        return Stage(self, name, tokens, samples)
+
+    @property
+    def current_stage(self) -> Stage | None:
+        """The running stage (e.g. to call ``add`` from a decorated function)."""
+        return self._stage
+
+    def begin_window(self, name: str, *, tokens: int = 0, samples: int = 0) -> Stage:
+        """Start a stage (Zeus-style); end it with :meth:`end_window`."""
+        st = Stage(self, name, tokens, samples)
+        self._open_stage(st)
+        return st
+
+    def end_window(self, name: str, *, tokens: int = 0, samples: int = 0,
+                   status: str = "ok", error: str | None = None) -> Stage:
+        """End the running stage ``name``; counts given here are added to the stage's."""
+        st = self._stage
+        if st is None or st.name != name:
+            running = f"the running stage is {st.name!r}" if st else "no stage is running"
+            raise ValueError(f"end_window({name!r}): {running}")
+        st.add(tokens, samples)
+        if status != "ok" or error:
+            st.fail(error or status)
+        self._close_stage(st)
+        return st
+
+    def _require_running(self) -> None:
+        if self._state != "running":
+            raise RuntimeError("the meter is not running: use `with EnergyMeter(...) as "
+                               "meter:` or call meter.start() first")
+
+    def _open_stage(self, st: Stage) -> None:
+        self._require_running()
+        if self._stage is not None:
+            raise ValueError(f"cannot start stage {st.name!r} while stage {self._stage.name!r} "
+                             f"is running: stages do not nest; end {self._stage.name!r} first")
+        t, readings = self._read()
+        st.t_start, st.start_readings = t, readings
+        self._stage = st
+        self._write({"event": "stage_start", "t": t, "stage": st.name, "readings": readings})
+
+    def _close_stage(self, st: Stage) -> None:
+        if self._stage is not st:
+            raise ValueError(f"stage {st.name!r} is not the running stage")
+        t, readings = self._read()
+        st.t_end, st.end_readings = t, readings
+        ev: dict[str, Any] = {"event": "stage_end", "t": t, "stage": st.name,
+                              "readings": readings, "tokens": st.tokens,
+                              "samples": st.samples, "status": st.status}
+        if st.error:
+            ev["error"] = redact_text(st.error)
+        self._write(ev)
+        self._stage = None
+        died = self._sampler.died if self._sampler is not None else None
+        if died is not None:
+            self.warn(f"stage {st.name} degraded: the trace sampler died at t={died[0]:.3f}, "
+                      "so this stage has no trace samples (boundary readings only)",
+                      stage=st.name)
+        self._check_contamination(stage=st.name)

@@ -1,0 +1,74 @@
+"""A stage window: what ``meter.stage(...)`` and ``meter.begin_window(...)`` return."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from distillmeter.protocol import check_stage_name
+
+if TYPE_CHECKING:
+    from distillmeter.energy.meter import EnergyMeter
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Stage:
+    """A stage window: a context manager, a decorator (each call is one window), or the
+    handle :meth:`EnergyMeter.begin_window` returns. After it ends, ``seconds`` and
+    ``energy_j`` hold its boundary-reading deltas."""
+
+    def __init__(self, meter: EnergyMeter, name: str, tokens: int = 0, samples: int = 0):
+        self.meter = meter
+        self.name = check_stage_name(name)
+        self.tokens, self.samples = int(tokens), int(samples)
+        self.status, self.error = "ok", None
+        self.t_start: float | None = None
+        self.t_end: float | None = None
+        self.start_readings: dict[str, float | None] = {}
+        self.end_readings: dict[str, float | None] = {}
+
+    def add(self, tokens: int = 0, samples: int = 0) -> None:
+        """Count tokens and samples processed in this stage (call as often as you like)."""
+        self.tokens += int(tokens)
+        self.samples += int(samples)
+
+    def fail(self, error: str) -> None:
+        """Mark the stage failed without raising (e.g. a subprocess's exit code)."""
+        self.status, self.error = "failed", error
+
+    @property
+    def seconds(self) -> float | None:
+        if self.t_start is None or self.t_end is None:
+            return None
+        return self.t_end - self.t_start
+
+    @property
+    def energy_j(self) -> dict[str, float | None]:
+        """Counter delta per device (None where a reading is missing)."""
+        out = {}
+        for d, a in self.start_readings.items():
+            b = self.end_readings.get(d)
+            out[d] = None if a is None or b is None else b - a
+        return out
+
+    def __enter__(self) -> Stage:
+        self.meter._open_stage(self)
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if exc is not None:
+            self.fail(f"{exc_type.__name__}: {exc}")
+        self.meter._close_stage(self)
+        return False
+
+    def __call__(self, func: F) -> F:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with Stage(self.meter, self.name, self.tokens, self.samples):
+                return func(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+
