@@ -108,7 +108,7 @@ def break_even(configs: list[ConfigStats], teacher_runs: list[RunFigures], *,
             b = out["baseline_j_per_student"]
             ns = n_star(teacher_j, b, marginal)
             entry.update(saved_per_student_j=b - marginal, n_star=ns,
-                         students_needed=None if ns is None else max(1, math.ceil(ns)))
+                         students_needed=None if ns is None else math.floor(ns) + 1)
             uncertain = intervals_overlap(_ci(c.marginal_j), _ci(base.energy_j))
             if ns is None:
                 entry["statement"] = (
@@ -120,8 +120,8 @@ def break_even(configs: list[ConfigStats], teacher_runs: list[RunFigures], *,
                 entry["statement"] = (
                     f"{c.config} uses {_fmt_kj(b - marginal)} less than {base.config} per "
                     f"student once the teacher-side work ({_fmt_kj(teacher_j)}) exists; "
-                    f"shared by N* = {ns:.3g} students ({entry['students_needed']} or more) "
-                    "it costs less energy per student than the baseline")
+                    f"shared by more than N* = {ns:.3g} students ({entry['students_needed']} or "
+                    "more) it costs less energy per student than the baseline")
             if uncertain:
                 entry["statement"] += (" (the per-student energies' intervals overlap: the "
                                        "saving is within measurement noise)")

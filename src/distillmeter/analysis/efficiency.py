@@ -123,7 +123,15 @@ def stage_efficiency(stage: StageReport, report: Report, floors: list[dict[str, 
         floor = max(floor, params * bytes_per_param / batch * entry["pj_per_byte"] * 1e-12)
     row.update(floor_j_per_token=floor, x_floor=row["j_per_token"] / floor,
                basis=entry["basis"], source=entry["source"], floor_device=entry["name"])
+    row["note"] = _below_floor_note(row["x_floor"])
     return row
+
+
+def _below_floor_note(x_floor: float) -> str | None:
+    if x_floor >= 1.0:
+        return None
+    return ("below the floor: the parameter or token count is likely wrong, or the energy "
+            "was not all measured")
 
 
 def efficiency(items: list[tuple[str, Report]], floors: list[dict[str, Any]]
@@ -148,5 +156,6 @@ def efficiency(items: list[tuple[str, Report]], floors: list[dict[str, Any]]
             row["tokens"] = tok
             if row["floor_j_per_token"]:
                 row["x_floor"] = row["j_per_token"] / row["floor_j_per_token"]
+                row["note"] = _below_floor_note(row["x_floor"])
         rows.append(row)
     return rows

@@ -89,7 +89,7 @@ def rules_for_group(a: Analysis, group_id: str) -> list[str]:
             per = e["marginal_j"] + e["teacher_side_j"] / n
             out.append(f"caching the teacher-side work once and training {n} students brings "
                        f"{c.config} below the baseline's energy per student ({fmt_j(per)} vs "
-                       f"{fmt_j(e['baseline_j_per_student'])}; N* = {e['n_star']:.3g})")
+                       f"{fmt_j(be['baseline_j_per_student'])}; N* = {e['n_star']:.3g})")
         elif e.get("statement") and "saves no energy" in e["statement"]:
             gain = ""
             if base is not None and c.quality.mean is not None and base.quality.mean is not None:
