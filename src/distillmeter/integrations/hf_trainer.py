@@ -1,0 +1,375 @@
+"""``DistillMeterCallback``: a stage-wise energy report from a transformers ``Trainer``.
+
+    from distillmeter.integrations import DistillMeterCallback
+    trainer = Trainer(model=model, args=args, ...,
+                      callbacks=[DistillMeterCallback("runs/my-sft", method="sft")])
+    trainer.train()          # -> runs/my-sft/{ledger.jsonl,trace.csv,report.json}
+
+TRL's ``SFTTrainer`` and ``GKDTrainer`` are ``Trainer`` subclasses, so the same callback
+works there (GKD's teacher forward passes and on-policy generations happen inside training
+steps, so they count in ``student.train``, like distillmeter's online-teacher KD).
+
+What is metered, and how:
+- training runs inside ``train_stage`` (``student.train``), from ``on_train_begin`` to
+  ``on_train_end``;
+- evaluation runs inside ``eval_stage`` (``eval.student``). ``Trainer`` has no "evaluation
+  begins" event, so the callback switches stages where evaluation is known to be next: at
+  ``on_step_end``/``on_epoch_end`` when ``control.should_evaluate`` is set (the Trainer runs
+  the evaluation right after these events), or failing that at the first
+  ``on_prediction_step`` (then one evaluation batch is counted in training). It switches
+  back at ``on_evaluate``. So ``student.train`` may be several windows; the report lists
+  each and the analysis sums them by name;
+- training tokens come from ``state.num_input_tokens_seen``: the callback turns on the
+  Trainer's own counter (``include_num_input_tokens_seen="non_padding"``: the attention
+  mask's sum, gathered over all ranks) when it is off. Evaluation tokens are counted from
+  the evaluation dataset's ``attention_mask``/``input_ids`` when it has them;
+- samples: optimizer steps x the global batch size (an upper bound when an epoch ends on
+  a partial batch);
+- only the world's process zero meters and writes (it meters every GPU its node shows;
+  one meter per node for multi-node jobs is not done here);
+- at ``on_train_end`` the meter closes and the run is accounted into ``report.json``
+  (``finish_at_train_end=False`` keeps it open for a later ``trainer.evaluate()``; then
+  call :meth:`DistillMeterCallback.finish`). If the program ends without that (a crash in
+  training), an exit handler closes the run (an open stage is marked failed) and
+  accounts it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import sys
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from distillmeter.protocol import Report, stage_side
+
+# Preferred quality metrics when the caller names none (first present wins); the loss is
+# the fallback every evaluation has.
+_QUALITY_KEYS = ("eval_accuracy", "eval_exact_match", "eval_f1", "eval_loss")
+
+
+def dataset_tokens(dataset: Any) -> int | None:
+    """Non-padding tokens in a tokenized dataset (sum of ``attention_mask``, else lengths
+    of ``input_ids``), or None when its examples carry neither."""
+    if dataset is None:
+        return None
+    columns = getattr(dataset, "column_names", None)  # a datasets.Dataset: read columns
+    if isinstance(columns, list):
+        for col in ("attention_mask", "input_ids"):
+            if col in columns:
+                rows = dataset[col]
+                return int(sum(sum(r) if col == "attention_mask" else len(r) for r in rows))
+        return None
+    try:
+        n = len(dataset)
+    except TypeError:
+        return None  # an iterable dataset: not read twice
+    total = 0
+    for i in range(n):
+        ex = dataset[i]
+        if not isinstance(ex, Mapping):
+            return None
+        mask = ex.get("attention_mask")
+        ids = ex.get("input_ids")
+        if mask is not None:
+            total += int(sum(int(x) for x in _flat(mask)))
+        elif ids is not None:
+            total += len(_flat(ids))
+        else:
+            return None
+    return total
+
+
+def _flat(x: Any) -> list:
+    if hasattr(x, "tolist"):
+        x = x.tolist()
+    return list(x) if not (x and isinstance(x[0], list)) else [v for row in x for v in row]
+
+
+def _dataset_len(dataset: Any) -> int:
+    try:
+        return len(dataset)
+    except TypeError:
+        return 0
+
+
+class DistillMeterCallback(TrainerCallback):
+    """Meters a ``Trainer`` run into ``run_dir`` (see the module docstring).
+
+    ``run_dir``: the run directory (the callback makes its own ``EnergyMeter``), or
+    ``meter``: an ``EnergyMeter`` you manage (already started or not; the callback only
+    opens and closes stages in it and never closes it). ``method``/``seed``/``labels``/
+    ``config`` label the run (``seed`` defaults to ``args.seed``; ``config`` to the
+    TrainingArguments). ``quality_metric``: the evaluation metric recorded as the run's
+    quality (default: accuracy, exact match or F1 when reported, else the loss).
+    ``account``: keyword arguments for ``distillmeter.accounting.account`` (grid intensity,
+    PUE, price). Other keyword arguments go to ``EnergyMeter`` (``devices``,
+    ``sample_hz``, ``idle_seconds``, ``run_id``, ``task``, ``upstream``, ...)."""
+
+    def __init__(self, run_dir: str | Path | None = None, *, meter: Any = None,
+                 train_stage: str = "student.train", eval_stage: str = "eval.student",
+                 method: str | None = None, seed: int | None = None,
+                 labels: dict[str, Any] | None = None, config: dict[str, Any] | None = None,
+                 quality_metric: str | None = None, finish_at_train_end: bool = True,
+                 print_report: bool = True, account: dict[str, Any] | None = None,
+                 **meter_kwargs: Any) -> None:
+        if (run_dir is None) == (meter is None):
+            raise ValueError("DistillMeterCallback: give either run_dir or meter")
+        if meter is not None and (meter_kwargs or method or seed is not None or labels
+                                  or config):
+            raise ValueError("DistillMeterCallback: with your own meter, label it when you "
+                             "make it (method, seed, labels, config go to EnergyMeter)")
+        stage_side(train_stage)  # raises ValueError on a malformed stage name
+        stage_side(eval_stage)
+        self.run_dir = Path(run_dir) if run_dir is not None else Path(meter.run_dir)
+        self.meter = meter
+        self._owns_meter = meter is None
+        self.train_stage, self.eval_stage = train_stage, eval_stage
+        self.method, self.seed = method, seed
+        self.labels, self.config = dict(labels or {}), config
+        self.quality_metric = quality_metric
+        self.finish_at_train_end, self.print_report = finish_at_train_end, print_report
+        self.account_kwargs = dict(account or {})
+        self.meter_kwargs = meter_kwargs
+        self.report: Report | None = None
+        self._active: bool | None = None  # None until the first event says which rank we are
+        self._training = False
+        self._stage: Any = None
+        self._tokens_seen = 0
+        self._token_counter = "non_padding"
+        self._eval_tokens: dict[int, int | None] = {}
+        self._finished = False
+
+    # ------------------------------------------------------------------ plumbing
+    def _is_main(self, state: Any) -> bool:
+        if self._active is None:
+            self._active = bool(getattr(state, "is_world_process_zero", True))
+        return self._active
+
+    def _ensure_started(self, args: Any, model: Any) -> bool:
+        """Make and start the meter at the first event that needs it (a meter you passed
+        is used as it is). False once the run is finished."""
+        if self._finished:
+            warnings.warn("DistillMeterCallback: the run was already finished; this work "
+                          "is not metered (use finish_at_train_end=False to meter a later "
+                          "trainer.evaluate())", stacklevel=3)
+            return False
+        if self.meter is None:
+            from distillmeter.energy import EnergyMeter
+
+            labels = {"integration": "transformers.Trainer",
+                      "tokens_counted": self._token_counter, **self.labels}
+            params = _count_params(model)
+            if params:
+                role = "teacher" if stage_side(self.train_stage) == "teacher" else "student"
+                labels.setdefault(f"{role}_params", params)
+            seed = self.seed if self.seed is not None else getattr(args, "seed", None)
+            config = self.config if self.config is not None else _args_config(args)
+            meter = EnergyMeter(self.run_dir, method=self.method, seed=seed,
+                                labels=labels, config=config, **self.meter_kwargs)
+            meter.start()
+            self.meter = meter
+            atexit.register(self._at_exit)
+        return True
+
+    def _open(self, name: str) -> None:
+        self._stage = self.meter.begin_window(name)
+
+    def _close(self, tokens: int = 0, samples: int = 0) -> None:
+        if self._stage is not None:
+            st, self._stage = self._stage, None
+            self.meter.end_window(st.name, tokens=tokens, samples=samples)
+
+    def _in(self, name: str) -> bool:
+        return self._stage is not None and self._stage.name == name
+
+    def _count_train(self, args: Any, state: Any, steps: int = 0) -> None:
+        """Add the tokens seen since the last call (and ``steps`` x global batch samples)
+        to the open training window."""
+        seen = int(getattr(state, "num_input_tokens_seen", 0) or 0)
+        delta, self._tokens_seen = seen - self._tokens_seen, seen
+        if self._in(self.train_stage):
+            global_batch = (int(getattr(args, "train_batch_size", 0) or 0)
+                            * int(getattr(args, "gradient_accumulation_steps", 1) or 1)
+                            * int(getattr(args, "world_size", 1) or 1))
+            self._stage.add(tokens=max(0, delta), samples=steps * global_batch)
+
+    def _to_eval(self, args: Any, state: Any) -> None:
+        if self._in(self.eval_stage):
+            return
+        self._count_train(args, state)
+        self._close()
+        self._open(self.eval_stage)
+
+    def _end_eval(self, dataloader: Any) -> int:
+        """Close the evaluation window with its token and sample counts (none when
+        ``dataloader`` is None: an announced evaluation that did not run); reopen training
+        if it is going on. Returns the number of evaluated examples (0 if unknown)."""
+        dataset = getattr(dataloader, "dataset", None)
+        n = _dataset_len(dataset)
+        if self._in(self.eval_stage):
+            tokens = None
+            if dataset is not None:
+                key = id(dataset)
+                if key not in self._eval_tokens:
+                    self._eval_tokens[key] = dataset_tokens(dataset)
+                tokens = self._eval_tokens[key]
+                if tokens is None:
+                    self.meter.warn("evaluation tokens unknown: the evaluation dataset has "
+                                    "no attention_mask or input_ids", stage=self.eval_stage)
+            self._close(tokens=tokens or 0, samples=n)
+        if self._training and self._stage is None:
+            self._open(self.train_stage)
+        return n
+
+    # ------------------------------------------------------------------ Trainer events
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not self._is_main(state):
+            return
+        # The Trainer's own token counter, gathered over ranks. "no" -> count non-padding
+        # (transformers 4.57+; older versions only count every token, padding included).
+        if getattr(args, "include_num_input_tokens_seen", "no") in ("no", False, None):
+            if _counts_non_padding():
+                args.include_num_input_tokens_seen = "non_padding"
+            else:
+                args.include_num_input_tokens_seen = True
+                self._token_counter = "all (padding included)"
+        else:
+            self._token_counter = str(args.include_num_input_tokens_seen)
+        if not self._ensure_started(args, kwargs.get("model")):
+            return
+        self._training = True
+        self._tokens_seen = int(getattr(state, "num_input_tokens_seen", 0) or 0)
+        self._close()
+        self._open(self.train_stage)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        # An evaluation window still open at the next step means the Trainer skipped the
+        # evaluation it had announced: back to training.
+        if self._active and self._training and self._in(self.eval_stage):
+            self._end_eval(None)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if not (self._active and self._training):
+            return
+        self._count_train(args, state, steps=1)
+        if control.should_evaluate:
+            self._to_eval(args, state)
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self._active and self._training and control.should_evaluate:
+            self._to_eval(args, state)
+
+    def on_prediction_step(self, args, state, control, **kwargs):
+        if not self._is_main(state) or self._in(self.eval_stage):
+            return
+        if not self._ensure_started(args, kwargs.get("model")):
+            return
+        self._to_eval(args, state)
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if not self._active or self.meter is None or self._finished:
+            return
+        n = self._end_eval(kwargs.get("eval_dataloader"))
+        self._record_quality(metrics or {}, n, state)
+
+    def on_predict(self, args, state, control, metrics=None, **kwargs):
+        if not self._active or self.meter is None or self._finished:
+            return
+        self._end_eval(kwargs.get("test_dataloader") or kwargs.get("eval_dataloader"))
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if not (self._active and self._training):
+            return
+        self._count_train(args, state)
+        self._close()
+        self._training = False
+        if self.finish_at_train_end:
+            self.finish()
+
+    # ------------------------------------------------------------------ results
+    def _record_quality(self, metrics: dict[str, Any], n: int, state: Any) -> None:
+        keys = [self.quality_metric] if self.quality_metric else list(_QUALITY_KEYS)
+        for key in keys:
+            value = metrics.get(key)
+            if isinstance(value, (int, float)):
+                details = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+                details["global_step"] = int(getattr(state, "global_step", 0) or 0)
+                self.meter.record_quality(key, float(value), n=n, details=details)
+                return
+        if self.quality_metric:
+            self.meter.warn(f"quality metric {self.quality_metric!r} is not among the "
+                            f"evaluation metrics ({', '.join(sorted(metrics))})")
+
+    def finish(self, status: str | None = None) -> Report | None:
+        """Close any open window and (if the callback made it) the meter, then account the
+        run into ``report.json``. Returns the report (None on other ranks, or when the
+        meter is yours: close it and call ``distillmeter.accounting.account`` yourself)."""
+        if self._finished or not self._active or self.meter is None:
+            return self.report
+        self._finished = True
+        if self._stage is not None:
+            if status == "failed":
+                self._stage.fail("the run ended while this stage was running")
+            self._close()
+        if not self._owns_meter:
+            return None
+        self.meter.close(status)
+        from distillmeter.accounting import account, write_report
+
+        try:
+            self.report = account(self.run_dir, **self.account_kwargs)
+            write_report(self.run_dir, self.report)
+        except Exception as exc:  # training is done; a report problem must not lose it
+            warnings.warn(f"DistillMeterCallback: could not account {self.run_dir}: {exc} "
+                          f"(the raw files are there: `distillmeter account {self.run_dir}`)",
+                          stacklevel=2)
+            return None
+        if self.print_report:
+            from distillmeter.tables import print_report
+
+            print_report(self.report)
+        return self.report
+
+    def _at_exit(self) -> None:
+        if not self._finished and self.meter is not None and self._active:
+            try:
+                self.finish("failed" if self._stage is not None else None)
+            except Exception as exc:  # at exit: say what happened, never raise
+                print(f"distillmeter: could not finish {self.run_dir}: {exc}", file=sys.stderr)
+
+    def __enter__(self) -> DistillMeterCallback:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if self._active:
+            self.finish("failed" if exc is not None else None)
+        return False
+
+
+def _counts_non_padding() -> bool:
+    """Whether this transformers counts non-padding tokens (``"non_padding"``, 4.57+)."""
+    import transformers
+    from packaging.version import Version
+
+    return Version(transformers.__version__).release >= (4, 57)
+
+
+def _count_params(model: Any) -> int | None:
+    try:
+        return int(sum(p.numel() for p in model.parameters()))
+    except Exception:  # no model, or not a torch module
+        return None
+
+
+def _args_config(args: Any) -> dict[str, Any] | None:
+    """The TrainingArguments as plain data (tokens are masked by ``to_dict``)."""
+    to_dict = getattr(args, "to_dict", None)
+    if to_dict is None:
+        return None
+    return {"trainer": json.loads(json.dumps(to_dict(), default=str))}
