@@ -137,3 +137,14 @@ def test_sensitivity_with_the_real_accounting(tmp_path: Path) -> None:
     # a student with upstream work moves with its teacher's shifted stage
     assert 0 < by_id["kd-s0"]["teacher"] < 0.2
     assert sens["max"]["student"]["max_rel_change"] >= by_id["baseline-s0"]["student"]
+
+
+def test_unfinished_run_is_listed_not_counted(campaign_dir: Path) -> None:
+    ledger = campaign_dir / "kd-s2" / "ledger.jsonl"
+    lines = ledger.read_text().splitlines(keepends=True)
+    assert '"run_end"' in lines[-1]
+    ledger.write_text("".join(lines[:-1]))  # the run never ended (killed)
+    loaded, skipped = load_runs(campaign_dir)
+    assert len(loaded) == 9
+    assert [s.run_dir for s in skipped] == ["kd-s2"]
+    assert "run status is 'incomplete'" in skipped[0].reason

@@ -23,6 +23,10 @@ from distillmeter.protocol import (
     load_report,
 )
 
+# Runs counted in the statistics: finished ("ok") or finished with a measurement problem
+# the report names ("degraded"); a crashed or interrupted run would bias the means.
+COUNTED_STATUSES = frozenset({"ok", "degraded"})
+
 
 @dataclass
 class LoadedRun:
@@ -109,6 +113,11 @@ def load_runs(
             continue
         except Exception as exc:  # a bug or an unexpected file: report it, keep going
             skipped.append(Skipped(rel, f"cannot account: {type(exc).__name__}: {exc}"))
+            continue
+        if run.report.status not in COUNTED_STATUSES:
+            skipped.append(Skipped(
+                rel, f"run status is {run.report.status!r} (it did not finish cleanly): "
+                "left out of the statistics; see its report.json"))
             continue
         if run.report.run_id in seen:
             skipped.append(Skipped(

@@ -41,7 +41,10 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], left: int = 1,
     for row in rows:
         out.append("<tr>")
         for i, cell in enumerate(row):
-            out.append(f'<td class="{"l" if i < left else ""}">{escape(_cell(cell))}</td>')
+            # prose cells read better left-aligned, numbers right-aligned
+            is_text = isinstance(cell, str) and len(cell) > 24
+            out.append(f'<td class="{"l" if i < left or is_text else ""}">'
+                       f'{escape(_cell(cell))}</td>')
         out.append("</tr>")
     out.append("</tbody></table>")
     return "".join(out)
@@ -121,11 +124,23 @@ def _side_bars(cs: list[ConfigStats]) -> str:
            "</figure>"
 
 
+def stage_colours(names: Iterable[str]) -> dict[str, str]:
+    """A colour per stage: its side's hue, lighter for each further stage of that side."""
+    out: dict[str, str] = {"unattributed": svg.SIDE_COLOURS["unattributed"]}
+    seen: dict[str, int] = {}
+    for name in sorted(names):
+        side = name.split(".", 1)[0]
+        k = seen.get(side, 0)
+        seen[side] = k + 1
+        out[name] = svg.shade(svg.SIDE_COLOURS.get(side, "#888888"), 0.28 * k)
+    return out
+
+
 def _stage_bars(cs: list[ConfigStats]) -> str:
     bars = [(c.config, [(n, (s.mean or 0.0) / 1e3) for n, s in sorted(c.stage_j.items())]
              + [("unattributed", c.side_mean("unattributed") / 1e3)]) for c in cs]
-    body = svg.stacked_bars_svg(bars, ylabel="energy per student (kJ)",
-                                colours={"unattributed": svg.SIDE_COLOURS["unattributed"]},
+    colours = stage_colours({n for c in cs for n in c.stage_j})
+    body = svg.stacked_bars_svg(bars, ylabel="energy per student (kJ)", colours=colours,
                                 title="energy by stage")
     return f"<figure>{body}<figcaption>Mean energy by stage (upstream stages included)." \
            "</figcaption></figure>"
@@ -230,7 +245,7 @@ def render_html(a: Analysis, *, timelines: dict[str, Series] | None = None,
                     f"<style>{CSS}</style></head><body>",
                     f"<h1>distillmeter report: {escape(runs_dir)}</h1>"]
     opts = [f"{len(a.runs)} runs", f"{len(a.configs)} configurations",
-            f"{len(a.grouping.teacher_runs)} teacher runs"]
+            f"{len(a.grouping.teacher_runs)} teacher run(s)"]
     if a.amortize != 1:
         opts.append(f"teacher-side work divided among {a.amortize:g} students")
     if a.grid is not None:

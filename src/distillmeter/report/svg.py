@@ -22,6 +22,13 @@ PALETTE = ("#2b7bb9", "#d9822b", "#5aa454", "#b94a8c", "#7a5cc4", "#c4a23a", "#3
            "#c44a3a", "#6b6b6b", "#8fb93a")
 
 
+def shade(colour: str, amount: float) -> str:
+    """``colour`` (#rrggbb) mixed with white by ``amount`` (0: unchanged, 1: white)."""
+    amount = min(max(amount, 0.0), 0.85)
+    rgb = [int(colour[i:i + 2], 16) for i in (1, 3, 5)]
+    return "#" + "".join(f"{round(c + (255 - c) * amount):02x}" for c in rgb)
+
+
 def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     """About ``n`` round tick values covering [lo, hi]."""
     if not (math.isfinite(lo) and math.isfinite(hi)):
@@ -216,7 +223,7 @@ def timeline_svg(series: dict[str, tuple[Sequence[float], Sequence[float]]],
     ts += [s[1] for s in stages] + [s[2] for s in stages]
     x0, x1 = (min(ts), max(ts)) if ts else (0.0, 1.0)
     y1 = max(ps + ([idle_w] if idle_w else [])) * 1.08 if ps else 1.0
-    f = _Frame(x0, x1 if x1 > x0 else x0 + 1.0, 0.0, y1 or 1.0, width=720, height=240,
+    f = _Frame(x0, x1 if x1 > x0 else x0 + 1.0, 0.0, y1 or 1.0, width=560, height=220,
                bottom=40)
     out = [_svg_open(f.width, f.height, title)]
     for name, a, b, side in stages:
@@ -229,7 +236,7 @@ def timeline_svg(series: dict[str, tuple[Sequence[float], Sequence[float]]],
         if f.x(b) - f.x(a) > 40:
             out.append(f'<text x="{f.x(a) + 3:.1f}" y="{f.top + 12}" font-family="sans-serif"'
                        f' font-size="10" fill="#444">{escape(name)}</text>')
-    out += _axes(f, "time (s)", "power (W)", nice_ticks(f.x0, f.x1, 8),
+    out += _axes(f, "time (s)", "power (W)", nice_ticks(f.x0, f.x1, 6),
                  nice_ticks(0.0, f.y1, 4))
     if idle_w:
         out.append(f'<line x1="{f.left}" x2="{f.width - f.right}" y1="{f.y(idle_w):.1f}" '
