@@ -37,7 +37,13 @@ def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
         hi = lo + (abs(lo) or 1.0)
     raw = (hi - lo) / max(n, 1)
     mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+
+    def count(step: float) -> int:
+        return math.floor(hi / step + 1e-9) - math.ceil(lo / step - 1e-9) + 1
+
+    # the round step whose tick count is nearest n (ties: the larger step)
+    step = min((m * mag for m in (0.5, 1, 2, 2.5, 5, 10)),
+               key=lambda s: (abs(count(s) - n), -s))
     start = math.ceil(lo / step - 1e-9) * step
     ticks = []
     x = start
