@@ -123,7 +123,8 @@ def rules_for_group(a: Analysis, group_id: str) -> list[str]:
         k, v = max(moves, key=lambda kv: kv[1])
         verdict = "robust" if v < 0.05 else "sensitive: read stage splits with care"
         out.append(f"moving every stage boundary by {100 * sens.get('shift', 0.05):.0f}% of "
-                   f"its length changes the {k} total by at most {100 * v:.1f}% ({verdict})")
+                   f"its length changes the {k} total by at most {100 * v:.1f}% (run "
+                   f"{mx[k]['run_id']}; {verdict})")
     owners = {c.config for c in cs} | {f"teacher run {t.run_dir or t.run_id}"
                                        for t in a.grouping.teacher_runs
                                        if t.run_id in _group_teachers(a, group_id)}
