@@ -103,3 +103,12 @@ def test_html_is_well_formed_and_escaped(campaign_dir: Path) -> None:
     body = html.split("<body>", 1)[1].split("</body>", 1)[0]
     for svg in body.split("<svg")[1:]:
         ET.fromstring("<svg" + svg.split("</svg>", 1)[0] + "</svg>")  # parses as XML
+
+
+def test_report_on_a_single_run_directory(campaign_dir: Path) -> None:
+    one = campaign_dir / "baseline-s0"
+    assert main(["report", str(one), "--no-sensitivity"]) == 0
+    summary = json.loads((one / "summary.json").read_text())
+    assert [c["n_seeds"] for c in summary["configs"]] == [1]
+    html = (one / "report.html").read_text()
+    assert "No trace to plot" not in html and html.count("<svg") >= 4  # timeline included

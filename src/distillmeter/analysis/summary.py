@@ -41,6 +41,7 @@ class Analysis:
     pue: float | None
     notes: list[str] = field(default_factory=list)
     rules: dict[str, list[str]] = field(default_factory=dict)  # by group id
+    run_paths: dict[str, str] = field(default_factory=dict)  # run_id -> directory, if known
 
     @property
     def configs(self) -> list[ConfigStats]:

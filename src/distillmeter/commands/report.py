@@ -50,9 +50,11 @@ def analyse_dir(runs_dir: Path, *, amortize: float = 1.0, grid: float | None = N
     if with_sensitivity:
         sens = sensitivity([(r.run_dir, figures(r.report), _label(r.run_dir, runs_dir))
                             for r in loaded], default_account_shifted)
-    return analyse(reports, amortize=amortize, grid=grid, pue=pue,
-                   baseline_method=baseline_method, floors=load_floors(), sensitivity=sens,
-                   skipped=[s.to_dict() for s in skipped])
+    a = analyse(reports, amortize=amortize, grid=grid, pue=pue,
+                baseline_method=baseline_method, floors=load_floors(), sensitivity=sens,
+                skipped=[s.to_dict() for s in skipped])
+    a.run_paths = {r.report.run_id: str(r.run_dir) for r in loaded}
+    return a
 
 
 def _label(run_dir: Path, root: Path) -> str:
@@ -63,14 +65,14 @@ def _label(run_dir: Path, root: Path) -> str:
     return rel if rel != "." else run_dir.name
 
 
-def timelines(a: Analysis, runs_dir: Path, max_points: int = 300) -> dict:
+def timelines(a: Analysis, max_points: int = 300) -> dict:
     """Each run's downsampled power per device, read from its trace.csv (runs whose trace
     cannot be read are left out; the page says which)."""
     from distillmeter.report.timeline import power_series
 
     out = {}
     for r in a.runs:
-        path = runs_dir / r.run_dir if r.run_dir else None
+        path = Path(a.run_paths[r.run_id]) if r.run_id in a.run_paths else None
         if path is None or not (path / "trace.csv").exists():
             continue
         try:
@@ -101,7 +103,7 @@ def write_outputs(a: Analysis, runs_dir: Path) -> dict[str, Path]:
              "html": runs_dir / "report.html"}
     _write_atomic(paths["json"], json.dumps(summary, indent=2) + "\n")
     _write_atomic(paths["csv"], summary_csv(summary))
-    html = render_html(a, timelines=timelines(a, runs_dir), floors=load_floors(),
+    html = render_html(a, timelines=timelines(a), floors=load_floors(),
                        runs_dir=str(runs_dir))
     _write_atomic(paths["html"], html)
     return paths
