@@ -98,42 +98,103 @@ def lookup_tdp(info: CpuInfo, table: dict[str, Any] | None = None) -> TdpMatch:
                     f"unknown CPU: {table['default']['rule']} ({per_thread:.3f} W/thread)")
 
 
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+# Linux with CONFIG_PROC_CHILDREN lists each thread's children under /proc.
+_HAS_PROC_CHILDREN = os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
+
+
+def _proc_children(pid: int) -> list[int] | None:
+    """Descendants of ``pid`` from /proc/<pid>/task/*/children, or None where the kernel
+    does not offer those files. Much cheaper than scanning every process on the machine."""
+    if not _HAS_PROC_CHILDREN:
+        return None
+    out: list[int] = []
+    stack = [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            tasks = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue  # exited meanwhile
+        for tid in tasks:
+            try:
+                with open(f"/proc/{p}/task/{tid}/children", "rb") as f:
+                    kids = [int(x) for x in f.read().split()]
+            except OSError:
+                continue  # the thread or process ended meanwhile
+            out.extend(kids)
+            stack.extend(kids)
+    return out
+
+
+def _proc_cpu_seconds(pid: int) -> float | None:
+    """utime + stime + cutime + cstime of a process from /proc/<pid>/stat, in seconds."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    # After the command name: state is field 3, so utime..cstime (14..17) are [11:15].
+    return sum(int(x) for x in fields[11:15]) / _CLK_TCK
+
+
 class _ProcessTreeCpu:
-    """Cumulative CPU seconds of a process and all its descendants, live or reaped.
+    """Cumulative CPU seconds of this process and all its descendants, live or reaped.
 
-    Listing descendants walks /proc, so it is refreshed at most once a second; the
-    per-process reads in between are one /proc/<pid>/stat read each."""
+    Our own times (reaped children included) come from one ``os.times()`` call. Live
+    descendants are listed at most every ``refresh_s`` seconds in the sampler and on every
+    boundary reading (``refresh=True``), so a boundary sees a child started just before it.
+    """
 
-    def __init__(self, pid: int | None = None, refresh_s: float = 1.0) -> None:
-        import psutil
-
-        self._psutil = psutil
-        self._root = psutil.Process(pid or os.getpid())
-        self._children: list[Any] = []
+    def __init__(self, refresh_s: float = 2.0) -> None:
+        self._children: list[int] = []
         self._listed_at = -1e9
         self._refresh_s = refresh_s
         self._last = 0.0
+        self._psutil_root: Any = None
 
-    def seconds(self) -> float:
+    def _list_children(self) -> list[int]:
+        kids = _proc_children(os.getpid())
+        if kids is not None:
+            return kids
+        import psutil
+
+        self._psutil_root = self._psutil_root or psutil.Process()
+        try:
+            return [c.pid for c in self._psutil_root.children(recursive=True)]
+        except psutil.Error:
+            return []
+
+    @staticmethod
+    def _child_seconds(pid: int) -> float | None:
+        secs = _proc_cpu_seconds(pid)
+        if secs is not None or os.path.exists("/proc/self/stat"):
+            return secs
+        import psutil
+
+        try:
+            c = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            return None
+        return c.user + c.system + c.children_user + c.children_system
+
+    def seconds(self, refresh: bool = False) -> float:
         now = time.monotonic()
-        if now - self._listed_at >= self._refresh_s:
-            try:
-                self._children = self._root.children(recursive=True)
-            except self._psutil.Error:
-                self._children = []
+        if refresh or now - self._listed_at >= self._refresh_s:
+            self._children = self._list_children()
             self._listed_at = now
-        # children_* of a process hold its reaped descendants; a live process's own times
+        # A process's children_* hold its reaped descendants; a live process's own times
         # hold the rest, so summing both over the live tree counts each CPU second once.
-        t = self._root.cpu_times()
+        t = os.times()
         total = t.user + t.system + t.children_user + t.children_system
         alive = []
-        for child in self._children:
-            try:
-                c = child.cpu_times()
-            except self._psutil.Error:
-                continue
-            alive.append(child)
-            total += c.user + c.system + c.children_user + c.children_system
+        for pid in self._children:
+            secs = self._child_seconds(pid)
+            if secs is not None:
+                alive.append(pid)
+                total += secs
         self._children = alive
         # A child that exits between listing and reaping briefly drops out of the sum.
         self._last = max(self._last, total)
@@ -147,7 +208,7 @@ class CpuEstimateSensor(Sensor):
     kind = "estimate"
 
     def __init__(self, devices: list[str] | None = None, *, sockets: int | None = None,
-                 info: CpuInfo | None = None, pid: int | None = None,
+                 info: CpuInfo | None = None,
                  table: dict[str, Any] | None = None) -> None:
         super().__init__()
         table = table or load_table()
@@ -166,7 +227,7 @@ class CpuEstimateSensor(Sensor):
         self.dram_w = self.dram_w_per_gib * mem / GIB if mem else None
         if self.dram_w is None and any(d.startswith("dram") for d in self.devices):
             self._warn("DRAM size unknown: DRAM energy not measured")
-        self._cpu = _ProcessTreeCpu(pid)
+        self._cpu = _ProcessTreeCpu()
         self._t0: float | None = None
         self._cpu0 = 0.0
         self._offset: dict[str, float] = {}
@@ -183,16 +244,19 @@ class CpuEstimateSensor(Sensor):
     def start(self, clock: Any) -> None:
         super().start(clock)
         self._t0 = time.monotonic()
-        self._cpu0 = self._cpu.seconds()
+        self._cpu0 = self._cpu.seconds(refresh=True)
 
     def resume_from(self, readings: dict[str, float | None]) -> None:
         self._offset = {d: v for d, v in readings.items() if d in self.devices and v}
 
     def read_energy(self) -> dict[str, float | None]:
+        return self._energy(refresh=True)
+
+    def _energy(self, refresh: bool) -> dict[str, float | None]:
         if self._t0 is None:
             self.start(self._clock)
         elapsed = time.monotonic() - self._t0
-        busy = self._cpu.seconds() - self._cpu0
+        busy = self._cpu.seconds(refresh) - self._cpu0
         cpu_j = self.idle_w * elapsed + (self.tdp_w - self.idle_w) * busy / self.logical
         out: dict[str, float | None] = {}
         for d in self.devices:
@@ -207,7 +271,7 @@ class CpuEstimateSensor(Sensor):
     def sample(self, read_counter: bool) -> dict[str, tuple[float | None, float | None]]:
         # Modelled power over the interval since the previous sample.
         now = time.monotonic()
-        energy = self.read_energy()
+        energy = self._energy(refresh=False)
         power: dict[str, float | None] = {d: None for d in self.devices}
         if self._last_sample is not None and now > self._last_sample[0]:
             dt = now - self._last_sample[0]
