@@ -93,8 +93,8 @@ class TrainingConfig(_Strict):
     weight_decay: float = Field(0.01, ge=0)
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float | None = Field(1.0, gt=0)
-    batch_size: int = Field(32, ge=1)
-    token_budget: int = Field(200_000, ge=1)
+    batch_size: int = Field(64, ge=1)
+    token_budget: int = Field(280_000, ge=1)
 
 
 class TeacherConfig(_Strict):
@@ -107,7 +107,7 @@ class TeacherConfig(_Strict):
                                                      d_ff=512, max_len=32))
     train: bool = True
     seed: int = 0
-    training: TrainingConfig = TrainingConfig(token_budget=1_500_000, batch_size=64)
+    training: TrainingConfig = TrainingConfig(token_budget=560_000, batch_size=64)
 
     @model_validator(mode="after")
     def _can_train(self) -> TeacherConfig:
@@ -178,8 +178,8 @@ class GenerationConfig(_Strict):
     backend: Literal["transformers"] = "transformers"
     temperature: float = Field(0.0, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
-    max_new_tokens: int = Field(64, ge=1)
-    batch_size: int = Field(128, ge=1)
+    max_new_tokens: int = Field(16, ge=1)
+    batch_size: int = Field(256, ge=1)
     n_prompts: int | None = Field(None, ge=1)
     verify: bool = True
 
@@ -187,8 +187,8 @@ class GenerationConfig(_Strict):
 class EvalConfig(_Strict):
     """Batched greedy decoding on the test set (``eval.teacher``, ``eval.student``)."""
 
-    batch_size: int = Field(128, ge=1)
-    max_new_tokens: int = Field(64, ge=1)
+    batch_size: int = Field(256, ge=1)
+    max_new_tokens: int = Field(16, ge=1)
 
 
 class MeterConfig(_Strict):

@@ -1,0 +1,49 @@
+"""What every recipe shares: the config, the output directory, the UI, the device, and the
+meter each run directory gets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from distillmeter.pipelines.config import MethodConfig, RunConfig
+from distillmeter.pipelines.progress import StageProgress
+
+
+@dataclass
+class Context:
+    cfg: RunConfig
+    out_dir: Path
+    ui: StageProgress
+    device: str
+    resume: bool = False
+
+    def open_meter(self, run_dir: Path, *, method: str, seed: int, config_id: str,
+                   upstream: list[dict] | None = None, labels: dict[str, Any] | None = None):
+        """The run directory's EnergyMeter, labelled for analysis across runs; the resolved
+        config goes to its config.yaml."""
+        from distillmeter.energy import EnergyMeter
+
+        m = self.cfg.meter
+        meter = EnergyMeter(run_dir, devices=m.devices, sample_hz=m.sample_hz,
+                            idle_seconds=m.idle_seconds, method=method, seed=seed,
+                            config_id=config_id, task=self.cfg.task.name,
+                            labels=labels or {}, upstream=upstream or [],
+                            config=self.cfg.resolved())
+        self.ui.power = meter.latest_power_w
+        return meter
+
+
+def training_pairs(method: MethodConfig, data, synthetic: list[tuple[str, str]] | None
+                   ) -> list[tuple[str, str]]:
+    """A method's (prompt, target) training pairs in a canonical order (labelled, then
+    synthetic, whatever order the config lists them): the logit cache depends on it."""
+    pairs: list[tuple[str, str]] = []
+    if "labelled" in method.data:
+        pairs += [(e.prompt, e.target) for e in data.labelled]
+    if "synthetic" in method.data:
+        if synthetic is None:
+            raise ValueError(f"method {method.name!r} needs synthetic data but none was made")
+        pairs += synthetic
+    return pairs

@@ -1,0 +1,82 @@
+"""Evaluation (``eval.teacher``, ``eval.student``): batched greedy decoding on the test set,
+exact match on the final answer, and the mean per-token loss of the reference answers."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from distillmeter.pipelines import artifacts
+from distillmeter.pipelines.artifacts import ArtifactManifest
+from distillmeter.pipelines.config import EvalConfig
+from distillmeter.pipelines.data import encode_pairs, eval_batches
+from distillmeter.pipelines.training import mean_token_loss
+
+METRIC = "exact_match"
+
+
+@dataclass
+class EvalResult:
+    """Exact match and mean per-token loss on ``n`` test examples, with what it cost."""
+
+    exact_match: float
+    loss: float
+    n: int
+    prompt_tokens: int = 0
+    new_tokens: int = 0
+    loss_tokens: int = 0
+    records: list[dict] = field(default_factory=list)
+
+    @property
+    def tokens(self) -> int:
+        """Tokens the model processed: the decoded prompts and answers, plus the scored
+        reference answers (teacher-forced)."""
+        return self.prompt_tokens + self.new_tokens + self.loss_tokens
+
+    def metrics(self) -> dict:
+        return {"metric": METRIC, "exact_match": self.exact_match, "loss": self.loss,
+                "n": self.n, "prompt_tokens": self.prompt_tokens,
+                "new_tokens": self.new_tokens, "loss_tokens": self.loss_tokens}
+
+
+def evaluate(model, tokenizer, task, examples, cfg: EvalConfig, *, device: str, max_len: int,
+             on_batch=None) -> EvalResult:
+    """Greedy-decode every test prompt (batched, via the generation backend) and score it."""
+    from distillmeter.pipelines.generation import TransformersBackend
+    from distillmeter.tasks import exact_match
+
+    backend = TransformersBackend(model, tokenizer, device)
+    gens = backend.generate([ex.prompt for ex in examples], max_new_tokens=cfg.max_new_tokens,
+                            temperature=0.0, batch_size=cfg.batch_size, seed=0,
+                            on_batch=on_batch)
+    completions = [g.completion for g in gens]
+    em = exact_match(task, examples, completions)
+    seqs = encode_pairs(tokenizer, [(ex.prompt, ex.target) for ex in examples], max_len)
+    loss, n_loss = mean_token_loss(model, eval_batches(seqs, cfg.batch_size,
+                                                       tokenizer.pad_token_id), device)
+    records = [{"prompt": ex.prompt, "target": ex.target, "completion": c,
+                "correct": bool(task.check(ex, c))}
+               for ex, c in zip(examples, completions, strict=True)]
+    return EvalResult(exact_match=em, loss=loss, n=len(examples),
+                      prompt_tokens=sum(g.prompt_tokens for g in gens),
+                      new_tokens=sum(g.new_tokens for g in gens),
+                      loss_tokens=seqs.total_tokens(), records=records)
+
+
+def write_eval(folder: Path, result: EvalResult, *, kind: str, key_hash: str, stage: str,
+               run_id: str | None) -> ArtifactManifest:
+    """``completions.jsonl`` (prompt, target, completion, correct) and ``metrics.json``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "completions.jsonl", "w", encoding="utf-8") as f:
+        for r in result.records:
+            f.write(json.dumps(r) + "\n")
+    (folder / "metrics.json").write_text(json.dumps(result.metrics(), indent=2))
+    return artifacts.write_manifest(folder, ArtifactManifest(
+        kind=kind, hash=key_hash, stage=stage, run_id=run_id, info=result.metrics()))
+
+
+def read_metrics(folder: Path) -> dict:
+    """``metrics.json`` of an eval artifact."""
+    return json.loads((Path(folder) / "metrics.json").read_text(encoding="utf-8"))

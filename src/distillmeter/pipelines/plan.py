@@ -1,0 +1,122 @@
+"""What a config asks for, worked out before any work: the teacher-side artifacts (each with
+the hash of what produces it and the stage that measures it), the run directories, and
+which teacher stages each method uses.
+
+Fair accounting of shared teacher work (documented in docs/pipelines.md): a student that
+learns from the teacher counts, in full, the teacher stages its learning needed:
+``teacher.train`` (when the teacher is trained here) and ``eval.teacher`` (nobody distils
+from a teacher they have not checked), plus ``teacher.generate`` for synthetic data and
+``teacher.logits`` for cached KD. The baseline learns from labels alone and counts none;
+it reads the teacher's score only to report Q. The analysis can amortise the teacher side
+over N students.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from distillmeter.pipelines.config import (
+    MethodConfig,
+    RunConfig,
+    content_hash,
+    logits_key,
+    student_config_id,
+    synthetic_key,
+    teacher_key,
+)
+
+# Artifact kinds (folder names artifacts/<kind>-<hash>/)
+TEACHER_CKPT = "teacher"
+TEACHER_EVAL = "eval-teacher"
+SYNTHETIC = "synthetic"
+LOGITS = "logits"
+
+
+@dataclass(frozen=True)
+class ArtifactSpec:
+    """One teacher-side artifact: its kind, the hash of what produces it, its stage."""
+
+    kind: str
+    hash: str
+    stage: str
+
+
+@dataclass
+class TeacherPlan:
+    """The teacher run: the artifacts it must provide."""
+
+    teacher_hash: str
+    checkpoint: ArtifactSpec | None  # None when the teacher is a given checkpoint
+    eval: ArtifactSpec
+    synthetic: ArtifactSpec | None
+    caches: dict[str, ArtifactSpec] = field(default_factory=dict)  # method name -> cache
+
+    @property
+    def run_name(self) -> str:
+        """``teacher-<hash>``: the hash covers every artifact the run provides."""
+        parts = [self.teacher_hash, self.synthetic.hash if self.synthetic else None,
+                 sorted({c.hash for c in self.caches.values()})]
+        return f"teacher-{content_hash(parts, 10)}"
+
+    def artifacts(self) -> list[ArtifactSpec]:
+        """Every artifact, in the order the stages make them."""
+        out = [a for a in (self.checkpoint, self.eval, self.synthetic) if a is not None]
+        seen = set()
+        for spec in self.caches.values():
+            if spec.hash not in seen:
+                seen.add(spec.hash)
+                out.append(spec)
+        return out
+
+    def used_by(self, method: MethodConfig) -> list[ArtifactSpec]:
+        """The teacher-side artifacts whose stages a method's student counts (see above)."""
+        learns_from_teacher = "synthetic" in method.data or method.loss == "kd"
+        if not learns_from_teacher:
+            return []
+        used = [a for a in (self.checkpoint, self.eval) if a is not None]
+        if "synthetic" in method.data and self.synthetic is not None:
+            used.append(self.synthetic)
+        if method.name in self.caches:
+            used.append(self.caches[method.name])
+        return used
+
+
+def plan_teacher(cfg: RunConfig) -> TeacherPlan:
+    """Work out the teacher-side artifacts the config's methods need."""
+    t_hash = content_hash(teacher_key(cfg))
+    checkpoint = ArtifactSpec(TEACHER_CKPT, t_hash, "teacher.train") if cfg.teacher.train \
+        else None
+    eval_spec = ArtifactSpec(TEACHER_EVAL, content_hash({"teacher": t_hash,
+                                                         "eval": cfg.eval.model_dump()}),
+                             "eval.teacher")
+    synthetic = (ArtifactSpec(SYNTHETIC, content_hash(synthetic_key(cfg)), "teacher.generate")
+                 if cfg.needs_synthetic() else None)
+    cache_hashes = {m.name: content_hash(logits_key(cfg, m)) for m in cfg.methods
+                    if m.uses_cache}
+    distinct = sorted(set(cache_hashes.values()))
+    caches = {}
+    for name, h in cache_hashes.items():
+        # one cache: the standard stage name; several: one stage each, so a student
+        # counts only the cache it uses
+        stage = "teacher.logits" if len(distinct) == 1 else f"teacher.logits.{h[:8]}"
+        caches[name] = ArtifactSpec(LOGITS, h, stage)
+    return TeacherPlan(t_hash, checkpoint, eval_spec, synthetic, caches)
+
+
+@dataclass(frozen=True)
+class StudentRun:
+    """One student run directory: ``<method>-s<seed>``."""
+
+    method: MethodConfig
+    seed: int
+    config_id: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.method.name}-s{self.seed}"
+
+
+def plan_students(cfg: RunConfig) -> list[StudentRun]:
+    """Every (method, seed) run, method-major (all seeds of a method together)."""
+    return [StudentRun(m, seed, student_config_id(cfg, m))
+            for m in cfg.methods for seed in range(cfg.seeds)]

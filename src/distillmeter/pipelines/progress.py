@@ -1,0 +1,122 @@
+"""Progress bars per stage (rich) with tokens/s and watts; silent with ``quiet``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
+from rich.text import Text
+
+
+class _RateColumn(ProgressColumn):
+    """Tokens per second and the meter's latest power reading."""
+
+    def render(self, task) -> Text:
+        tokens = task.fields.get("tokens", 0)
+        elapsed = task.elapsed or 0.0
+        rate = f"{tokens / elapsed:,.0f} tok/s" if elapsed > 0 and tokens else "- tok/s"
+        watts = task.fields.get("watts")
+        power = f"{watts:.1f} W" if watts is not None else "- W"
+        return Text(f"{rate:>13} {power:>7}", style="cyan")
+
+
+class _CountColumn(ProgressColumn):
+    """``done/total unit`` (just ``done unit`` when the total is unknown)."""
+
+    def __init__(self, unit: str):
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task) -> Text:
+        done = f"{task.completed:,.0f}"
+        total = f"/{task.total:,.0f}" if task.total is not None else ""
+        return Text(f"{done + total:>15} {self.unit}")
+
+
+class StageBar:
+    """One stage's bar: ``advance(tokens, samples)`` as work completes; the bar moves by
+    ``items`` (default: the samples)."""
+
+    def __init__(self, progress: Progress | None, task_id, power: Callable[[], float | None]):
+        self._progress, self._task, self._power = progress, task_id, power
+        self.tokens = 0
+        self.samples = 0
+
+    def advance(self, tokens: int = 0, samples: int = 0, items: int | None = None) -> None:
+        self.tokens += tokens
+        self.samples += samples
+        items = samples if items is None else items
+        if self._progress is not None:
+            self._progress.update(self._task, advance=items, tokens=self.tokens,
+                                  watts=self._power())
+
+
+class StageProgress:
+    """Bars for a run's stages. ``label`` prefixes each (the run directory's name)."""
+
+    def __init__(self, console: Console | None = None, *, quiet: bool = False,
+                 power: Callable[[], float | None] | None = None):
+        self.console = console or Console(stderr=True)
+        self.quiet = quiet
+        self.power = power or (lambda: None)
+
+    @contextmanager
+    def stage(self, label: str, name: str, total: int | None, unit: str = "seq"
+              ) -> Iterator[StageBar]:
+        """A bar for stage ``name`` with ``total`` items (sequences, prompts, tokens).
+        ``label`` (the run's name) heads the runs' blocks: see ``note``."""
+        if self.quiet:
+            yield StageBar(None, None, self.power)
+            return
+        progress = Progress(
+            TextColumn(f"  {name:<16}"), BarColumn(bar_width=16),
+            _CountColumn(unit),
+            _RateColumn(), TimeElapsedColumn(),
+            console=self.console, transient=False, refresh_per_second=8)
+        with progress:
+            task_id = progress.add_task(name, total=total, tokens=0, watts=self.power())
+            bar = StageBar(progress, task_id, self.power)
+            yield bar
+            if total is not None:
+                progress.update(task_id, completed=total)
+
+    @contextmanager
+    def metered(self, meter, label: str, name: str, total: int | None, unit: str = "seq"
+                ) -> Iterator[StageBar]:
+        """``meter.stage(name)`` with a bar: ``advance(tokens, samples, items)`` counts the
+        stage's tokens and samples in the ledger and moves the bar."""
+        with meter.stage(name) as st, self.stage(label, name, total, unit) as bar:
+            counting = _CountingBar(bar, st)
+            yield counting
+
+    def note(self, message: str) -> None:
+        """A line of its own (a run starting, skipped, resumed)."""
+        if not self.quiet:
+            self.console.print(message, highlight=False)
+
+
+class _CountingBar:
+    """A bar whose advances also count tokens and samples in the meter's stage."""
+
+    def __init__(self, bar: StageBar, stage):
+        self._bar, self._stage = bar, stage
+
+    @property
+    def tokens(self) -> int:
+        return self._bar.tokens
+
+    def advance(self, tokens: int = 0, samples: int = 0, items: int | None = None) -> None:
+        self._stage.add(tokens=tokens, samples=samples)
+        self._bar.advance(tokens, samples, items)
+
+
+def generation_progress(bar):
+    """A generation backend's per-batch callback as bar advances (tokens: the batch's
+    prompt and new tokens; samples: its prompts)."""
+
+    def on_batch(gens) -> None:
+        bar.advance(sum(g.prompt_tokens + g.new_tokens for g in gens), len(gens))
+
+    return on_batch

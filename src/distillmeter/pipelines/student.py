@@ -1,0 +1,128 @@
+"""A student's run: one method, one seed, one run directory.
+
+    setup.load     task data, tokenizer, a fresh student (from the seed), its training data
+                   (labelled and/or the teacher's synthetic answers), the logit cache or
+                   the live teacher for KD
+    student.train  the shared loop (``training.train``): only the loss and data differ
+    eval.student   greedy decoding on the test set; quality recorded with the teacher's
+                   score and Q = student / teacher
+
+The run's ``run_start.upstream`` names the teacher stages this method used (see plan.py).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from distillmeter.pipelines import artifacts, components
+from distillmeter.pipelines.artifacts import ArtifactManifest
+from distillmeter.pipelines.context import Context, training_pairs
+from distillmeter.pipelines.data import batches, encode_pairs
+from distillmeter.pipelines.evaluation import evaluate, write_eval
+from distillmeter.pipelines.logit_cache import LogitCache
+from distillmeter.pipelines.plan import StudentRun
+from distillmeter.pipelines.progress import generation_progress
+from distillmeter.pipelines.synthetic import read_synthetic
+from distillmeter.pipelines.teacher import TeacherOutputs
+from distillmeter.pipelines.training import CachedKD, OnlineKD, ce_loss, train
+
+STUDENT_CKPT = "student"
+STUDENT_EVAL = "eval"
+TRAIN_LOG = "train"
+
+
+@dataclass
+class StudentResult:
+    exact_match: float
+    loss: float
+    teacher_exact_match: float
+    train_steps: int
+    train_tokens: int
+
+    @property
+    def q(self) -> float | None:
+        return self.exact_match / self.teacher_exact_match if self.teacher_exact_match else None
+
+
+def run_student(ctx: Context, run: StudentRun, teacher: TeacherOutputs,
+                run_dir: Path) -> StudentResult:
+    """Train and evaluate one student in ``run_dir``, metered."""
+    cfg, ui, device, label = ctx.cfg, ctx.ui, ctx.device, run_dir.name
+    method, seed = run.method, run.seed
+    plan = teacher.plan
+    t_metrics = teacher.teacher_metrics()
+    meter = ctx.open_meter(run_dir, method=method.name, seed=seed, config_id=run.config_id,
+                           upstream=teacher.upstream_for(method, run_dir),
+                           labels={"role": "student", "data": list(method.data),
+                                   "loss": method.loss,
+                                   "teacher_mode": method.teacher_mode if method.loss == "kd"
+                                   else None})
+    with meter:
+        with ui.metered(meter, label, "setup.load", None):
+            components.seed_everything(seed)
+            data = components.load_task_data(cfg)
+            tok = components.tokenizer_for(cfg, data.task)
+            teacher_model = None
+            if method.loss == "kd" and method.teacher_mode == "online":
+                if plan.checkpoint is not None:
+                    loaded_t = components.load_checkpoint(teacher.folder(plan.checkpoint), device)
+                else:
+                    loaded_t = components.build_model(cfg.teacher.model, tok, seed=0,
+                                                      device=device)
+                teacher_model = loaded_t.model
+            student = components.build_model(cfg.student.model, tok, seed=seed, device=device)
+            model, max_len = student.model, student.max_len
+            synthetic = (read_synthetic(teacher.folder(plan.synthetic))
+                         if "synthetic" in method.data else None)
+            seqs = encode_pairs(tok, training_pairs(method, data, synthetic), max_len)
+            vocab = components.vocab_width(model)
+            if method.loss == "ce":
+                loss_fn = ce_loss
+            elif method.teacher_mode == "cached":
+                cache = LogitCache(teacher.folder(plan.caches[method.name]),
+                                   expect_sequences=seqs)
+                loss_fn = CachedKD(method, cache, vocab_size=vocab)
+            else:
+                from distillmeter.models import check_tokenizers_compatible
+
+                # one tokenizer for both; this checks the models' logit widths against it
+                shared = check_tokenizers_compatible(tok, tok, components.vocab_width(
+                    teacher_model), vocab)
+                loss_fn = OnlineKD(method, teacher_model, vocab_size=shared)
+
+        tcfg = cfg.training
+        with ui.metered(meter, label, "student.train", tcfg.token_budget, "tok") as bar:
+            result = train(model, batches(seqs, tcfg.batch_size, tok.pad_token_id, seed=seed),
+                           loss_fn, tcfg, device=device,
+                           on_step=lambda n_tok, n_seq, loss: bar.advance(n_tok, n_seq, n_tok))
+            folder = artifacts.artifact_dir(run_dir, STUDENT_CKPT, run.config_id)
+            components.save_checkpoint(model, tok, folder)
+            artifacts.write_manifest(folder, ArtifactManifest(
+                kind=STUDENT_CKPT, hash=run.config_id, stage="student.train",
+                run_id=meter.run_id, info={"method": method.name, "seed": seed}))
+            log = artifacts.artifact_dir(run_dir, TRAIN_LOG, run.config_id)
+            log.mkdir(parents=True, exist_ok=True)
+            (log / "train.json").write_text(json.dumps({
+                "steps": result.steps, "tokens": result.tokens, "samples": result.samples,
+                "examples": len(seqs), "epochs": result.samples / max(1, len(seqs)),
+                "final_loss": result.final_loss, "last_parts": result.last_parts,
+                "losses": result.losses}, indent=1))
+            artifacts.write_manifest(log, ArtifactManifest(
+                kind=TRAIN_LOG, hash=run.config_id, stage="student.train", run_id=meter.run_id))
+
+        with ui.metered(meter, label, "eval.student", len(data.test)) as bar:
+            res = evaluate(model, tok, data.task, data.test, cfg.eval, device=device,
+                           max_len=max_len, on_batch=generation_progress(bar))
+            bar.advance(res.loss_tokens, 0, 0)
+            folder = artifacts.artifact_dir(run_dir, STUDENT_EVAL, run.config_id)
+            write_eval(folder, res, kind=STUDENT_EVAL, key_hash=run.config_id,
+                       stage="eval.student", run_id=meter.run_id)
+        t_em = float(t_metrics["exact_match"])
+        meter.record_quality("exact_match", res.exact_match, n=res.n, details={
+            "loss": res.loss, "teacher_value": t_em, "teacher_loss": t_metrics.get("loss"),
+            "q": res.exact_match / t_em if t_em else None})
+    return StudentResult(res.exact_match, res.loss, t_em, result.steps, result.tokens)
+
+

@@ -1,0 +1,200 @@
+"""The teacher's run: one run directory whose stages make every teacher-side artifact the
+methods need, each once.
+
+    setup.load        task data, tokenizer, the teacher (fresh, or a checkpoint found)
+    teacher.train     the shared loop on the teacher's privileged labelled set
+    eval.teacher      greedy decoding on the test set (the teacher's quality, Q's reference)
+    teacher.generate  the teacher answers the prompt pool; the verifier filters
+    teacher.logits    top-k log-probs over each cached-KD method's training sequences
+
+With ``resume``, artifacts already made (found by the hash of what produces them, anywhere
+under the output directory, and verified by checksum) are not made again; if all are
+found, no teacher run happens at all.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from distillmeter import protocol
+from distillmeter.pipelines import artifacts, components
+from distillmeter.pipelines.context import Context, training_pairs
+from distillmeter.pipelines.data import batches, encode_pairs
+from distillmeter.pipelines.evaluation import evaluate, read_metrics, write_eval
+from distillmeter.pipelines.logit_cache import write_cache
+from distillmeter.pipelines.plan import ArtifactSpec, TeacherPlan
+from distillmeter.pipelines.progress import generation_progress
+from distillmeter.pipelines.synthetic import generate_synthetic, read_synthetic
+from distillmeter.pipelines.training import ce_loss, train
+
+
+@dataclass
+class Located:
+    """An artifact on disk and the run that measured the stage which made it."""
+
+    spec: ArtifactSpec
+    folder: Path
+    run_id: str
+
+    @property
+    def run_dir(self) -> Path:
+        return artifacts.run_dir_of(self.folder)
+
+
+@dataclass
+class TeacherOutputs:
+    plan: TeacherPlan
+    located: dict[ArtifactSpec, Located] = field(default_factory=dict)
+    run_dir: Path | None = None  # the run made now (None when everything was found)
+
+    def folder(self, spec: ArtifactSpec | None) -> Path | None:
+        return self.located[spec].folder if spec is not None else None
+
+    def teacher_metrics(self) -> dict:
+        return read_metrics(self.folder(self.plan.eval))
+
+    def upstream_for(self, method, student_dir: Path) -> list[dict]:
+        """``run_start.upstream`` for a student of ``method``: the runs that measured the
+        teacher stages it uses, with paths relative to the student's run directory."""
+        by_run: dict[Path, dict] = {}
+        for spec in self.plan.used_by(method):
+            loc = self.located[spec]
+            ref = by_run.setdefault(loc.run_dir, {
+                "run_id": loc.run_id,
+                "run_dir": os.path.relpath(loc.run_dir, student_dir),
+                "stages": []})
+            if spec.stage not in ref["stages"]:
+                ref["stages"].append(spec.stage)
+        return list(by_run.values())
+
+
+def _run_id_of(folder: Path, manifest) -> str:
+    if manifest.run_id:
+        return manifest.run_id
+    return protocol.read_ledger(artifacts.run_dir_of(folder)).run_start.run_id
+
+
+def locate_existing(ctx: Context, plan: TeacherPlan) -> dict[ArtifactSpec, Located]:
+    """Teacher artifacts already under the output directory, verified by checksum."""
+    found = {}
+    for spec in plan.artifacts():
+        folder = artifacts.find_verified(ctx.out_dir, spec.kind, spec.hash, warn=ctx.ui.note)
+        if folder is not None:
+            found[spec] = Located(spec, folder, _run_id_of(folder, artifacts.read_manifest(folder)))
+    return found
+
+
+def _partial(ctx: Context, spec: ArtifactSpec) -> Path | None:
+    """The most advanced unfinished attempt at an artifact (a logit cache resumes from it)."""
+    best, best_n = None, 0
+    for m in ctx.out_dir.glob(f"*/{protocol.ARTIFACTS_DIR}/{spec.kind}-{spec.hash}/"
+                              f"{artifacts.MANIFEST}"):
+        try:
+            n = len(artifacts.read_manifest(m.parent).info.get("shards", []))
+        except artifacts.ArtifactError:
+            continue
+        if n > best_n:
+            best, best_n = m.parent, n
+    return best
+
+
+def run_teacher(ctx: Context, plan: TeacherPlan, run_dir: Path) -> TeacherOutputs:
+    """Make the artifacts ``plan`` needs that are not already found, in ``run_dir``."""
+    out = TeacherOutputs(plan, locate_existing(ctx, plan) if ctx.resume else {})
+    missing = [s for s in plan.artifacts() if s not in out.located]
+    if not missing:
+        ctx.ui.note("[dim]teacher: every artifact found and verified; not run again[/]")
+        return out
+    cfg, ui, device, label = ctx.cfg, ctx.ui, ctx.device, run_dir.name
+    ui.note(f"[bold]{label}[/]: the teacher ({', '.join(s.stage for s in missing)})")
+    if out.located:
+        ui.note(f"teacher: reusing {', '.join(s.stage for s in out.located)}; "
+                f"making {', '.join(s.stage for s in missing)}")
+    out.run_dir = run_dir
+    meter = ctx.open_meter(run_dir, method="teacher", seed=cfg.teacher.seed,
+                           config_id=plan.teacher_hash,
+                           labels={"role": "teacher", "makes": [s.stage for s in missing]})
+
+    def made(spec: ArtifactSpec, folder: Path) -> None:
+        out.located[spec] = Located(spec, folder, meter.run_id)
+
+    with meter:
+        with ui.metered(meter, label, "setup.load", None):
+            components.seed_everything(cfg.teacher.seed)
+            data = components.load_task_data(cfg)
+            tok = components.tokenizer_for(cfg, data.task)
+            if plan.checkpoint in out.located:
+                loaded = components.load_checkpoint(out.folder(plan.checkpoint), device)
+            else:
+                loaded = components.build_model(cfg.teacher.model, tok, seed=cfg.teacher.seed,
+                                                device=device)
+            model, tok, max_len = loaded.model, loaded.tokenizer, loaded.max_len
+
+        if plan.checkpoint is not None and plan.checkpoint in missing:
+            seqs = encode_pairs(tok, [(e.prompt, e.target) for e in data.teacher_train], max_len)
+            tcfg = cfg.teacher.training
+            with ui.metered(meter, label, "teacher.train", tcfg.token_budget, "tok") as bar:
+                train(model, batches(seqs, tcfg.batch_size, tok.pad_token_id,
+                                     seed=cfg.teacher.seed), ce_loss, tcfg, device=device,
+                      on_step=lambda n_tok, n_seq, loss: bar.advance(n_tok, n_seq, n_tok))
+                folder = artifacts.artifact_dir(run_dir, plan.checkpoint.kind,
+                                                plan.checkpoint.hash)
+                components.save_checkpoint(model, tok, folder)
+                artifacts.write_manifest(folder, artifacts.ArtifactManifest(
+                    kind=plan.checkpoint.kind, hash=plan.checkpoint.hash,
+                    stage="teacher.train", run_id=meter.run_id,
+                    info={"examples": len(seqs), "token_budget": tcfg.token_budget}))
+            made(plan.checkpoint, folder)
+
+        if plan.eval in missing:
+            with ui.metered(meter, label, "eval.teacher", len(data.test)) as bar:
+                res = evaluate(model, tok, data.task, data.test, cfg.eval, device=device,
+                               max_len=max_len, on_batch=generation_progress(bar))
+                bar.advance(res.loss_tokens, 0, 0)
+                folder = artifacts.artifact_dir(run_dir, plan.eval.kind, plan.eval.hash)
+                write_eval(folder, res, kind=plan.eval.kind, key_hash=plan.eval.hash,
+                           stage="eval.teacher", run_id=meter.run_id)
+            meter.record_quality("exact_match", res.exact_match, n=res.n,
+                                 details={"loss": res.loss, "role": "teacher"})
+            made(plan.eval, folder)
+
+        synthetic = None
+        if plan.synthetic is not None and plan.synthetic in missing:
+            g = cfg.generation
+            n = len(data.pool) if g.n_prompts is None else min(g.n_prompts, len(data.pool))
+            with ui.metered(meter, label, "teacher.generate", n, "prompt") as bar:
+                folder = artifacts.artifact_dir(run_dir, plan.synthetic.kind,
+                                                plan.synthetic.hash)
+                res = generate_synthetic(folder, model, tok, data.task, list(data.pool), g,
+                                         device=device, key_hash=plan.synthetic.hash,
+                                         seed=cfg.teacher.seed, run_id=meter.run_id,
+                                         on_batch=generation_progress(bar))
+            ui.note(f"  teacher.generate kept {res.n_kept}/{res.n_prompts} answers "
+                    f"({res.kept_fraction:.1%})" + (" (verified)" if g.verify else ""))
+            made(plan.synthetic, folder)
+        if plan.synthetic is not None:
+            synthetic = read_synthetic(out.folder(plan.synthetic))
+
+        vocab = components.vocab_width(model)
+        for spec in {s.hash: s for s in plan.caches.values()}.values():
+            if spec not in missing:
+                continue
+            method = next(m for m in cfg.methods if plan.caches.get(m.name) == spec)
+            seqs = encode_pairs(tok, training_pairs(method, data, synthetic), max_len)
+            lc = cfg.logits
+            with ui.metered(meter, label, spec.stage, len(seqs)) as bar:
+                folder = artifacts.artifact_dir(run_dir, spec.kind, spec.hash)
+                manifest = write_cache(
+                    folder, model, seqs, key_hash=spec.hash, top_k=lc.top_k, vocab_size=vocab,
+                    pad_id=tok.pad_token_id, dtype=lc.dtype, batch_size=lc.batch_size,
+                    shard_sequences=lc.shard_sequences, device=device, stage=spec.stage,
+                    run_id=meter.run_id, resume_from=_partial(ctx, spec),
+                    on_batch=lambda n_tok, n_seq: bar.advance(n_tok, n_seq))
+            ui.note(f"  {spec.stage}: top-{manifest.info['top_k']} cache, "
+                    f"{manifest.info['bytes_per_token']:.0f} bytes/token")
+            made(spec, folder)
+    return out
+
+

@@ -1,0 +1,68 @@
+"""Tiny real pieces for the pipeline tests: the arithmetic task, its char tokenizer and
+tiny Llamas (a few thousand parameters, milliseconds per step)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from distillmeter.pipelines.config import ArchConfig, ModelConfig, parse_config
+
+TINY_ARCH = {"d_model": 16, "n_layers": 1, "n_heads": 2, "d_ff": 32, "max_len": 32}
+
+# A whole `distillmeter run` in seconds: tiny models, a few hundred training tokens.
+TINY_RUN = {
+    "task": {"n_labelled": 16, "n_pool": 24, "n_test": 8, "n_teacher": 64},
+    "teacher": {"model": {"arch": {"d_model": 32, "n_layers": 1, "n_heads": 2, "d_ff": 64}},
+                "training": {"token_budget": 3000, "batch_size": 16}},
+    "student": {"model": {"arch": TINY_ARCH}},
+    "training": {"token_budget": 800, "batch_size": 8},
+    "logits": {"top_k": 8, "shard_sequences": 16},
+    "generation": {"max_new_tokens": 20, "batch_size": 16},
+    "eval": {"max_new_tokens": 20, "batch_size": 8},
+    "meter": {"idle_seconds": 0.0, "sample_hz": 20.0},
+    "seeds": 1,
+    "device": "cpu",
+    "threads": 1,
+}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # the machine is shared; tiny models gain nothing from more threads
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="session")
+def task_data():
+    from distillmeter.tasks import load_task
+
+    return load_task("arithmetic", seed=0, n_labelled=16, n_pool=24, n_test=8, n_teacher=64)
+
+
+@pytest.fixture(scope="session")
+def tokenizer(task_data):
+    from distillmeter.models import build_char_tokenizer
+
+    return build_char_tokenizer(task_data.task.alphabet)
+
+
+@pytest.fixture
+def tiny_model(tokenizer):
+    """``tiny_model(seed=0, **arch)``: a fresh tiny Llama on the char tokenizer."""
+    from distillmeter.pipelines.components import build_model
+
+    def make(seed: int = 0, **arch):
+        mcfg = ModelConfig(arch=ArchConfig(**{**TINY_ARCH, **arch}))
+        return build_model(mcfg, tokenizer, seed=seed, device="cpu").model
+
+    return make
+
+
+@pytest.fixture
+def tiny_run_config():
+    """``tiny_run_config(**sections)``: TINY_RUN with top-level sections replaced."""
+    return lambda **overrides: parse_config({**TINY_RUN, **overrides}, "tiny")
