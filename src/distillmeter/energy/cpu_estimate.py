@@ -37,13 +37,15 @@ GIB = 1024**3
 
 @dataclass(frozen=True)
 class TdpMatch:
-    """The TDP used for a CPU and where it came from (``how``: table, family or default)."""
+    """The TDP used for a CPU and where it came from (``how``: table, family or default;
+    ``summary``: a few words for warnings; ``source``: the full provenance)."""
 
     cpu_model: str
     w_per_thread: float
     how: str
     matched: str | None
     source: str
+    summary: str
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -82,7 +84,8 @@ def lookup_tdp(info: CpuInfo, table: dict[str, Any] | None = None) -> TdpMatch:
         c = max(hits, key=lambda c: len(c["name"]))
         return TdpMatch(info.model, c["tdp_w"] / c["threads"], "table", c["name"],
                         f"{c['name']}: {c['tdp_w']} W, {c['threads']} threads "
-                        f"({sources.get(c['source'], c['source'])})")
+                        f"({sources.get(c['source'], c['source'])})",
+                        f"{c['name']}: {c['tdp_w']} W / {c['threads']} threads")
     for fam in table.get("families", []):
         if (info.vendor == fam["vendor"] and info.family == fam["family"]
                 and info.model_id == fam["model"]
@@ -92,10 +95,13 @@ def lookup_tdp(info: CpuInfo, table: dict[str, Any] | None = None) -> TdpMatch:
                             f"model name hides the SKU; cpuid family {fam['family']} model "
                             f"{fam['model']} is {fam['generation']}, so {c['name']}: "
                             f"{c['tdp_w']} W, {c['threads']} threads "
-                            f"({sources.get(c['source'], c['source'])})")
+                            f"({sources.get(c['source'], c['source'])})",
+                            f"SKU hidden, cpuid says {fam['generation']}: as {c['name']}, "
+                            f"{c['tdp_w']} W / {c['threads']} threads")
     per_thread = statistics.median(c["tdp_w"] / c["threads"] for c in table["cpus"])
     return TdpMatch(info.model, per_thread, "default", None,
-                    f"unknown CPU: {table['default']['rule']} ({per_thread:.3f} W/thread)")
+                    f"unknown CPU: {table['default']['rule']} ({per_thread:.3f} W/thread)",
+                    f"unknown CPU: the table's median {per_thread:.2f} W per thread")
 
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -238,8 +244,8 @@ class CpuEstimateSensor(Sensor):
         if device.startswith("dram"):
             return (f"{self.dram_w_per_gib} W/GiB x RAM = {self.dram_w or 0:.2f} W for the "
                     "machine, constant")
-        return (f"utilisation x TDP: {self.tdp_w:.2f} W for {self.logical} logical CPUs, "
-                f"idle floor {self.idle_fraction:.0%}; {self.tdp.source}")
+        return (f"utilisation x TDP, {self.tdp_w:.2f} W for {self.logical} logical CPUs "
+                f"({self.tdp.summary}), idle floor {self.idle_fraction:.0%}")
 
     def start(self, clock: Any) -> None:
         super().start(clock)
