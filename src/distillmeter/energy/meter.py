@@ -103,6 +103,7 @@ class EnergyMeter:
         self.status = "ok"
         self._lock = threading.RLock()       # every sensor call
         self._write_lock = threading.Lock()  # ledger writes
+        self._warn_lock = threading.Lock()   # the warning counter (sampler and caller)
         self._stage: Stage | None = None
         self._last_energy: dict[str, float] = {}
         self._latest_power: dict[str, float] = {}
@@ -301,11 +302,12 @@ class EnergyMeter:
     def _on_sample(self, t: float, rows: dict[str, tuple[float | None, float | None]]) -> None:
         backwards = self._check_counters(t, {d: e for d, (e, _) in rows.items()})
         collect = self._idle_collect
-        for d, (_, p) in rows.items():
-            if p is not None:
-                self._latest_power[d] = p
-                if collect is not None:
-                    collect.setdefault(d, []).append(p)
+        powers = {d: p for d, (_, p) in rows.items() if p is not None}
+        # Replaced whole, so latest_power_w() can read it from any thread without a lock.
+        self._latest_power = {**self._latest_power, **powers}
+        if collect is not None:
+            for d, p in powers.items():
+                collect.setdefault(d, []).append(p)
         for msg, dev in backwards:
             self.warn(msg, device=dev)
         self._flush_sensor_warnings()
@@ -372,8 +374,10 @@ class EnergyMeter:
             return
         if self._state == "closed":
             raise RuntimeError("the meter is closed")
-        self._warned[key] += 1
-        if self._warned[key] == 1:
+        with self._warn_lock:
+            self._warned[key] += 1
+            first = self._warned[key] == 1
+        if first:
             self._write_warning(*key)
 
     def record_quality(self, metric: str, value: float, n: int,
