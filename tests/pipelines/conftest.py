@@ -18,13 +18,19 @@ TINY_RUN = {
     "student": {"model": {"arch": TINY_ARCH}},
     "training": {"token_budget": 800, "batch_size": 8},
     "logits": {"top_k": 8, "shard_sequences": 16},
-    "generation": {"max_new_tokens": 20, "batch_size": 16},
+    "generation": {"max_new_tokens": 20, "batch_size": 16, "verify": False},
     "eval": {"max_new_tokens": 20, "batch_size": 8},
     "meter": {"idle_seconds": 0.0, "sample_hz": 20.0},
     "seeds": 1,
     "device": "cpu",
     "threads": 1,
 }
+
+
+@pytest.fixture(scope="session")
+def tiny_run_dict():
+    """TINY_RUN (a config as plain data); copy before changing it."""
+    return TINY_RUN
 
 
 @pytest.fixture(autouse=True)

@@ -10,16 +10,25 @@ from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeE
 from rich.text import Text
 
 
+def _short(x: float) -> str:
+    """1234 -> 1.2k, 560000 -> 560k, 2.5e6 -> 2.5M: counts that fit an 80-column line."""
+    for div, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(x) >= div:
+            v = x / div
+            return f"{v:.1f}{suffix}" if v < 100 else f"{v:.0f}{suffix}"
+    return f"{x:.0f}"
+
+
 class _RateColumn(ProgressColumn):
     """Tokens per second and the meter's latest power reading."""
 
     def render(self, task) -> Text:
         tokens = task.fields.get("tokens", 0)
         elapsed = task.elapsed or 0.0
-        rate = f"{tokens / elapsed:,.0f} tok/s" if elapsed > 0 and tokens else "- tok/s"
+        rate = f"{_short(tokens / elapsed)} tok/s" if elapsed > 0 and tokens else "- tok/s"
         watts = task.fields.get("watts")
         power = f"{watts:.1f} W" if watts is not None else "- W"
-        return Text(f"{rate:>13} {power:>7}", style="cyan")
+        return Text(f"{rate:>11} {power:>7}", style="cyan")
 
 
 class _CountColumn(ProgressColumn):
@@ -30,9 +39,9 @@ class _CountColumn(ProgressColumn):
         self.unit = unit
 
     def render(self, task) -> Text:
-        done = f"{task.completed:,.0f}"
-        total = f"/{task.total:,.0f}" if task.total is not None else ""
-        return Text(f"{done + total:>15} {self.unit}")
+        done = _short(task.completed)
+        total = f"/{_short(task.total)}" if task.total is not None else ""
+        return Text(f"{done + total:>11} {self.unit:<6}")
 
 
 class StageBar:
@@ -71,7 +80,7 @@ class StageProgress:
             yield StageBar(None, None, self.power)
             return
         progress = Progress(
-            TextColumn(f"  {name:<16}"), BarColumn(bar_width=16),
+            TextColumn(f"  {name:<16}"), BarColumn(bar_width=12),
             _CountColumn(unit),
             _RateColumn(), TimeElapsedColumn(),
             console=self.console, transient=False, refresh_per_second=8)

@@ -62,16 +62,17 @@ def method_rows(summary: Summary) -> list[MethodRow]:
 
 def method_table(summary: Summary) -> Table:
     """The per-method table (rich)."""
-    table = Table(title=f"distillation methods ({summary.out_dir})", title_justify="left")
-    table.add_column("method")
-    table.add_column("seeds", justify="right")
+    table = Table(title=f"energy (J, mean over seeds) and quality by method, {summary.out_dir}",
+                  title_justify="left")
+    table.add_column("method", no_wrap=True)
+    table.add_column("n", justify="right")
     for side in SIDES:
-        table.add_column(f"{side} J", justify="right")
-    table.add_column("total J", justify="right")
+        table.add_column(side, justify="right")
+    table.add_column("total", justify="right")
     table.add_column("exact match", justify="right")
     table.add_column("Q", justify="right")
     for row in method_rows(summary):
-        table.add_row(row.method + ("*" if row.estimated else ""), str(len(row.seeds)),
+        table.add_row(row.method, str(len(row.seeds)),
                       *[f"{row.by_side[s]:,.0f}" for s in SIDES],
                       _pm(row.total_j, ",.0f"), _pm(row.exact_match, ".3f"), _pm(row.q, ".2f"))
     return table
@@ -93,8 +94,8 @@ def print_summary(summary: Summary, console: Console | None = None) -> None:
         energy = f"{f.report.totals.energy_j:,.0f} J" if f.report else "not accounted"
         console.print(f"interrupted attempt {f.name}: {energy} (kept, accounted)")
     if any(r.estimated for r in method_rows(summary)):
-        console.print("* energy estimated from a model (no hardware counter here); "
-                      "see each report's sources")
-    console.print("teacher J: the teacher stages each method used, counted in full (baseline: "
-                  "none); total = the run's own energy + those stages. Q = student / teacher "
-                  "exact match. Reports: <run>/report.json", style="dim")
+        console.print("[yellow]energy partly estimated from a model (no hardware counter "
+                      "here for some devices); see each report's sources[/]")
+    console.print("n: seeds. teacher: the teacher stages each method used, counted in full "
+                  "(baseline: none); total = the run's own energy + those stages. Q = student "
+                  "/ teacher exact match. Reports: <run>/report.json", style="dim")

@@ -61,8 +61,8 @@ def generate_synthetic(folder: Path, model, tokenizer, task, prompts: list[str],
     with open(folder / DATA_FILE, "w", encoding="utf-8") as f:
         for g in gens:
             correct = bool(task.check(g.prompt, g.completion)) if cfg.verify else None
-            # without a verifier everything is kept; an answer with no final answer never is
-            kept = correct if cfg.verify else task.final_answer(g.completion) is not None
+            # without a verifier every non-empty answer is kept
+            kept = correct if cfg.verify else bool(g.completion.strip())
             n_kept += kept
             f.write(json.dumps({"prompt": g.prompt, "completion": g.completion,
                                 "kept": kept, "correct": correct}) + "\n")
@@ -70,7 +70,7 @@ def generate_synthetic(folder: Path, model, tokenizer, task, prompts: list[str],
             "kept_fraction": n_kept / len(gens) if gens else 0.0,
             "prompt_tokens": sum(g.prompt_tokens for g in gens),
             "new_tokens": sum(g.new_tokens for g in gens),
-            "backend": backend.name, **cfg.model_dump(mode="json")}
+            "backend": backend.name, "generation": cfg.model_dump(mode="json")}
     manifest = artifacts.write_manifest(folder, ArtifactManifest(
         kind=KIND, hash=key_hash, stage=stage, run_id=run_id, info=info))
     return SyntheticResult(len(gens), n_kept, info["prompt_tokens"], info["new_tokens"],
