@@ -47,12 +47,12 @@ def test_report_and_plan_on_metered_runs(tmp_path: Path, capsys) -> None:
     up = [{"run_id": "t-1", "run_dir": "../teacher", "stages": ["teacher.logits"]}]
     for seed, q in enumerate((0.60, 0.64)):
         metered_run(runs / f"kd-s{seed}", [("student.train", 23.95, 27.0 + seed, 876544),
-                                           ("eval.student", 30.0, 32.9, 1851392)],
+                                           ("eval.student", 30.0, 31.5 + seed, 1851392)],
                     start=23.95 - LEAD, run_id=f"kd-{seed}", method="kd", seed=seed,
                     config_id="kd", task="arithmetic", upstream=up, quality=q)
     for seed, q in enumerate((0.40, 0.42)):
         metered_run(runs / f"baseline-s{seed}", [("student.train", 23.95, 26.0 + seed, 876544),
-                                                 ("eval.student", 30.0, 32.9, 1851392)],
+                                                 ("eval.student", 30.0, 31.5 + seed, 1851392)],
                     start=23.95 - LEAD, run_id=f"base-{seed}", method="baseline", seed=seed,
                     config_id="baseline", task="arithmetic", quality=q)
     assert main(["report", str(runs)]) == 0
@@ -64,7 +64,8 @@ def test_report_and_plan_on_metered_runs(tmp_path: Path, capsys) -> None:
     kd = configs["kd"]
     # the upstream teacher.logits energy: within the counter's 100 ms steps of the truth
     assert abs(kd["teacher_side_j_mean"] - 3133.859) < 2 * 0.1 * 700
-    assert kd["n_seeds"] == 2 and kd["energy_j_std"] > 0
+    # the seeds end their runs a second apart: their energies differ
+    assert kd["n_seeds"] == 2 and kd["energy_j_std"] > 50
     assert (runs / "report.html").stat().st_size > 10_000
     capsys.readouterr()
     assert main(["plan", str(runs), "--budget-kwh", "1"]) == 0

@@ -21,7 +21,8 @@ def test_report_writes_the_three_files(campaign_dir: Path, capsys) -> None:
     (campaign_dir / "broken" / "ledger.jsonl").write_text("not json\n{}\n")
     assert main(["report", str(campaign_dir)]) == 0
     out = capsys.readouterr().out
-    assert "kd-cfg" in out and "baseline-cfg" in out and "skipped" in out
+    # configurations are called by their method where it is unique in the group
+    assert "\n  kd " in out and "\n  baseline " in out and "skipped" in out
     summary = json.loads((campaign_dir / "summary.json").read_text())
     assert len(summary["configs"]) == 3
     for rec in summary["configs"]:
@@ -79,7 +80,7 @@ def test_user_mistakes_are_one_line_errors(tmp_path: Path, campaign_dir: Path,
 def test_plan_picks_and_explains(campaign_dir: Path, capsys) -> None:
     assert main(["plan", str(campaign_dir), "--budget-kwh", "0.0018"]) == 0
     out = capsys.readouterr().out
-    assert "pick sft_synth-cfg" in out and "kd-cfg does not fit" in out
+    assert "pick sft_synth (config sft_synth-cfg)" in out and "kd does not fit" in out
     assert "teacher-side energy is" in out and "upper end of the 95% interval" in out
     assert main(["plan", str(campaign_dir), "--budget-kwh", "1e-5", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)

@@ -71,13 +71,14 @@ def stage_j_per_token(runs: list[RunFigures], stage: str) -> float | None:
 
 
 def distillation_j(run: RunFigures, amortize: float = 1.0) -> float:
-    """Energy spent making one student: its total less evaluation and teacher training."""
-    train_teacher = 0.0
+    """Energy spent making one student: its total less every evaluation stage (its own and
+    upstream ones such as eval.teacher) and less teacher training."""
+    left_out = 0.0
     for name, e in run.stage_j.items():
-        if name == "teacher.train":
+        if name == "teacher.train" or name.startswith("eval."):
             up = sum(x for (_, s), x in run.upstream_stages.items() if s == name)
-            train_teacher += e - up + up / amortize
-    return run.total_j(amortize) - run.side_j("eval", amortize) - train_teacher
+            left_out += e - up + up / amortize
+    return run.total_j(amortize) - left_out
 
 
 def _fmt_kj(j: float) -> str:
@@ -112,13 +113,14 @@ def break_even(configs: list[ConfigStats], teacher_runs: list[RunFigures], *,
             uncertain = intervals_overlap(_ci(c.marginal_j), _ci(base.energy_j))
             if ns is None:
                 entry["statement"] = (
-                    f"{c.config} saves no energy per student against the baseline "
+                    f"{c.label or c.config} saves no energy per student against the baseline "
                     f"({_fmt_kj(marginal)} per student without teacher-side work vs "
-                    f"{_fmt_kj(b)} for {base.config}): sharing its teacher-side work "
+                    f"{_fmt_kj(b)} for {base.label or base.config}): sharing its teacher-side work "
                     f"({_fmt_kj(teacher_j)}) never brings it below the baseline")
             else:
                 entry["statement"] = (
-                    f"{c.config} uses {_fmt_kj(b - marginal)} less than {base.config} per "
+                    f"{c.label or c.config} uses {_fmt_kj(b - marginal)} less than "
+                    f"{base.label or base.config} per "
                     f"student once the teacher-side work ({_fmt_kj(teacher_j)}) exists; "
                     f"shared by more than N* = {ns:.3g} students ({entry['students_needed']} or "
                     "more) it costs less energy per student than the baseline")

@@ -41,6 +41,7 @@ class ConfigStats:
     pareto: bool = False
     dominated_by: str | None = None
     not_separable_from: list[str] = field(default_factory=list)
+    label: str = ""  # what tables and sentences call it (set by group_runs)
 
     @property
     def n_seeds(self) -> int:
@@ -118,6 +119,21 @@ def _stage_share(run: RunFigures, name: str, amortize: float) -> float:
     return run.stage_j.get(name, 0.0) - up + up / amortize
 
 
+def label_configs(cs: list[ConfigStats]) -> None:
+    """Name each configuration of a group by its method where the method is unique there
+    (config ids are often hashes), else by method and config id."""
+    counts: dict[str | None, int] = {}
+    for c in cs:
+        counts[c.method] = counts.get(c.method, 0) + 1
+    for c in cs:
+        if c.method and counts[c.method] == 1:
+            c.label = c.method
+        elif c.method and c.method != c.config:
+            c.label = f"{c.method} [{c.config}]"
+        else:
+            c.label = c.config
+
+
 def group_runs(runs: list[RunFigures], *, amortize: float = 1.0, grid: float | None = None,
                pue: float | None = None) -> Grouping:
     """Split runs into groups (task x hardware), teacher runs and configurations."""
@@ -146,6 +162,13 @@ def group_runs(runs: list[RunFigures], *, amortize: float = 1.0, grid: float | N
         if len(metrics) > 1:
             notes.append(f"configuration {config}: runs report different quality metrics "
                          f"({', '.join(sorted(metrics))})")
+    for group in groups.values():
+        label_configs([c for c in configs if c.group == group.id])
+    # within a group, in name order; groups in their own order
+    order = {g.id: i for i, g in enumerate(groups.values())}
+    configs.sort(key=lambda c: (order[c.group], c.label, c.config))
+    for group in groups.values():
+        group.configs = [c.config for c in configs if c.group == group.id]
     for t in teachers:
         groups[(t.task or "", t.hardware)].teacher_runs.append(t.run_id)
     if len(groups) > 1:

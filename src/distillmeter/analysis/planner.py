@@ -90,7 +90,7 @@ def plan_group(a: Analysis, group_id: str, budget: Budget, *, on_mean: bool = Fa
         out["cheapest"] = cheapest.config
         out["verdict"] = (f"nothing fits the budget ({'; '.join(_limits(budget))} per "
                           f"student, judged on each configuration's {what}). The cheapest "
-                          f"is {cheapest.config} at {fmt_j(cheapest.energy_j.mean)} per "
+                          f"is {_name(cheapest)} at {fmt_j(cheapest.energy_j.mean)} per "
                           f"student ({'; '.join(row['over'])}).")
         return out
     with_q = [c for c in fitting if c.quality.mean is not None]
@@ -104,7 +104,8 @@ def plan_group(a: Analysis, group_id: str, budget: Budget, *, on_mean: bool = Fa
         f", 95% CI {pick.quality.lo:.3g}-{pick.quality.hi:.3g}"
     e_ci = "" if pick.energy_j.lo is None else \
         f", 95% CI {fmt_j(pick.energy_j.lo)}-{fmt_j(pick.energy_j.hi)}"
-    out["verdict"] = (f"pick {pick.config} ({pick.method or 'method unknown'}): "
+    out["choice_label"] = _name(pick)
+    out["verdict"] = (f"pick {_name(pick)}{_id_note(pick)}: "
                       f"{pick.metric or 'quality'} {q}{ci}; "
                       f"{fmt_j(pick.energy_j.mean)} per student{e_ci}.")
     why = [f"fits: its {what} per student is " + "; ".join(
@@ -113,26 +114,34 @@ def plan_group(a: Analysis, group_id: str, budget: Budget, *, on_mean: bool = Fa
     if with_q:
         why.append(f"highest mean {pick.metric or 'quality'} of the {len(fitting)} "
                    "configuration(s) that fit" + (
-                       " (" + ", ".join(f"{c.config} {c.quality.mean:.3g}"
+                       " (" + ", ".join(f"{_name(c)} {c.quality.mean:.3g}"
                                         for c in others if c.quality.mean is not None) + ")"
                        if others else ""))
     else:
         why.append("no configuration reports a quality: the cheapest that fits")
     if pick.n_seeds < 2:
-        why.append(f"{pick.config} was measured with one seed: no interval, so its single "
+        why.append(f"{_name(pick)} was measured with one seed: no interval, so its single "
                    "measurement is what fits")
     for c in others:
         if c.quality.mean is None or c.energy_j.mean is None or pick.energy_j.mean is None:
             continue
         if c.energy_j.mean < pick.energy_j.mean and _q_overlap(c, pick):
-            why.append(f"{c.config} costs {fmt_j(pick.energy_j.mean - c.energy_j.mean)} less "
-                       f"per student and its quality interval overlaps {pick.config}'s: "
+            why.append(f"{_name(c)} costs {fmt_j(pick.energy_j.mean - c.energy_j.mean)} less "
+                       f"per student and its quality interval overlaps {_name(pick)}'s: "
                        "the measurements cannot rule out that it is as good")
     for c, r in zip(cs, cands, strict=True):
         if not r["fits"]:
-            why.append(f"{c.config} does not fit ({'; '.join(r['over'])})")
+            why.append(f"{_name(c)} does not fit ({'; '.join(r['over'])})")
     out["why"] = why
     return out
+
+
+def _name(c: ConfigStats) -> str:
+    return c.label or c.config
+
+
+def _id_note(c: ConfigStats) -> str:
+    return "" if c.config in _name(c) else f" (config {c.config})"
 
 
 def _q_overlap(a: ConfigStats, b: ConfigStats) -> bool:

@@ -50,7 +50,7 @@ def fmt_pm(mean: float | None, half: float | None, fmt=fmt_q) -> str:
 
 
 def _label(c: ConfigStats) -> str:
-    return c.config if c.method in (None, c.config) else f"{c.config} ({c.method})"
+    return c.label or c.config
 
 
 def rules_for_group(a: Analysis, group_id: str) -> list[str]:
@@ -71,14 +71,14 @@ def rules_for_group(a: Analysis, group_id: str) -> list[str]:
         for lo, hi in zip(front, front[1:], strict=False):
             de = hi.energy_j.mean - lo.energy_j.mean
             dq = hi.quality.mean - lo.quality.mean
-            out.append(f"going from {lo.config} to {hi.config} costs {fmt_j(de)} more per "
+            out.append(f"going from {_label(lo)} to {_label(hi)} costs {fmt_j(de)} more per "
                        f"student (+{100 * de / lo.energy_j.mean:.0f}%) for "
                        f"{dq:+.3g} {hi.metric or 'quality'}")
     for c in cs:
         t = c.side_mean("teacher")
         total = c.energy_j.mean or 0.0
         if t > 0 and total > 0:
-            out.append(f"teacher-side energy is {100 * t / total:.0f}% of the {c.config} "
+            out.append(f"teacher-side energy is {100 * t / total:.0f}% of the {_label(c)} "
                        f"total ({fmt_j(t)} of {fmt_j(total)} per student{amort})")
     be = a.break_even.get(group_id, {})
     base = by_id.get(be.get("baseline") or "")
@@ -88,25 +88,25 @@ def rules_for_group(a: Analysis, group_id: str) -> list[str]:
             n = e["students_needed"]
             per = e["marginal_j"] + e["teacher_side_j"] / n
             out.append(f"caching the teacher-side work once and training {n} students brings "
-                       f"{c.config} below the baseline's energy per student ({fmt_j(per)} vs "
+                       f"{_label(c)} below the baseline's energy per student ({fmt_j(per)} vs "
                        f"{fmt_j(be['baseline_j_per_student'])}; N* = {e['n_star']:.3g})")
         elif e.get("statement") and "saves no energy" in e["statement"]:
             gain = ""
             if base is not None and c.quality.mean is not None and base.quality.mean is not None:
                 gain = (f"; it buys {c.quality.mean - base.quality.mean:+.3g} "
-                        f"{c.metric or 'quality'} over {base.config}")
+                        f"{c.metric or 'quality'} over {_label(base)}")
             out.append(e["statement"] + gain)
     for c in cs:
         if c.dominated_by:
             d = by_id[c.dominated_by]
             saving = 100 * (1 - d.energy_j.mean / c.energy_j.mean) if c.energy_j.mean else 0
-            out.append(f"{c.config} is dominated by {d.config}: {d.config} uses "
+            out.append(f"{_label(c)} is dominated by {_label(d)}: {_label(d)} uses "
                        f"{saving:.0f}% less energy for {d.quality.mean - c.quality.mean:+.3g} "
                        f"{c.metric or 'quality'}")
     pairs = set()
     for c in cs:
         for f in c.not_separable_from:
-            pair = tuple(sorted((c.config, f)))
+            pair = tuple(sorted((_label(c), _label(by_id[f]))))
             if pair in pairs:
                 continue
             pairs.add(pair)
@@ -114,7 +114,7 @@ def rules_for_group(a: Analysis, group_id: str) -> list[str]:
                        "95% intervals overlap on both energy and quality")
     for e in be.get("configs", []):
         if e.get("payback_tokens"):
-            out.append(f"{e['config']}: {e['payback']}")
+            out.append(f"{_label(by_id[e['config']])}: {e['payback']}")
     sens = a.sensitivity or {}
     mx = sens.get("max") or {}
     moves = [(k, v["max_rel_change"]) for k, v in mx.items()
@@ -125,7 +125,7 @@ def rules_for_group(a: Analysis, group_id: str) -> list[str]:
         out.append(f"moving every stage boundary by {100 * sens.get('shift', 0.05):.0f}% of "
                    f"its length changes the {k} total by at most {100 * v:.1f}% (run "
                    f"{mx[k]['run_id']}; {verdict})")
-    owners = {c.config for c in cs} | {f"teacher run {t.run_dir or t.run_id}"
+    owners = {_label(c) for c in cs} | {f"teacher run {t.run_dir or t.run_id}"
                                        for t in a.grouping.teacher_runs
                                        if t.run_id in _group_teachers(a, group_id)}
     eff = [r for r in a.efficiency if r.get("x_floor") and r.get("owner") in owners]

@@ -91,7 +91,7 @@ def analyse(
         teachers = [t for t in grouping.teacher_runs if t.run_id in g.teacher_runs]
         be_by_group[g.id] = breakeven.break_even(cs, teachers, amortize=amortize,
                                                  baseline_method=baseline_method)
-    owner = {r.run_id: r.config for r in runs}
+    owner = {r.run_id: c.label or c.config for c in grouping.configs for r in c.runs}
     for t in grouping.teacher_runs:
         owner[t.run_id] = f"teacher run {t.run_dir or t.run_id}"
     eff = efficiency([(owner[rep.run_id], rep) for _, rep in reports], floors or [])
@@ -121,7 +121,8 @@ def _stat(prefix: str, s: Summary, scale: float = 1.0) -> dict[str, Any]:
 def config_record(c: ConfigStats) -> dict[str, Any]:
     """One configuration as a summary.json record."""
     rec: dict[str, Any] = {
-        "config": c.config, "group": c.group, "method": c.method, "task": c.task,
+        "config": c.config, "label": c.label, "group": c.group, "method": c.method,
+        "task": c.task,
         "hardware": c.hardware, "n_seeds": c.n_seeds, "seeds": c.seeds,
         "run_ids": [r.run_id for r in c.runs], "run_dirs": [r.run_dir for r in c.runs],
     }
@@ -201,7 +202,7 @@ def _hw_key(rep: Report) -> str:
 
 
 CSV_COLUMNS = (
-    "group", "config", "method", "task", "hardware", "n_seeds", "energy_j_mean",
+    "group", "config", "label", "method", "task", "hardware", "n_seeds", "energy_j_mean",
     "energy_j_std", "energy_j_ci95_lo", "energy_j_ci95_hi", "energy_kwh_mean",
     "teacher_side_j_mean", "student_side_j_mean", "eval_j_mean", "setup_j_mean",
     "unattributed_j_mean", "co2e_g_mean", "quality_metric", "quality_mean", "quality_std",

@@ -25,7 +25,8 @@ def print_summary(a: Analysis, console: Console | None = None) -> None:
         cs = [c for c in a.configs if c.group == g.id]
         table = Table(title=f"group {g.id}: {g.describe()}{amort}", title_justify="left",
                       box=box.SIMPLE_HEAD)
-        width = max([len(c.config) + (2 if c.estimated else 0) for c in cs] + [6])
+        names = {c.config: c.label or c.config for c in cs}
+        width = max([len(names[c.config]) + (2 if c.estimated else 0) for c in cs] + [6])
         table.add_column("config", min_width=min(width, 24), overflow="fold")
         table.add_column("n", justify="right")
         table.add_column("energy/student", justify="right", no_wrap=True)
@@ -36,11 +37,11 @@ def print_summary(a: Analysis, console: Console | None = None) -> None:
         for c in cs:
             mark = "yes" if c.pareto else "no" if c.quality.mean is not None else "n/a"
             if c.not_separable_from:
-                mark += " ~" + ",".join(c.not_separable_from)
+                mark += " ~" + ",".join(names.get(x, x) for x in c.not_separable_from)
             total = c.energy_j.mean or 0.0
             share = f"{100 * c.side_mean('teacher') / total:.0f}%" if total > 0 else "n/a"
             table.add_row(
-                c.config + (" *" if c.estimated else ""), str(c.n_seeds),
+                names[c.config] + (" *" if c.estimated else ""), str(c.n_seeds),
                 fmt_j_pm(c.energy_j.mean, c.energy_j.half_width), share,
                 fmt_pm(c.quality.mean, c.quality.half_width),
                 fmt_pm(c.q.mean, None), mark)

@@ -64,42 +64,44 @@ def _half(s: Any) -> float | None:
     return s.half_width
 
 
-def _pareto_mark(c: ConfigStats) -> str:
+def _pareto_mark(c: ConfigStats, names: dict[str, str]) -> str:
     if c.pareto:
         mark = "frontier"
     elif c.dominated_by:
-        mark = f"dominated by {c.dominated_by}"
+        mark = f"dominated by {names.get(c.dominated_by, c.dominated_by)}"
     elif c.quality.mean is None:
         mark = "no quality"
     else:
         mark = ""
     if c.not_separable_from:
-        mark += ("; " if mark else "") + "not separable from " + ", ".join(c.not_separable_from)
+        mark += ("; " if mark else "") + "not separable from " + ", ".join(
+            names.get(x, x) for x in c.not_separable_from)
     return mark
 
 
 def config_table(cs: list[ConfigStats]) -> str:
     """The configurations of one group with their statistics."""
-    headers = ["config", "method", "seeds", "energy (mean ± 95% CI)", "kWh", "teacher side",
-               "student side", "eval", "CO2e (g)", "quality ± 95% CI", "Q (student/teacher)",
-               "Pareto"]
+    names = {c.config: c.label or c.config for c in cs}
+    headers = ["configuration", "config id", "seeds", "energy (mean ± 95% CI)", "kWh",
+               "teacher side", "student side", "eval", "CO2e (g)", "quality ± 95% CI",
+               "Q (student/teacher)", "Pareto"]
     rows = []
     for c in cs:
         rows.append([
-            c.config + (" *" if c.estimated else ""), c.method or "", c.n_seeds,
+            (c.label or c.config) + (" *" if c.estimated else ""), c.config, c.n_seeds,
             fmt_j_pm(c.energy_j.mean, _half(c.energy_j)),
             None if c.energy_j.mean is None else f"{c.energy_j.mean / 3.6e6:.3g}",
             fmt_j(c.side_mean("teacher")), fmt_j(c.side_mean("student")),
             fmt_j(c.side_mean("eval")), fmt_pm(c.co2e_g.mean, _half(c.co2e_g)),
             fmt_pm(c.quality.mean, _half(c.quality)), fmt_pm(c.q.mean, _half(c.q)),
-            _pareto_mark(c)])
+            _pareto_mark(c, names)])
     note = ('<p class="note">* some energy in this configuration is estimated (no counter '
             'or sensor); see the sources below.</p>' if any(c.estimated for c in cs) else "")
     return _table(headers, rows, left=2) + note
 
 
 def _pareto_plot(a: Analysis, gid: str, cs: list[ConfigStats]) -> str:
-    pts = [svg.ParetoPoint(c.config, c.energy_j.mean / 1e3, c.quality.mean,
+    pts = [svg.ParetoPoint(c.label or c.config, c.energy_j.mean / 1e3, c.quality.mean,
                            None if c.energy_j.lo is None else c.energy_j.lo / 1e3,
                            None if c.energy_j.hi is None else c.energy_j.hi / 1e3,
                            c.quality.lo, c.quality.hi, c.pareto)
@@ -117,7 +119,8 @@ def _pareto_plot(a: Analysis, gid: str, cs: list[ConfigStats]) -> str:
 
 
 def _side_bars(cs: list[ConfigStats]) -> str:
-    bars = [(c.config, [(s, c.side_mean(s) / 1e3) for s in SIDE_ORDER]) for c in cs]
+    bars = [(c.label or c.config, [(s, c.side_mean(s) / 1e3) for s in SIDE_ORDER])
+            for c in cs]
     body = svg.stacked_bars_svg(bars, ylabel="energy per student (kJ)",
                                 colours=svg.SIDE_COLOURS, title="energy by side")
     return f"<figure>{body}<figcaption>Mean energy by side per configuration.</figcaption>" \
@@ -137,7 +140,8 @@ def stage_colours(names: Iterable[str]) -> dict[str, str]:
 
 
 def _stage_bars(cs: list[ConfigStats]) -> str:
-    bars = [(c.config, [(n, (s.mean or 0.0) / 1e3) for n, s in sorted(c.stage_j.items())]
+    bars = [(c.label or c.config, [(n, (s.mean or 0.0) / 1e3)
+                                   for n, s in sorted(c.stage_j.items())]
              + [("unattributed", c.side_mean("unattributed") / 1e3)]) for c in cs]
     colours = stage_colours({n for c in cs for n in c.stage_j})
     body = svg.stacked_bars_svg(bars, ylabel="energy per student (kJ)", colours=colours,
@@ -146,14 +150,16 @@ def _stage_bars(cs: list[ConfigStats]) -> str:
            "</figcaption></figure>"
 
 
-def _break_even(be: dict[str, Any]) -> str:
+def _break_even(be: dict[str, Any], names: dict[str, str]) -> str:
     rows = []
     for e in be.get("configs", []):
-        rows.append([e["config"], fmt_j(e.get("teacher_side_j")), fmt_j(e.get("marginal_j")),
+        rows.append([names.get(e["config"], e["config"]), fmt_j(e.get("teacher_side_j")),
+                     fmt_j(e.get("marginal_j")),
                      fmt_j(e.get("saved_per_student_j")) if "saved_per_student_j" in e else None,
                      e.get("n_star"), e.get("statement") or "",
                      e.get("payback_tokens"), e.get("payback") or ""])
-    head = (f"<p>Baseline: {escape(str(be.get('baseline') or 'none found'))} "
+    base = be.get("baseline")
+    head = (f"<p>Baseline: {escape(names.get(base, base) if base else 'none found')} "
             f"({escape(fmt_j(be.get('baseline_j_per_student')))} per student).</p>")
     return head + _table(["config", "teacher side", "per student without teacher side",
                           "saved per student", "N*", "break-even", "payback tokens",
@@ -208,6 +214,7 @@ def _floors(floors: list[dict[str, Any]]) -> str:
 
 
 def _timelines(a: Analysis, timelines: dict[str, Series], limit: int) -> str:
+    names = {r.run_id: c.label or c.config for c in a.configs for r in c.runs}
     out = ['<div class="plots">']
     shown = 0
     for r in a.runs:
@@ -222,7 +229,8 @@ def _timelines(a: Analysis, timelines: dict[str, Series], limit: int) -> str:
             else None
         label = r.run_dir or r.run_id
         out.append(f"<figure>{svg.timeline_svg(series, stages, title=label, idle_w=idle)}"
-                   f"<figcaption>{escape(label)} ({escape(r.config)}): power per device, "
+                   f"<figcaption>{escape(label)} ({escape(names.get(r.run_id, 'teacher run'))})"
+                   ": power per device, "
                    "stages shaded by side (teacher orange, student blue, eval green, setup "
                    "grey); dashed: idle baseline.</figcaption></figure>")
         shown += 1
@@ -268,7 +276,8 @@ def render_html(a: Analysis, *, timelines: dict[str, Series] | None = None,
         p.append("<h3>Rules the measurements support</h3><ul class=\"rules\">")
         p += [f"<li>{escape(r)}</li>" for r in a.rules.get(g.id, [])]
         p.append("</ul><h3>Break-even</h3>")
-        p.append(_break_even(a.break_even.get(g.id, {})))
+        p.append(_break_even(a.break_even.get(g.id, {}),
+                             {c.config: c.label or c.config for c in cs}))
     if a.grouping.teacher_runs:
         p.append("<h2>Teacher runs</h2>")
         p.append(_table(["run", "task", "hardware", "energy", "stages"],
