@@ -124,7 +124,7 @@ def rules_for_group(a: Analysis, group_id: str) -> list[str]:
         verdict = "robust" if v < 0.05 else "sensitive: read stage splits with care"
         out.append(f"moving every stage boundary by {100 * sens.get('shift', 0.05):.0f}% of "
                    f"its length changes the {k} total by at most {100 * v:.1f}% (run "
-                   f"{mx[k]['run_id']}; {verdict})")
+                   f"{mx[k].get('run_dir') or mx[k]['run_id']}; {verdict})")
     owners = {_label(c) for c in cs} | {f"teacher run {t.run_dir or t.run_id}"
                                        for t in a.grouping.teacher_runs
                                        if t.run_id in _group_teachers(a, group_id)}

@@ -42,12 +42,13 @@ def summarise(per_run: list[dict[str, Any]]) -> dict[str, Any]:
     """The largest change of each total over all runs, and the run it came from."""
     worst: dict[str, Any] = {}
     for k in TOTALS:
-        vals = [(r[k], r["run_id"]) for r in per_run if r.get(k) is not None]
+        vals = [r for r in per_run if r.get(k) is not None]
         if vals:
-            v, rid = max(vals)
-            worst[k] = {"max_rel_change": v, "run_id": rid}
+            r = max(vals, key=lambda x: x[k])
+            worst[k] = {"max_rel_change": r[k], "run_id": r["run_id"],
+                        "run_dir": r.get("run_dir")}
         else:
-            worst[k] = {"max_rel_change": None, "run_id": None}
+            worst[k] = {"max_rel_change": None, "run_id": None, "run_dir": None}
     return worst
 
 
