@@ -264,6 +264,14 @@ def start_reader(index: int, out: Path):
     return proc, stop
 
 
+def stop_reader(proc, stop, linger: float = 0.5) -> None:
+    """Stop the reader, after ``linger`` seconds more of readings: the last boundary needs
+    readings after it to be bracketed."""
+    time.sleep(linger)
+    stop.set()
+    proc.join(60)
+
+
 def stage_rows(report) -> list[dict]:
     return [{"name": s.name, "seconds": s.seconds, "energy_j": s.energy_j["total"],
              "gpu_j": sum(v for k, v in s.energy_j.items() if k.startswith("gpu:")),
@@ -272,7 +280,15 @@ def stage_rows(report) -> list[dict]:
             for s in report.stages]
 
 
-def reader_check(report, run_dir: Path, out: Path, index: int, origin: float) -> dict:
+def meter_origin(meter) -> float:
+    """The ``time.monotonic()`` value of the meter's t = 0 (its ledger's and trace's clock)."""
+    a = time.monotonic()
+    t = meter.now()
+    return (a + time.monotonic()) / 2 - t
+
+
+def reader_check(report, run_dir: Path, out: Path, index: int, origin: float, *,
+                 min_seconds: float = 2.0, tolerance: float = 0.01) -> dict:
     """(a): every stage, and the whole run, against the independent reader."""
     import gpu_check_lib as lib
 
@@ -281,18 +297,19 @@ def reader_check(report, run_dir: Path, out: Path, index: int, origin: float) ->
     err = out / "reader.csv.error"
     if err.exists():
         return {"device": f"gpu:{index}", "error": err.read_text(), "rows": [], "ok": False,
-                "tolerance_pct": 1.0, "min_seconds": 2.0}
+                "tolerance_pct": 100 * tolerance, "min_seconds": min_seconds}
     samples = lib.read_samples(out / "reader.csv").get(index, lib.Samples())
     dev = f"gpu:{index}"
     windows = [lib.Window(s.name, s.t_start, s.t_end, s.energy_j[dev])
                for s in report.stages if dev in s.energy_j]
     ledger = read_ledger(run_dir / "ledger.jsonl")
-    windows.append(lib.Window("(whole run)", ledger.run_start.t, ledger.events[-1].t,
+    run_end = next(e for e in reversed(ledger.events) if e.event == "run_end")
+    windows.append(lib.Window("(whole run)", ledger.run_start.t, run_end.t,
                               report.totals.by_device.get(dev, 0.0)))
-    rows = lib.compare(windows, samples, origin)
+    rows = lib.compare(windows, samples, origin, min_seconds=min_seconds, tolerance=tolerance)
     checked = [r for r in rows if r["checked"]]
     return {"device": dev, "origin_monotonic": origin, "reader_samples": len(samples),
-            "tolerance_pct": 1.0, "min_seconds": 2.0, "rows": rows,
+            "tolerance_pct": 100 * tolerance, "min_seconds": min_seconds, "rows": rows,
             "ok": bool(checked) and all(r["ok"] for r in checked)}
 
 
@@ -329,14 +346,11 @@ def run_check(plan: Plan, device, out: Path, *, smoke: bool, tmp: Path) -> int:
                         config={"gpu_check": asdict(plan)})
     try:
         with meter:
-            a = time.monotonic()
-            t = meter.now()
-            origin = (a + time.monotonic()) / 2 - t  # monotonic time of the meter's t = 0
+            origin = meter_origin(meter)
             info = run_pipeline(plan, meter, device, tmp, data, tok)
     finally:
         if proc is not None:
-            stop.set()
-            proc.join(60)
+            stop_reader(proc, stop)
         shutil.rmtree(tmp, ignore_errors=True)
     report = account(run_dir)
     write_report(run_dir, report)

@@ -30,10 +30,11 @@ from typing import Any
 CSV_HEADER = ("nvml_index", "t_before", "t_after", "energy_j")
 
 
-def reader_main(uuids: list[str], out_csv: str, stop: Any, ready: Any,
-                poll_s: float = 0.002) -> None:
-    """Poll the energy counters of the GPUs ``uuids`` until ``stop`` is set; write every
-    reading to ``out_csv``. ``ready`` is set after the first round. Errors go to
+def reader_main(indices: list[int], out_csv: str, stop: Any, ready: Any,
+                poll_s: float = 0.001) -> None:
+    """Poll the energy counters of the GPUs at NVML ``indices`` (NVML numbers every GPU,
+    whatever CUDA_VISIBLE_DEVICES says) until ``stop`` is set; write every reading to
+    ``out_csv``. ``ready`` is set after the first round. Errors go to
     ``out_csv + ".error"`` (the parent reports them)."""
     rows: list[tuple[int, float, float, float]] = []
     try:
@@ -41,9 +42,8 @@ def reader_main(uuids: list[str], out_csv: str, stop: Any, ready: Any,
 
         pynvml.nvmlInit()
         handles = []
-        for u in uuids:
-            h = pynvml.nvmlDeviceGetHandleByUUID(u)
-            handles.append((int(pynvml.nvmlDeviceGetIndex(h)), h))
+        for i in indices:
+            handles.append((int(i), pynvml.nvmlDeviceGetHandleByIndex(int(i))))
 
         def poll() -> None:
             for idx, h in handles:
@@ -253,6 +253,8 @@ def summary(results: dict[str, Any]) -> str:
                      f"(tolerance {rc['tolerance_pct']:g}% for stages >= {rc['min_seconds']:g} s):")
         lines.append(f"  {'stage':<18}{'seconds':>9}{'report J':>12}{'reader J':>12}"
                      f"{'error %':>9}  result")
+        if rc.get("error"):
+            lines.append("  the reader failed: " + rc["error"].strip().splitlines()[-1])
         for r in rc["rows"]:
             verdict = {True: "ok", False: "FAIL", None: "-"}[r["ok"]]
             lines.append(f"  {r['stage']:<18}{r['seconds']:>9.2f}{r['report_j']:>12.1f}"

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,73 @@ def test_cpu_smoke_runs_the_whole_script(tmp_path):
     labels = read_ledger(tmp_path / "run" / "ledger.jsonl").run_start.labels
     assert labels["teacher_params"] == res["params"]["teacher"]
     assert "result: PASS" in (tmp_path / "gpu_check.txt").read_text()
+
+
+# A pynvml for the spawned reader: the energy tests' stand-in, replaying the recorded H100
+# readings on the machine's monotonic clock from a start time both processes read from a
+# file, so the meter (in this process) and the reader (in another) see one counter.
+FAKE_PYNVML = '''
+import os, sys, time
+sys.path.insert(0, os.environ["DM_STANDIN_DIR"])
+from nvml_standin import Gpu, StandinNVML
+
+_state = {}
+
+
+def _clock():
+    if "t0" not in _state:
+        try:
+            _state["t0"] = float(open(os.environ["DM_STANDIN_T0"]).read())
+        except (FileNotFoundError, ValueError):
+            return 0.0
+    return time.monotonic() - _state["t0"]
+
+
+sys.modules[__name__] = StandinNVML(
+    [Gpu(uuid="GPU-standin-0", offset=float(os.environ["DM_STANDIN_OFFSET"]))], _clock)
+'''
+
+
+def test_spawned_reader_lines_up_with_the_meter(tmp_path, monkeypatch):
+    from distillmeter.energy import EnergyMeter, NvmlSensor
+
+    fake_dir = tmp_path / "fake"
+    fake_dir.mkdir()
+    (fake_dir / "pynvml.py").write_text(FAKE_PYNVML)
+    t0_file = tmp_path / "t0"
+    monkeypatch.setenv("DM_STANDIN_DIR", str(ROOT / "tests" / "energy"))
+    monkeypatch.setenv("DM_STANDIN_T0", str(t0_file))
+    # 3 s into the recording: idle, then full load from 0.7 s on (recording t = 42.6 s)
+    monkeypatch.setenv("DM_STANDIN_OFFSET", "3.0")
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    monkeypatch.syspath_prepend(str(fake_dir))  # the spawned reader imports this pynvml
+    gc = _load("gpu_check")
+    spec = importlib.util.spec_from_file_location("dm_fake_pynvml", fake_dir / "pynvml.py")
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    nvml = sys.modules.pop("dm_fake_pynvml")  # the meter's own instance, same clock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    proc, stop = gc.start_reader(0, out)
+    try:
+        (tmp_path / "t0.tmp").write_text(repr(time.monotonic()))
+        (tmp_path / "t0.tmp").replace(t0_file)
+        meter = EnergyMeter(tmp_path / "run", sensors=[NvmlSensor(nvml=nvml, visible=None)],
+                            idle_seconds=0, sample_hz=20, write_environment=False)
+        with meter:
+            origin = gc.meter_origin(meter)
+            for name, seconds in [("setup.load", 0.4), ("teacher.logits", 0.8),
+                                  ("student.train", 0.8)]:
+                with meter.stage(name):
+                    time.sleep(seconds)
+    finally:
+        gc.stop_reader(proc, stop)
+    assert proc.exitcode == 0 and not (out / "reader.csv.error").exists()
+    report = account(tmp_path / "run")
+    res = gc.reader_check(report, tmp_path / "run", out, 0, origin, min_seconds=0.3)
+    assert [r["stage"] for r in res["rows"]] == ["setup.load", "teacher.logits",
+                                                 "student.train", "(whole run)"]
+    assert res["ok"], json.dumps(res["rows"], indent=1)
+    assert res["reader_samples"] > 100
+    late = gc.reader_check(report, tmp_path / "run", out, 0, origin + 0.2, min_seconds=0.3)
+    assert not late["ok"]  # a clock 0.2 s off moves the load transition across a boundary
