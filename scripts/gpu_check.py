@@ -34,6 +34,7 @@ import os
 import sys
 import tempfile
 import time
+import traceback
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -248,8 +249,10 @@ def nvml_index(device) -> int:
     return indices[device.index or 0]
 
 
-def start_reader(index: int, out: Path):
-    """The independent reader in a spawned process; returns (process, stop event)."""
+def start_reader(index: int, out: Path, lead: float = 0.3):
+    """The independent reader in a spawned process; returns (process, stop event) once it
+    has been reading for ``lead`` seconds (the run's first boundary needs readings before
+    it to be bracketed)."""
     import multiprocessing as mp
 
     import gpu_check_lib as lib
@@ -261,6 +264,7 @@ def start_reader(index: int, out: Path):
     proc.start()
     if not ready.wait(120):
         raise RuntimeError("the independent NVML reader did not start within 120 s")
+    time.sleep(lead)
     return proc, stop
 
 
@@ -272,45 +276,11 @@ def stop_reader(proc, stop, linger: float = 0.5) -> None:
     proc.join(60)
 
 
-def stage_rows(report) -> list[dict]:
-    return [{"name": s.name, "seconds": s.seconds, "energy_j": s.energy_j["total"],
-             "gpu_j": sum(v for k, v in s.energy_j.items() if k.startswith("gpu:")),
-             "tokens": s.tokens, "j_per_token": s.j_per_token,
-             "source": ",".join(sorted(set(s.source.values()))), "status": s.status}
-            for s in report.stages]
-
-
 def meter_origin(meter) -> float:
     """The ``time.monotonic()`` value of the meter's t = 0 (its ledger's and trace's clock)."""
     a = time.monotonic()
     t = meter.now()
     return (a + time.monotonic()) / 2 - t
-
-
-def reader_check(report, run_dir: Path, out: Path, index: int, origin: float, *,
-                 min_seconds: float = 2.0, tolerance: float = 0.01) -> dict:
-    """(a): every stage, and the whole run, against the independent reader."""
-    import gpu_check_lib as lib
-
-    from distillmeter.protocol import read_ledger
-
-    err = out / "reader.csv.error"
-    if err.exists():
-        return {"device": f"gpu:{index}", "error": err.read_text(), "rows": [], "ok": False,
-                "tolerance_pct": 100 * tolerance, "min_seconds": min_seconds}
-    samples = lib.read_samples(out / "reader.csv").get(index, lib.Samples())
-    dev = f"gpu:{index}"
-    windows = [lib.Window(s.name, s.t_start, s.t_end, s.energy_j[dev])
-               for s in report.stages if dev in s.energy_j]
-    ledger = read_ledger(run_dir / "ledger.jsonl")
-    run_end = next(e for e in reversed(ledger.events) if e.event == "run_end")
-    windows.append(lib.Window("(whole run)", ledger.run_start.t, run_end.t,
-                              report.totals.by_device.get(dev, 0.0)))
-    rows = lib.compare(windows, samples, origin, min_seconds=min_seconds, tolerance=tolerance)
-    checked = [r for r in rows if r["checked"]]
-    return {"device": dev, "origin_monotonic": origin, "reader_samples": len(samples),
-            "tolerance_pct": 100 * tolerance, "min_seconds": min_seconds, "rows": rows,
-            "ok": bool(checked) and all(r["ok"] for r in checked)}
 
 
 def run_check(plan: Plan, device, out: Path, *, smoke: bool, tmp: Path) -> int:
@@ -338,16 +308,22 @@ def run_check(plan: Plan, device, out: Path, *, smoke: bool, tmp: Path) -> int:
         (out / "reader.csv.error").unlink(missing_ok=True)
         proc, stop = start_reader(index, out)
         say(f"independent reader polling gpu:{index} (pid {proc.pid})")
-    meter = EnergyMeter(run_dir, devices="auto", sample_hz=20.0, idle_seconds=plan.idle_seconds,
+    # the GPU doing the work (other GPUs of the machine would add their idle draw), host too
+    devices = "auto" if index is None else [f"gpu:{index}", "cpu", "dram"]
+    meter = EnergyMeter(run_dir, devices=devices, sample_hz=20.0, idle_seconds=plan.idle_seconds,
                         method="gpu-check", seed=0, task="arithmetic",
                         labels={"teacher_params": params["teacher"],
                                 "student_params": params["student"],
                                 "teacher_batch_size": plan.gen_batch},
                         config={"gpu_check": asdict(plan)})
+    error, info, origin = None, {}, 0.0
     try:
         with meter:
             origin = meter_origin(meter)
             info = run_pipeline(plan, meter, device, tmp, data, tok)
+    except Exception:  # still account what ran and say what broke (OOM, a driver error...)
+        error = traceback.format_exc()
+        say("the pipeline failed:\n" + error)
     finally:
         if proc is not None:
             stop_reader(proc, stop)
@@ -365,8 +341,8 @@ def run_check(plan: Plan, device, out: Path, *, smoke: bool, tmp: Path) -> int:
                "torch": torch.__version__, "transformers": transformers.__version__,
                "dtype": "float32 (cpu smoke)" if smoke else "bf16 (student: bf16 autocast)",
                "params": params, "plan": asdict(plan), "stage_info": info,
-               "run_id": report.run_id, "estimated": report.estimated,
-               "stages": stage_rows(report), "floor": floor,
+               "run_id": report.run_id, "estimated": report.estimated, "error": error,
+               "stages": lib.stage_rows(report), "floor": floor,
                "efficiency": lib.efficiency(report.model_dump(), params, batches, floor,
                                             gpu=not smoke)}
     if index is None:
@@ -374,9 +350,10 @@ def run_check(plan: Plan, device, out: Path, *, smoke: bool, tmp: Path) -> int:
         ok = all(s["status"] == "ok" for s in results["stages"]) and all(
             s["energy_j"] > 0 for s in results["stages"])
     else:
-        results["reader_check"] = reader_check(report, run_dir, out, index, origin)
+        results["reader_check"] = lib.reader_check(report, run_dir, out, index, origin)
         ok = results["reader_check"]["ok"] and all(s["status"] == "ok"
                                                    for s in results["stages"])
+    ok = ok and error is None
     results["status"] = "pass" if ok else "fail"
     results["elapsed_s"] = time.time() - started
     (out / "gpu_check.json").write_text(json.dumps(results, indent=2, default=str) + "\n")

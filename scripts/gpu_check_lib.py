@@ -165,6 +165,41 @@ def compare(windows: list[Window], s: Samples, origin: float, *, min_seconds: fl
     return rows
 
 
+# --------------------------------------------------------------------------- the checks
+
+
+def stage_rows(report) -> list[dict]:
+    return [{"name": s.name, "seconds": s.seconds, "energy_j": s.energy_j["total"],
+             "gpu_j": sum(v for k, v in s.energy_j.items() if k.startswith("gpu:")),
+             "tokens": s.tokens, "j_per_token": s.j_per_token,
+             "source": ",".join(sorted(set(s.source.values()))), "status": s.status}
+            for s in report.stages]
+
+
+def reader_check(report, run_dir: Path, out: Path, index: int, origin: float, *,
+                 min_seconds: float = 2.0, tolerance: float = 0.01) -> dict:
+    """(a): every stage, and the whole run, against the independent reader."""
+    from distillmeter.protocol import read_ledger
+
+    err = out / "reader.csv.error"
+    if err.exists():
+        return {"device": f"gpu:{index}", "error": err.read_text(), "rows": [], "ok": False,
+                "tolerance_pct": 100 * tolerance, "min_seconds": min_seconds}
+    samples = read_samples(out / "reader.csv").get(index, Samples())
+    dev = f"gpu:{index}"
+    windows = [Window(s.name, s.t_start, s.t_end, s.energy_j[dev])
+               for s in report.stages if dev in s.energy_j]
+    ledger = read_ledger(run_dir / "ledger.jsonl")
+    run_end = next(e for e in reversed(ledger.events) if e.event == "run_end")
+    windows.append(Window("(whole run)", ledger.run_start.t, run_end.t,
+                              report.totals.by_device.get(dev, 0.0)))
+    rows = compare(windows, samples, origin, min_seconds=min_seconds, tolerance=tolerance)
+    checked = [r for r in rows if r["checked"]]
+    return {"device": dev, "origin_monotonic": origin, "reader_samples": len(samples),
+            "tolerance_pct": 100 * tolerance, "min_seconds": min_seconds, "rows": rows,
+            "ok": bool(checked) and all(r["ok"] for r in checked)}
+
+
 # --------------------------------------------------------------------------- floors
 
 FLOOR_STAGES = ("teacher.logits", "teacher.generate", "student.train", "eval.student")
@@ -271,5 +306,7 @@ def summary(results: dict[str, Any]) -> str:
         lines.append(f"  {r['stage']:<18}{r['tokens']:>10}{_fmt(r['j_per_token'], '.3g'):>11}"
                      f"{_fmt(r['floor_j_per_token'], '.3g'):>13}{_fmt(r['x_floor'], '.1f'):>9}"
                      f"  {r['bound'] or '-'}")
+    if results.get("error"):
+        lines += ["", "the pipeline failed: " + results["error"].strip().splitlines()[-1]]
     lines += ["", f"result: {results['status'].upper()}"]
     return "\n".join(lines) + "\n"

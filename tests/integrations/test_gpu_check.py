@@ -220,10 +220,10 @@ def test_spawned_reader_lines_up_with_the_meter(tmp_path, monkeypatch):
         gc.stop_reader(proc, stop)
     assert proc.exitcode == 0 and not (out / "reader.csv.error").exists()
     report = account(tmp_path / "run")
-    res = gc.reader_check(report, tmp_path / "run", out, 0, origin, min_seconds=0.3)
+    res = lib.reader_check(report, tmp_path / "run", out, 0, origin, min_seconds=0.3)
     assert [r["stage"] for r in res["rows"]] == ["setup.load", "teacher.logits",
                                                  "student.train", "(whole run)"]
     assert res["ok"], json.dumps(res["rows"], indent=1)
     assert res["reader_samples"] > 100
-    late = gc.reader_check(report, tmp_path / "run", out, 0, origin + 0.2, min_seconds=0.3)
+    late = lib.reader_check(report, tmp_path / "run", out, 0, origin + 0.2, min_seconds=0.3)
     assert not late["ok"]  # a clock 0.2 s off moves the load transition across a boundary
