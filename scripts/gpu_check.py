@@ -124,10 +124,14 @@ def build(spec, tok, seed: int, device, dtype):
 
     from distillmeter.models import build_llama
 
+    model = None
     if device.type == "cuda":
-        with torch.device(device):
-            model = build_llama(spec, tok, seed=seed)
-    else:
+        try:
+            with torch.device(device):
+                model = build_llama(spec, tok, seed=seed)
+        except Exception as exc:  # an older transformers may not build under a device context
+            say(f"building on {device} failed ({exc}); building on the CPU instead (slower)")
+    if model is None:
         model = build_llama(spec, tok, seed=seed)
     return model.to(device=device, dtype=dtype).eval()
 
