@@ -257,3 +257,24 @@ def test_real_vllm_engine_matches_transformers(tiny, tmp_path):  # pragma: no co
     ref = TransformersBackend(model, tok, "cpu").generate(prompts, max_new_tokens=6)
     assert [g.prompt_tokens for g in got] == [g.prompt_tokens for g in ref]
     assert sum(g.completion == r.completion for g, r in zip(got, ref, strict=True)) >= 6
+
+
+@pytest.mark.skipif(availability()[0], reason="vLLM is usable here: the fallback is not taken")
+def test_config_backend_vllm_falls_back_in_the_pipeline(tiny, tmp_path):
+    from distillmeter.pipelines import synthetic
+    from distillmeter.pipelines.config import parse_config
+    from distillmeter.tasks import load_task
+
+    model, tok = tiny
+    cfg = parse_config({"generation": {"backend": "vllm", "max_new_tokens": 4}})
+    with pytest.warns(UserWarning, match="vllm asked for, but"):
+        backend = synthetic.make_backend(cfg.generation, model, tok, "cpu")
+    assert backend.name == "transformers"
+    task = load_task("arithmetic", seed=0, n_labelled=1, n_pool=3, n_test=1, n_teacher=0).task
+    with pytest.warns(UserWarning):
+        res = synthetic.generate_synthetic(tmp_path / "syn", model, tok, task, ["1+2="],
+                                           cfg.generation, device="cpu", key_hash="h",
+                                           seed=0)
+    assert res.manifest.info["backend"] == "transformers"  # the backend that ran
+    with pytest.raises(UserError, match="generation.backend"):
+        parse_config({"generation": {"backend": "tgi"}})

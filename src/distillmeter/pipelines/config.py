@@ -173,9 +173,12 @@ class LogitsConfig(_Strict):
 
 
 class GenerationConfig(_Strict):
-    """The teacher answering the prompt pool (stage ``teacher.generate``)."""
+    """The teacher answering the prompt pool (stage ``teacher.generate``). ``backend: vllm``
+    (extra ``[vllm]``) generates in vLLM when it is installed, a CUDA GPU is visible and the
+    teacher was loaded from a checkpoint directory; otherwise transformers runs, with a
+    warning, and the synthetic-data manifest names the backend that ran."""
 
-    backend: Literal["transformers"] = "transformers"
+    backend: Literal["transformers", "vllm"] = "transformers"
     temperature: float = Field(0.0, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
     max_new_tokens: int = Field(16, ge=1)

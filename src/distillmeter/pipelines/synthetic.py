@@ -40,6 +40,18 @@ def make_backend(cfg: GenerationConfig, model, tokenizer, device: str):
 
     if cfg.backend == "transformers":
         return TransformersBackend(model, tokenizer, device)
+    if cfg.backend == "vllm":
+        import warnings
+
+        from distillmeter.pipelines.vllm_backend import make_generation_backend
+
+        # vLLM loads the teacher itself, from the directory it was loaded from
+        backend, line = make_generation_backend(
+            "vllm", model=model, tokenizer=tokenizer, device=device,
+            model_path=getattr(model, "name_or_path", None) or None)
+        if backend.name != "vllm":
+            warnings.warn(line, stacklevel=2)
+        return backend
     raise ValueError(f"unknown generation backend {cfg.backend!r}")  # config rejects it first
 
 

@@ -64,7 +64,7 @@ class VllmSettings:
 
     tensor_parallel_size: int = 1
     dtype: str = "auto"
-    gpu_memory_utilization: float = 0.85
+    gpu_memory_utilization: float = 0.6  # the transformers teacher may share the GPU
     max_model_len: int | None = None
     max_logprobs: int = 128
     logprobs_margin: int = 0
