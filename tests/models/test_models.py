@@ -40,7 +40,7 @@ def test_char_tokenizer_roundtrip_and_special_tokens(tmp_path):
     tok.save_pretrained(tmp_path)
     again = AutoTokenizer.from_pretrained(tmp_path)
     assert again.get_vocab() == tok.get_vocab()
-    assert again("12,13,04>432")["input_ids"] == tok("12,13,04>432")["input_ids"]
+    assert again("cd4>234")["input_ids"] == tok("cd4>234")["input_ids"]
     assert again.decode(tok("9>9")["input_ids"], skip_special_tokens=True) == "9>9"
     assert (again.pad_token, again.eos_token) == ("<pad>", "</s>")
 
@@ -139,8 +139,8 @@ def test_tokenizer_compatibility():
     # models padded past the vocabulary (as real checkpoints often are): slice to it
     assert check_tokenizers_compatible(a, b, n + 6, n + 2) == n
     with pytest.raises(UserError, match=r"id 4: teacher '0' vs student '1'"):
-        check_tokenizers_compatible(a, build_char_tokenizer("1023456789+=,>"), n, n)
-    with pytest.raises(UserError, match="id 18"):
+        check_tokenizers_compatible(a, build_char_tokenizer("10" + ALPHABET[2:]), n, n)
+    with pytest.raises(UserError, match=f"id {n}: teacher None vs student 'x'"):
         check_tokenizers_compatible(a, build_char_tokenizer(ALPHABET + "x"), n, n + 1)
     with pytest.raises(UserError, match="student model's vocabulary"):
         check_tokenizers_compatible(a, b, n, n - 1)

@@ -10,16 +10,18 @@ from hypothesis import strategies as st
 
 from distillmeter.errors import UserError
 from distillmeter.tasks import ArithmeticTask, Example, Task, exact_match, load_task
+from distillmeter.tasks.arithmetic import read_number, write_number
 
 
 def test_worked_steps_for_a_known_sum():
     task = ArithmeticTask()
     ex = task.example(347, 85)
-    assert ex.prompt == "347+085="
-    # columns: 7+5=12, 4+8+1=13, 3+0+1=04
-    assert ex.target == "12,13,04>432"
-    assert task.example(999, 999).target == "18,19,19>1998"
-    assert task.example(10, 10).target == "00,02,00>20"
+    assert ex.prompt == "743+580="  # least-significant digit first, zero-padded
+    # columns: 7+5=12 -> c, 4+8+1=13 -> d, 3+0+1=4 -> 4; answer 432 written "234"
+    assert ex.target == "cd4>234"
+    assert task.example(999, 999).target == "ijj>8991"
+    assert task.example(10, 10).target == "020>020"
+    assert write_number(347) == "743" and read_number("0021") == 1200
 
 
 @given(st.integers(0, 999), st.integers(0, 999))
@@ -29,27 +31,31 @@ def test_reference_target_passes_the_verifier_and_only_the_right_sum_does(a, b):
     assert set(ex.prompt + ex.target) <= set(task.alphabet)
     assert task.check(ex, ex.target)
     assert task.check(ex.prompt, ex.target)
-    assert task.final_answer(ex.target) == str(a + b)
-    steps = ex.target.split(">")[0].split(",")
-    # each step is a column's sum (carry, digit): the digits, most significant first and
-    # led by the last carry, spell the answer
-    assert len(steps) == 3 and all(len(s) == 2 for s in steps)
-    assert int(steps[-1][0] + "".join(s[1] for s in reversed(steps))) == a + b
-    wrong = ex.target.split(">")[0] + ">" + str(a + b + 1)
+    assert task.answer_value(ex.target) == a + b
+    steps, answer = ex.target.split(">")
+    # each step is a column's sum (with carry in): recompute it from the digits
+    carry = 0
+    for col, step in enumerate(steps):
+        s = (a // 10**col) % 10 + (b // 10**col) % 10 + carry
+        assert step == "0123456789abcdefghij"[s]
+        assert answer[col] == str(s % 10)
+        carry = s // 10
+    assert len(answer) == 3 + carry
+    wrong = steps + ">" + write_number(a + b + 1, 3)
     assert not task.check(ex, wrong)
 
 
 def test_verifier_checks_arithmetic_on_unseen_prompts_and_is_strict():
     task = ArithmeticTask()
-    assert task.check("500+500=", "anything at all>1000")  # only the final answer counts
-    assert task.check("12+3=", ">15")  # any width of prompt parses
-    assert task.check("500+500=", "00,00,10>01000")  # numeric comparison
-    assert not task.check("500+500=", "00,00,10>1000,1")  # trailing text after the answer
-    assert not task.check("500+500=", "00,00,10")  # no answer
-    assert not task.check("500+500=", "00,00,10>")
+    assert task.check("005+005=", "anything at all>0001")  # only the answer counts
+    assert task.check("21+3=", ">51")  # any width of prompt parses: 12 + 3 = 15
+    assert task.check("005+005=", "000a>00010")  # numeric comparison (trailing zeros)
+    assert not task.check("005+005=", "00a>0001,1")  # trailing text after the answer
+    assert not task.check("005+005=", "00a")  # no answer
+    assert not task.check("005+005=", "00a>")
     assert task.final_answer("x>١٢") is None  # non-ASCII digits are not an answer
     with pytest.raises(ValueError, match="not an arithmetic prompt"):
-        task.check("five plus five", ">10")
+        task.check("five plus five", ">01")
 
 
 def test_splits_are_deterministic_disjoint_and_sized():
@@ -76,7 +82,7 @@ def test_splits_are_deterministic_disjoint_and_sized():
 
 def test_sequences_are_short():
     data = load_task(seed=0, n_labelled=0, n_pool=0, n_test=0, n_teacher=2000)
-    assert max(len(e.prompt) + len(e.target) for e in data.teacher_train) <= 24
+    assert max(len(e.prompt) + len(e.target) for e in data.teacher_train) <= 16
 
 
 def test_task_params_and_mistakes():
@@ -97,7 +103,7 @@ def test_exact_match():
     task = ArithmeticTask()
     exs = [task.example(1, 2), task.example(30, 40), task.example(999, 1)]
     assert exact_match(task, exs, [e.target for e in exs]) == 1.0
-    assert exact_match(task, exs, ["01,00,00>3", "garbage", ">1001"]) == pytest.approx(1 / 3)
+    assert exact_match(task, exs, ["300>300", "garbage", ">0001"]) == pytest.approx(2 / 3)
     with pytest.raises(ValueError):
         exact_match(task, exs, ["x"])
     with pytest.raises(ValueError):
@@ -106,3 +112,5 @@ def test_exact_match():
     exs = [task.example(*task.sample_operands(rng)) for _ in range(20)]
     assert exact_match(task, exs, [">0"] * 20) == 0.0
     assert exact_match(task, [Example("1+1=", ">2")], ["junk>2"]) == 1.0
+    # exact match is on the answer as written: a trailing zero is a different answer
+    assert exact_match(task, [Example("1+1=", ">2")], [">20"]) == 0.0

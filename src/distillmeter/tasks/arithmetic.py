@@ -1,20 +1,26 @@
 """The built-in task: addition of two 2-3 digit numbers, written as short worked steps.
 
-A prompt states the sum with both operands zero-padded to the same width::
+Numbers are written least-significant digit first ("reversed"), so 347 is ``743``. A
+prompt states the sum with both operands zero-padded to the same width (3)::
 
-    347+085=
+    743+580=            (347 + 085)
 
-The target (what a model learns to write after the prompt) gives one worked step per
-column, least significant column first, each step being that column's sum written as two
-digits (carry, digit), then ``>`` and the final answer::
+The target (what a model learns to write after the prompt) is one worked step per column,
+in the order the columns are added, then ``>`` and the answer, also least-significant
+digit first::
 
-    12,13,04>432        7+5+0 = 12, 4+8+1 = 13, 3+0+1 = 04, so 347 + 85 = 432
+    cd4>234             7+5 = 12 -> c, 4+8+1 = 13 -> d, 3+0+1 = 4 -> 4; answer 432
 
-Why this format: a tiny character-level transformer learns it in seconds on a CPU. Fixed
-width puts every digit a step needs at a fixed distance from it, the carry the next column
-needs is the character written three positions earlier, and the whole example is about
-20 characters. The final answer is ordinary decimal, so the verifier checks it with
-integer arithmetic on any prompt of this shape, not only on known examples.
+A step is the column's sum (digits plus incoming carry) as one character: ``0``-``9`` for
+0-9, ``a``-``j`` for 10-19 (a letter means "carry 1"). The answer has one digit per column,
+plus a final ``1`` when the last column carries.
+
+Why this format: a tiny character-level transformer learns it within a few hundred steps
+on a CPU (the plain left-to-right format takes several times longer; see
+docs/components.md). Written this way, every character a step needs (the two digits of its
+column, the previous step's carry) sits at a fixed distance from it, and an example is 15
+characters long. The verifier reads the answer and checks it with integer arithmetic, on
+any prompt of this shape, not only on known examples.
 """
 
 from __future__ import annotations
@@ -25,10 +31,21 @@ from dataclasses import dataclass
 
 from distillmeter.tasks.types import Example
 
-# Every character a prompt or a target uses.
-ALPHABET = "0123456789+=,>"
+_DIGITS = "0123456789"
+_SUMS = _DIGITS + "abcdefghij"  # a column sum 0..19 as one character
 _ANSWER_MARK = ">"
-_STEP_SEP = ","
+# Every character a prompt or a target uses.
+ALPHABET = _SUMS + "+=" + _ANSWER_MARK
+
+
+def write_number(n: int, width: int = 0) -> str:
+    """``n`` least-significant digit first, zero-padded to ``width`` digits: 347 -> '743'."""
+    return f"{n:0{width}d}"[::-1]
+
+
+def read_number(text: str) -> int:
+    """Inverse of ``write_number``: '743' -> 347."""
+    return int(text[::-1])
 
 
 @dataclass(frozen=True)
@@ -54,7 +71,7 @@ class ArithmeticTask:
         hi = 10**self.width
         if not (0 <= a < hi and 0 <= b < hi):
             raise ValueError(f"operands must be in [0, {hi}), got {a} and {b}")
-        return f"{a:0{self.width}d}+{b:0{self.width}d}="
+        return f"{write_number(a, self.width)}+{write_number(b, self.width)}="
 
     def parse_prompt(self, prompt: str) -> tuple[int, int]:
         """The two operands of a prompt; ValueError naming the prompt if it is not one."""
@@ -62,14 +79,17 @@ class ArithmeticTask:
         return a, b
 
     def solve(self, prompt: str) -> str:
-        """The reference target (worked steps + final answer) for any well-formed prompt."""
+        """The reference target (worked steps + answer) for any well-formed prompt."""
         a, b, width = _parse(prompt)
-        steps, carry = [], 0
+        steps, digits, carry = [], [], 0
         for col in range(width):
             s = (a // 10**col) % 10 + (b // 10**col) % 10 + carry
-            steps.append(f"{s:02d}")
+            steps.append(_SUMS[s])
+            digits.append(_DIGITS[s % 10])
             carry = s // 10
-        return _STEP_SEP.join(steps) + _ANSWER_MARK + str(a + b)
+        if carry:
+            digits.append("1")
+        return "".join(steps) + _ANSWER_MARK + "".join(digits)
 
     def example(self, a: int, b: int) -> Example:
         """The labelled example for ``a + b``."""
@@ -78,7 +98,8 @@ class ArithmeticTask:
 
     # -- verifier ---------------------------------------------------------------------
     def final_answer(self, completion: str) -> str | None:
-        """The final answer a completion states, or None if it states none.
+        """The answer a completion states (as written: least-significant digit first), or
+        None if it states none.
 
         Strict: the completion must end with ``>`` followed by digits and nothing else
         (surrounding whitespace aside), so a model that keeps writing after its answer
@@ -88,22 +109,26 @@ class ArithmeticTask:
         if idx < 0:
             return None
         answer = text[idx + 1 :]
-        if not answer or not answer.isdigit() or not answer.isascii():
+        if not answer or not all(c in _DIGITS for c in answer):
             return None
         return answer
 
+    def answer_value(self, completion: str) -> int | None:
+        """The number a completion's answer states, or None."""
+        answer = self.final_answer(completion)
+        return None if answer is None else read_number(answer)
+
     def check(self, example_or_prompt: Example | str, completion: str) -> bool:
-        """True if ``completion``'s final answer is the correct sum for the prompt.
+        """True if ``completion``'s answer is the correct sum for the prompt.
 
         Checked arithmetically (works on any prompt of this task's shape, seen or not);
-        the worked steps are not graded, only the final answer."""
+        the worked steps are not graded, only the answer."""
         prompt = (
             example_or_prompt.prompt if isinstance(example_or_prompt, Example)
             else example_or_prompt
         )
         a, b = self.parse_prompt(prompt)
-        answer = self.final_answer(completion)
-        return answer is not None and int(answer) == a + b
+        return self.answer_value(completion) == a + b
 
     # -- data -------------------------------------------------------------------------
     def sample_operands(self, rng: random.Random) -> tuple[int, int]:
@@ -149,8 +174,9 @@ class ArithmeticTask:
 
 
 def _parse(prompt: str) -> tuple[int, int, int]:
-    """(a, b, number of columns) of a prompt like '347+085='."""
+    """(a, b, number of columns) of a prompt like '743+580='."""
     m = re.fullmatch(r"([0-9]+)\+([0-9]+)=", prompt)
     if m is None:
-        raise ValueError(f"not an arithmetic prompt (expected like '347+085='): {prompt!r}")
-    return int(m.group(1)), int(m.group(2)), max(len(m.group(1)), len(m.group(2)))
+        raise ValueError(f"not an arithmetic prompt (expected like '743+580='): {prompt!r}")
+    x, y = m.group(1), m.group(2)
+    return read_number(x), read_number(y), max(len(x), len(y))
