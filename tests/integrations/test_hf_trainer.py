@@ -182,3 +182,21 @@ def test_report_json_is_plain_json(trained):
     run_dir, _, _ = trained
     data = json.loads((run_dir / "report.json").read_text())
     assert data["schema"] == "distillmeter.report/1"
+
+
+def test_your_own_meter_gets_stages_and_stays_yours(tmp_path):
+    from distillmeter.accounting import account
+    from distillmeter.energy import EnergyMeter
+
+    with EnergyMeter(tmp_path / "run", idle_seconds=0, method="mine") as meter:
+        with meter.stage("setup.load"):
+            cb = DistillMeterCallback(meter=meter)
+            trainer = _trainer(tmp_path, cb, eval_strategy="no", max_steps=2)
+        trainer.train()
+        assert cb.report is None and not (tmp_path / "run" / "report.json").exists()
+        meter.record_quality("mine", 1.0, n=1)  # still running: the callback left it open
+    report = account(tmp_path / "run")
+    assert [s.name for s in report.stages] == ["setup.load", "student.train"]
+    assert report.method == "mine" and report.stages[1].tokens > 0
+    with pytest.raises(ValueError, match="label it when you make it"):
+        DistillMeterCallback(meter=meter, method="x")
