@@ -8,8 +8,11 @@
 
 from distillmeter.models.loading import check_tokenizers_compatible, count_params, load_causal_lm
 from distillmeter.models.tiny import (
+    DEFAULT_GENERATION,
     DEFAULT_STUDENT_SPEC,
+    DEFAULT_STUDENT_TRAINING,
     DEFAULT_TEACHER_SPEC,
+    DEFAULT_TEACHER_TRAINING,
     TinyModelSpec,
     build_llama,
     llama_config,
@@ -21,8 +24,11 @@ from distillmeter.models.tokenizer import (
 )
 
 __all__ = [
+    "DEFAULT_GENERATION",
     "DEFAULT_STUDENT_SPEC",
+    "DEFAULT_STUDENT_TRAINING",
     "DEFAULT_TEACHER_SPEC",
+    "DEFAULT_TEACHER_TRAINING",
     "SPECIAL_TOKENS",
     "TinyModelSpec",
     "build_char_tokenizer",
