@@ -127,12 +127,16 @@ def run_all(cfg: RunConfig, out_dir: Path | str = "runs", *, resume: bool = Fals
     components.preload()
     ctx = Context(cfg, out_dir, ui, components.pick_device(cfg), resume)
     t_plan, students = plan_teacher(cfg), plan_students(cfg)
-    if not resume:
-        _check_fresh(out_dir, [t_plan.run_name] + [s.name for s in students])
     out_dir.mkdir(parents=True, exist_ok=True)
     lock = RunLock(out_dir)  # two `distillmeter run` on one OUT would move each other's runs
-    lock.acquire(f"distillmeter run (pid {os.getpid()})")
+    # Locked before anything else is checked, so that a run still going on in OUT is named
+    # as such (pid, host, start), not taken for an earlier run's data.
+    taken_over = lock.acquire(f"distillmeter run (pid {os.getpid()})")
     try:
+        if taken_over:
+            ui.note(f"[yellow]{out_dir}[/]: {taken_over}")
+        if not resume:
+            _check_fresh(out_dir, [t_plan.run_name] + [s.name for s in students])
         return _run_locked(ctx, t_plan, students)
     finally:
         lock.release()
