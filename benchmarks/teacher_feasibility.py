@@ -27,7 +27,7 @@ from distillmeter.models import (
     encode_prompt_completion,
 )
 from distillmeter.pipelines.generation import TransformersBackend
-from distillmeter.pipelines.losses import kd_loss
+from distillmeter.pipelines.losses import kd_loss, topk_logprobs
 from distillmeter.tasks import DEFAULT_TASK_PARAMS, Example, exact_match, load_task
 
 
@@ -140,6 +140,15 @@ def main() -> None:
     out["generate_new_tokens"] = sum(g.new_tokens for g in gens)
     kept = [Example(g.prompt, g.completion) for g in gens if task.check(g.prompt, g.completion)]
     out["synthetic_kept"] = len(kept) / len(gens)
+
+    # What a top-k logit cache over the synthetic sequences costs (k capped at the vocab).
+    t0 = time.perf_counter()
+    ids, _ = encode(tok, kept)
+    with torch.inference_mode():
+        for start in range(0, ids.shape[0], 256):
+            topk_logprobs(teacher(input_ids=ids[start : start + 256]).logits, 64)
+    out["logits_s"] = time.perf_counter() - t0
+    out["logits_tokens"] = int((ids != tok.pad_token_id).sum())
 
     runs = [("sft_labelled", data.labelled, None), ("sft_synthetic", kept, None),
              ("kd_labelled", data.labelled, teacher), ("kd_synthetic", kept, teacher)]
