@@ -279,10 +279,11 @@ class EnergyMeter:
                 readings.update(s.read_energy())
             t = (t_a + self.now()) / 2
             backwards = self._check_counters(t, readings)
+        stage = self._stage.name if self._stage else None
         if problem:
-            self.warn(problem)
+            self.warn(problem, stage=stage)
         for msg, dev in backwards:
-            self.warn(msg, device=dev)
+            self.warn(msg, device=dev, stage=stage)
         self._flush_sensor_warnings()
         return t, readings
 
@@ -308,8 +309,8 @@ class EnergyMeter:
         if collect is not None:
             for d, p in powers.items():
                 collect.setdefault(d, []).append(p)
-        for msg, dev in backwards:
-            self.warn(msg, device=dev)
+        for msg, dev in backwards:  # named with the stage it hit, which it degrades
+            self.warn(msg, device=dev, stage=self._stage.name if self._stage else None)
         self._flush_sensor_warnings()
 
     def _on_sampler_death(self, t: float, exc: BaseException) -> None:
