@@ -17,6 +17,8 @@ from distillmeter.accounting.windows import StageWindow
 from distillmeter.protocol import ESTIMATED_SOURCES, ProtocolError, parse_device
 
 _EPS_T = 1e-9
+# Sources read from a counter at every boundary: a missing boundary reading is a fault.
+_COUNTER_SOURCES = frozenset({"nvml_counter", "rapl", "estimate"})
 
 
 @dataclass
@@ -89,6 +91,14 @@ def device_window_energy(
                 )
             out.integrated_j = tail[0] - head[0]
         return out
+    if declared in _COUNTER_SOURCES and w.status != "incomplete":
+        # a device with a counter lost a boundary reading: a sensor error at that moment
+        lost = [f"{edge} reading ({ledger_path}:{line})" for edge, r, line in
+                (("start", r0, w.start_line), ("end", r1, w.end_line)) if not _finite(r)]
+        if lost:
+            out.notes.append(f"{device}: no {' or '.join(lost)}, a sensor error?; "
+                             "integrated the trace instead")
+            out.degraded = True
     if _finite(r0) and _finite(r1):
         out.notes.append(
             f"{device}: counter went backwards ({r0:.3f} J at {ledger_path}:{w.start_line} -> "
