@@ -22,6 +22,7 @@ from distillmeter.accounting.energy import (
     device_run_energy,
     device_window_energy,
 )
+from distillmeter.accounting.faults import apply_faults, stage_faults, unknown_energy_bound
 from distillmeter.accounting.hardware import read_hardware
 from distillmeter.accounting.idle import IdleOverride, idle_power
 from distillmeter.accounting.series import DeviceSeries, device_series
@@ -125,9 +126,11 @@ def _finite(x: object) -> bool:
 
 
 def stage_report(
-    w: StageWindow, inputs: RunInputs, idle_w: dict[str, float]
+    w: StageWindow, inputs: RunInputs, idle_w: dict[str, float],
+    run_w: dict[str, float] | None = None,
 ) -> tuple[StageReport, list[DeviceEnergy]]:
-    """Account one stage window on every device."""
+    """Account one stage window on every device. ``run_w`` (each device's mean power over
+    the run) bounds the energy of a device nothing measured during the stage."""
     per_dev: list[DeviceEnergy] = []
     energy: dict[str, float] = {}
     source: dict[str, str] = {}
@@ -140,6 +143,9 @@ def stage_report(
         energy[d] = e.joules
         source[d] = e.source
         unc += device_uncertainty(e, inputs.series[d], w.start, w.end)
+        if e.method == "missing":  # unknown, not zero: as much as it drew elsewhere
+            unc += unknown_energy_bound(inputs.series[d], w.seconds,
+                                        (run_w or {}).get(d), idle_w.get(d))
         notes.extend(e.notes)
     total = math.fsum(energy.values())
     energy["total"] = total
@@ -220,16 +226,20 @@ def account(
     warnings.extend(wres.warnings)
     windows = shift_windows(wres.windows, boundary_shift, boundary_widen)
 
+    by_dev = run_energy(inputs)
+    run_seconds = inputs.t_end - inputs.t_begin
+    run_w = {d: e.joules / run_seconds for d, e in by_dev.items() if run_seconds > 0}
     stages: list[StageReport] = []
     estimated = False
     degraded = wres.dropped > 0
     for w in windows:
-        st, per_dev = stage_report(w, inputs, idle)
+        st, per_dev = stage_report(w, inputs, idle, run_w)
         stages.append(st)
         estimated |= any(e.estimated for e in per_dev)
-        degraded |= st.status == "degraded"
+    # the meter's warnings about a stage (sensor faults, contamination) degrade it
+    stages = apply_faults(stages, stage_faults(ledger, stages), idle)
+    degraded |= any(st.status == "degraded" for st in stages)
 
-    by_dev = run_energy(inputs)
     for e in by_dev.values():
         warnings.extend(e.notes)
         estimated |= e.estimated
