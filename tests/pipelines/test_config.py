@@ -105,7 +105,7 @@ def test_resolved_config_writes_every_default_and_loads_back(tmp_path):
                                                  "loss": "kd", "alpha": 0.3}]})
     text = dump_config(cfg)
     data = yaml.safe_load(text)
-    assert data["training"]["warmup_frac"] == 0.05  # a default, written out
+    assert data["training"]["warmup_frac"] == 0.07  # a default, written out
     assert data["methods"][0]["divergence"] == "forward_kl"
     assert parse_config(data) == cfg
     path = _write(tmp_path, text)
@@ -120,12 +120,29 @@ def test_packaged_default_yaml_is_the_builtin_default():
 
 
 def test_default_models_match_the_components_defaults():
-    from distillmeter.models import DEFAULT_STUDENT_SPEC, DEFAULT_TEACHER_SPEC
+    from distillmeter.models import (
+        DEFAULT_GENERATION,
+        DEFAULT_STUDENT_SPEC,
+        DEFAULT_STUDENT_TRAINING,
+        DEFAULT_TEACHER_SPEC,
+        DEFAULT_TEACHER_TRAINING,
+    )
     from distillmeter.tasks import DEFAULT_TASK_PARAMS
 
     cfg = RunConfig()
     assert cfg.teacher.model.arch.model_dump() == DEFAULT_TEACHER_SPEC.model_dump()
     assert cfg.student.model.arch.model_dump() == DEFAULT_STUDENT_SPEC.model_dump()
+    for ours, theirs in ((cfg.teacher.training, DEFAULT_TEACHER_TRAINING),
+                         (cfg.training, DEFAULT_STUDENT_TRAINING)):
+        for key in ("batch_size", "lr", "min_lr_ratio", "weight_decay", "betas", "grad_clip"):
+            assert getattr(ours, key) == theirs[key], key
+        # the budget is in tokens (~17 a sequence), the components' in steps
+        assert ours.token_budget == pytest.approx(theirs["steps"] * theirs["batch_size"] * 17.2,
+                                                  rel=0.01)
+        assert ours.warmup_frac == pytest.approx(theirs["warmup_steps"] / theirs["steps"],
+                                                 abs=0.01)
+    assert cfg.generation.max_new_tokens == DEFAULT_GENERATION["max_new_tokens"]
+    assert cfg.generation.batch_size == DEFAULT_GENERATION["batch_size"]
     t = cfg.task
     assert {"name": t.name, "n_labelled": t.n_labelled, "n_pool": t.n_pool,
             "n_test": t.n_test, "n_teacher": t.n_teacher, **t.params} == DEFAULT_TASK_PARAMS

@@ -86,15 +86,16 @@ class TrainingConfig(_Strict):
     a token budget, gradient clipping. The stopping rule is the budget: training stops once
     ``token_budget`` non-padding tokens have gone through the model."""
 
-    lr: float = Field(3e-3, gt=0)
+    # Defaults: models.DEFAULT_STUDENT_TRAINING (300 steps of 64 sequences of ~17 tokens)
+    lr: float = Field(1e-2, gt=0)
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
-    warmup_frac: float = Field(0.05, ge=0, lt=1)
+    warmup_frac: float = Field(0.07, ge=0, lt=1)
     schedule: Literal["cosine", "constant"] = "cosine"
     weight_decay: float = Field(0.01, ge=0)
-    betas: tuple[float, float] = (0.9, 0.95)
+    betas: tuple[float, float] = (0.9, 0.98)
     grad_clip: float | None = Field(1.0, gt=0)
     batch_size: int = Field(64, ge=1)
-    token_budget: int = Field(280_000, ge=1)
+    token_budget: int = Field(330_000, ge=1)
 
 
 class TeacherConfig(_Strict):
@@ -103,11 +104,11 @@ class TeacherConfig(_Strict):
 
     # the same shape as models.DEFAULT_TEACHER_SPEC (a test keeps them equal; importing
     # models here would pull in torch just to validate a config)
-    model: ModelConfig = ModelConfig(arch=ArchConfig(d_model=128, n_layers=4, n_heads=4,
+    model: ModelConfig = ModelConfig(arch=ArchConfig(d_model=128, n_layers=2, n_heads=4,
                                                      d_ff=512, max_len=32))
     train: bool = True
     seed: int = 0
-    training: TrainingConfig = TrainingConfig(token_budget=560_000, batch_size=64)
+    training: TrainingConfig = TrainingConfig(lr=5e-3)  # models.DEFAULT_TEACHER_TRAINING
 
     @model_validator(mode="after")
     def _can_train(self) -> TeacherConfig:
@@ -119,8 +120,8 @@ class TeacherConfig(_Strict):
 class StudentConfig(_Strict):
     """The student, built from ``model`` with each run's seed."""
 
-    model: ModelConfig = ModelConfig(arch=ArchConfig(d_model=64, n_layers=2, n_heads=4,
-                                                     d_ff=256, max_len=32))
+    model: ModelConfig = ModelConfig(arch=ArchConfig(d_model=48, n_layers=2, n_heads=4,
+                                                     d_ff=192, max_len=32))
 
 
 _KD_FIELDS = ("alpha", "temperature", "divergence", "beta", "teacher_mode")
@@ -181,7 +182,7 @@ class GenerationConfig(_Strict):
     backend: Literal["transformers", "vllm"] = "transformers"
     temperature: float = Field(0.0, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
-    max_new_tokens: int = Field(16, ge=1)
+    max_new_tokens: int = Field(12, ge=1)
     batch_size: int = Field(256, ge=1)
     n_prompts: int | None = Field(None, ge=1)
     verify: bool = True
@@ -191,7 +192,7 @@ class EvalConfig(_Strict):
     """Batched greedy decoding on the test set (``eval.teacher``, ``eval.student``)."""
 
     batch_size: int = Field(256, ge=1)
-    max_new_tokens: int = Field(16, ge=1)
+    max_new_tokens: int = Field(12, ge=1)
 
 
 class MeterConfig(_Strict):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -20,11 +21,21 @@ def _mean_std(xs: list[float]) -> tuple[float, float]:
     return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
-def _pm(xs: list[float], fmt: str) -> str:
+def _j(x: float) -> str:
+    """Joules in a few characters: 185, 4,106, 12.3k, 4.5M."""
+    if abs(x) >= 1e6:
+        return f"{x / 1e6:.1f}M"
+    if abs(x) >= 1e4:
+        return f"{x / 1e3:.1f}k"
+    return f"{x:,.0f}"
+
+
+def _pm(xs: list[float], fmt) -> str:
+    """mean±std (just the mean for one value), compact enough for an 80-column terminal."""
     if not xs:
         return "-"
     m, s = _mean_std(xs)
-    return f"{m:{fmt}} ± {s:{fmt}}" if len(xs) > 1 else f"{m:{fmt}}"
+    return f"{fmt(m)}±{fmt(s)}" if len(xs) > 1 else fmt(m)
 
 
 @dataclass
@@ -61,20 +72,23 @@ def method_rows(summary: Summary) -> list[MethodRow]:
 
 
 def method_table(summary: Summary) -> Table:
-    """The per-method table (rich)."""
-    table = Table(title=f"energy (J, mean over seeds) and quality by method, {summary.out_dir}",
-                  title_justify="left")
+    """The per-method table (rich), narrow enough for an 80-column terminal."""
+    rows = method_rows(summary)
+    seeds = sorted({len(r.seeds) for r in rows})
+    over = f"{seeds[0]} seeds" if len(seeds) == 1 else "seeds"
+    table = Table(title=f"energy (J) and quality by method, mean ± std over {over}",
+                  title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("method", no_wrap=True)
-    table.add_column("n", justify="right")
     for side in SIDES:
-        table.add_column(side, justify="right")
-    table.add_column("total", justify="right")
-    table.add_column("exact match", justify="right")
-    table.add_column("Q", justify="right")
-    for row in method_rows(summary):
-        table.add_row(row.method, str(len(row.seeds)),
-                      *[f"{row.by_side[s]:,.0f}" for s in SIDES],
-                      _pm(row.total_j, ",.0f"), _pm(row.exact_match, ".3f"), _pm(row.q, ".2f"))
+        table.add_column(side, justify="right", no_wrap=True)
+    table.add_column("total", justify="right", no_wrap=True)
+    table.add_column("exact match", justify="right", no_wrap=True)
+    table.add_column("Q", justify="right", no_wrap=True)
+    for row in rows:
+        name = row.method if len(seeds) == 1 else f"{row.method} (n={len(row.seeds)})"
+        table.add_row(name, *[_j(row.by_side[s]) for s in SIDES],
+                      _pm(row.total_j, _j), _pm(row.exact_match, lambda x: f"{x:.3f}"),
+                      f"{statistics.fmean(row.q):.2f}" if row.q else "-")
     return table
 
 
@@ -96,6 +110,6 @@ def print_summary(summary: Summary, console: Console | None = None) -> None:
     if any(r.estimated for r in method_rows(summary)):
         console.print("[yellow]energy partly estimated from a model (no hardware counter "
                       "here for some devices); see each report's sources[/]")
-    console.print("n: seeds. teacher: the teacher stages each method used, counted in full "
+    console.print("teacher: the teacher stages each method used, counted in full "
                   "(baseline: none); total = the run's own energy + those stages. Q = student "
                   "/ teacher exact match. Reports: <run>/report.json", style="dim")
