@@ -78,6 +78,7 @@ def main() -> None:
     from distillmeter.pipelines.logit_cache import LogitCache, write_cache
     from distillmeter.pipelines.synthetic import read_synthetic
 
+    components.preload()
     cfg = RunConfig()
     loaded = components.load_checkpoint(_find(args.runs, "teacher"), "cpu")
     teacher, tok = loaded.model, loaded.tokenizer

@@ -119,6 +119,25 @@ def test_resume_skips_what_is_done(done, tiny_yaml, tmp_path):
         p.name for p in done.iterdir() if p.is_dir())
 
 
+def test_resume_with_another_config_is_refused(done, tiny_run_dict, tmp_path, capsys):
+    changed = {**tiny_run_dict, "training": {**tiny_run_dict["training"], "lr": 0.005}}
+    path = tmp_path / "changed.yaml"
+    path.write_text(yaml.safe_dump(changed))
+    before = sorted(p.name for p in done.iterdir())
+    assert main(["run", str(path), "--out", str(done), "--quiet", "--resume"]) == 2
+    assert "holds a finished run of another configuration" in capsys.readouterr().err
+    assert sorted(p.name for p in done.iterdir()) == before
+
+
+def test_a_typo_stops_before_any_work(tmp_path, capsys):
+    path = tmp_path / "my.yaml"
+    path.write_text("training:\n  token_budgte: 10\n")
+    assert main(["run", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "my.yaml:2: training: unknown key 'token_budgte' (did you mean 'token_budget'?)" in err
+    assert not (tmp_path / "out").exists()
+
+
 def _cut_ledger_after(run_dir, stage_start: str) -> None:
     """Simulate a kill -9 inside ``stage_start``: the ledger ends a few lines after that
     stage began (no stage_end, no run_end), the report was never written."""

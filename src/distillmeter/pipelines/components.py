@@ -42,9 +42,13 @@ def preload() -> None:
     """Import the heavy modules (torch is already in; transformers, the models, generation)
     before any meter starts, so that ``setup.load`` measures loading the run, not Python
     importing libraries once per process."""
+    from transformers.utils import logging as hf_logging
+
     import distillmeter.models  # noqa: F401
     import distillmeter.pipelines.generation  # noqa: F401
     import distillmeter.pipelines.losses  # noqa: F401
+
+    hf_logging.disable_progress_bar()  # transformers' own bars would tear through ours
 
 
 def seed_everything(seed: int) -> None:
@@ -102,11 +106,8 @@ def build_model(mcfg: ModelConfig, tokenizer, *, seed: int, device: str) -> Load
 
 def save_checkpoint(model: torch.nn.Module, tokenizer, folder: Path) -> None:
     """``save_pretrained`` (safetensors) for the model and its tokenizer."""
-    from transformers.utils import logging as hf_logging
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    hf_logging.disable_progress_bar()  # our own bars only
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
 
