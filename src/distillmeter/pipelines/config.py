@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from distillmeter.errors import UserError
+from distillmeter.pipelines.config_sections import FilesConfig, LmEvalConfig
 
 _NAME_RE = r"^[a-z0-9][a-z0-9_\-]*$"
 
@@ -47,6 +48,16 @@ class TaskConfig(_Strict):
     n_test: int = Field(256, ge=1)
     n_teacher: int = Field(20000, ge=0)
     params: dict[str, Any] = Field(default_factory=lambda: {"width": 3, "min_digits": 2})
+    # local files instead of the built-in task (then ``name`` is a label and the n_* cap
+    # each split): see config_sections.FilesConfig
+    files: FilesConfig | None = None
+
+    @model_validator(mode="after")
+    def _files_or_builtin(self) -> TaskConfig:
+        default_params = type(self).model_fields["params"].default_factory()
+        if self.files is not None and self.params != default_params:
+            raise ValueError("params are for a built-in task; with files they do not apply")
+        return self
 
 
 class ArchConfig(_Strict):
@@ -67,18 +78,53 @@ class ArchConfig(_Strict):
         return self
 
 
+_CHECKPOINT_ONLY = ("revision", "max_len", "device_map")
+
+
 class ModelConfig(_Strict):
-    """Either a built-in tiny model (``arch``) or a local Hugging Face checkpoint (``path``)."""
+    """A built-in tiny model (``arch``) or a Hugging Face checkpoint: ``path`` (a local
+    directory) or ``hub_id`` (found in the local Hugging Face cache only; nothing is ever
+    downloaded at run time, see docs/real-models.md).
+
+    ``dtype``: the compute dtype. ``auto`` is bfloat16 on a GPU and float32 on a CPU for a
+    checkpoint, float32 for a built-in tiny model. A model that is only run (a given
+    teacher) is loaded in it; a model that is trained keeps float32 weights and runs its
+    forward passes under autocast to it (mixed precision). ``device_map`` (checkpoints;
+    e.g. ``auto``, needs accelerate) spreads a model over the visible GPUs; otherwise the
+    whole model goes to the run's ``device``. ``max_len``: the longest sequence (prompt +
+    answer) allowed, default the checkpoint's ``max_position_embeddings`` (built-in models
+    give it in ``arch``). ``gradient_checkpointing`` trades compute for activation memory
+    when this model is trained."""
 
     arch: ArchConfig | None = None
     path: str | None = None
+    hub_id: str | None = None
+    revision: str | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    device_map: str | None = None
+    max_len: int | None = Field(None, ge=8)
+    gradient_checkpointing: bool = False
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelConfig:
-        if (self.arch is None) == (self.path is None):
-            raise ValueError("give exactly one of 'arch' (a built-in tiny model) or 'path' "
-                             "(a local Hugging Face checkpoint)")
+        given = [k for k in ("arch", "path", "hub_id") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of 'arch' (a built-in tiny model), 'path' "
+                             "(a local Hugging Face checkpoint directory) or 'hub_id' (a "
+                             "model in the local Hugging Face cache)"
+                             + (f"; got {', '.join(given)}" if given else ""))
+        if self.revision is not None and self.hub_id is None:
+            raise ValueError("revision only applies with hub_id")
+        if self.arch is not None:
+            stray = [k for k in _CHECKPOINT_ONLY if getattr(self, k) is not None]
+            if stray:
+                raise ValueError(f"{', '.join(stray)} only appl{'ies' if len(stray) == 1 else 'y'}"
+                                 " to checkpoints (a built-in model gives max_len in arch)")
         return self
+
+    @property
+    def is_checkpoint(self) -> bool:
+        return self.arch is None
 
 
 class TrainingConfig(_Strict):
@@ -94,13 +140,15 @@ class TrainingConfig(_Strict):
     weight_decay: float = Field(0.01, ge=0)
     betas: tuple[float, float] = (0.9, 0.98)
     grad_clip: float | None = Field(1.0, gt=0)
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=1)  # sequences per forward/backward pass (micro-batch)
+    grad_accum: int = Field(1, ge=1)   # micro-batches per optimizer step
     token_budget: int = Field(330_000, ge=1)
 
 
 class TeacherConfig(_Strict):
     """The teacher. ``train: true`` trains it here (stage ``teacher.train``) on the
-    privileged labelled set; ``train: false`` uses ``model.path`` as it is."""
+    privileged labelled set; ``train: false`` uses the checkpoint (``model.path`` or
+    ``model.hub_id``) as it is."""
 
     # the same shape as models.DEFAULT_TEACHER_SPEC (a test keeps them equal; importing
     # models here would pull in torch just to validate a config)
@@ -112,8 +160,9 @@ class TeacherConfig(_Strict):
 
     @model_validator(mode="after")
     def _can_train(self) -> TeacherConfig:
-        if not self.train and self.model.path is None:
-            raise ValueError("train: false needs model.path (a trained teacher checkpoint)")
+        if not self.train and not self.model.is_checkpoint:
+            raise ValueError("train: false needs model.path or model.hub_id (a trained "
+                             "teacher checkpoint)")
         return self
 
 
@@ -189,10 +238,15 @@ class GenerationConfig(_Strict):
 
 
 class EvalConfig(_Strict):
-    """Batched greedy decoding on the test set (``eval.teacher``, ``eval.student``)."""
+    """``eval.teacher``, ``eval.student``. ``backend: builtin``: batched greedy decoding on
+    the task's test set, exact match by the task's verifier. ``backend: lm_eval``: the
+    lm-evaluation-harness tasks in ``lm_eval`` (extra ``[eval]``), on the model's
+    checkpoint directory; the chosen score is the run's quality."""
 
+    backend: Literal["builtin", "lm_eval"] = "builtin"
     batch_size: int = Field(256, ge=1)
     max_new_tokens: int = Field(12, ge=1)
+    lm_eval: LmEvalConfig = LmEvalConfig()
 
 
 class MeterConfig(_Strict):
@@ -247,6 +301,15 @@ class RunConfig(_Strict):
             raise ValueError(f"method names must be unique; repeated: {', '.join(dup)}")
         if "teacher" in names:
             raise ValueError("'teacher' is reserved for the teacher's run directory")
+        files = self.task.files
+        if files is not None:
+            if self.teacher.train and files.teacher is None:
+                raise ValueError("teacher.train: true with task.files needs "
+                                 "task.files.teacher (the teacher's own labelled data), or "
+                                 "teacher.train: false with a trained checkpoint")
+            if self.needs_synthetic() and files.pool is None:
+                raise ValueError("a method uses synthetic data: task.files.pool must name "
+                                 "the prompts the teacher answers")
         return self
 
     def method(self, name: str) -> MethodConfig:
@@ -409,9 +472,24 @@ def parse_config(data: Any, source: str = "config", root: yaml.Node | None = Non
         raise UserError("\n".join(lines)) from None
 
 
+def packaged_config(name: str) -> Path | None:
+    """A config shipped in ``distillmeter/configs/`` by its name (``.yaml`` optional)."""
+    from importlib.resources import files
+
+    if "/" in name or "\\" in name:
+        return None
+    stem = name.removesuffix(".yaml")
+    ref = files("distillmeter").joinpath("configs", f"{stem}.yaml")
+    return Path(str(ref)) if ref.is_file() else None
+
+
 def load_config(path: str | Path) -> RunConfig:
-    """Read and validate a YAML config file (``yaml.safe_load``: no object construction)."""
+    """Read and validate a YAML config file (``yaml.safe_load``: no object construction).
+    A bare name that is not a file here, such as ``smollm2-1.7b-to-135m-gsm8k``, is looked
+    up among the packaged example configs."""
     path = Path(path)
+    if not path.exists():
+        path = packaged_config(str(path)) or path
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -114,10 +114,24 @@ class TrainResult:
 StepCallback = Callable[[int, int, float], None]  # (tokens this step, samples, loss)
 
 
+def autocast(device: str | torch.device, dtype: torch.dtype | None):
+    """Mixed precision for forward passes: autocast to ``dtype`` (None: off). The weights
+    stay as they are (float32 master weights for a model being trained)."""
+    kind = torch.device(device).type
+    return torch.autocast(device_type=kind, dtype=dtype or torch.float32,
+                          enabled=dtype is not None and dtype != torch.float32)
+
+
 def train(model: torch.nn.Module, data: Iterator[Batch], loss_fn: LossFn,
           cfg: TrainingConfig, *, device: str | torch.device = "cpu",
-          on_step: StepCallback | None = None) -> TrainResult:
-    """Train ``model`` on ``data`` until ``cfg.token_budget`` tokens have gone through it."""
+          on_step: StepCallback | None = None,
+          autocast_dtype: torch.dtype | None = None) -> TrainResult:
+    """Train ``model`` on ``data`` until ``cfg.token_budget`` tokens have gone through it.
+
+    One optimizer step takes ``cfg.grad_accum`` batches (micro-batches of
+    ``cfg.batch_size`` sequences), each micro-batch's mean loss weighted 1/grad_accum; the
+    budget is checked between steps. ``autocast_dtype`` runs the forward passes under
+    autocast (bf16 mixed precision on a GPU)."""
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     opt = torch.optim.AdamW(
@@ -128,28 +142,35 @@ def train(model: torch.nn.Module, data: Iterator[Batch], loss_fn: LossFn,
     result = TrainResult()
     t0 = time.perf_counter()
     while result.tokens < cfg.token_budget:
-        batch = next(data).to(device)
         # the schedule follows the budget, so every method sees the same lr per token
         lr = lr_at(result.tokens / cfg.token_budget, cfg)
         for group in opt.param_groups:
             group["lr"] = lr
 
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-        loss, parts = loss_fn(logits, batch)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {float(loss)} at step {result.steps} "
-                                     f"(lr {lr:.2e}); lower training.lr")
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        n_tok = n_seq = 0
+        step_loss = 0.0
+        for _ in range(cfg.grad_accum):
+            batch = next(data).to(device)
+            with autocast(device, autocast_dtype):
+                logits = model(input_ids=batch.input_ids,
+                               attention_mask=batch.attention_mask).logits
+                loss, parts = loss_fn(logits, batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss is {float(loss)} at step {result.steps} "
+                                         f"(lr {lr:.2e}); lower training.lr")
+            (loss / cfg.grad_accum if cfg.grad_accum > 1 else loss).backward()
+            n_tok += batch.n_tokens
+            n_seq += len(batch.index)
+            step_loss += float(loss.detach()) / cfg.grad_accum
         if cfg.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
 
-        n_tok, n_seq = batch.n_tokens, len(batch.index)
         result.steps += 1
         result.tokens += n_tok
         result.samples += n_seq
-        result.losses.append(float(loss.detach()))
+        result.losses.append(step_loss)
         result.last_parts = parts
         if on_step is not None:
             on_step(n_tok, n_seq, result.losses[-1])
