@@ -1,1 +1,18 @@
-"""distillmeter.pipelines."""
+"""distillmeter.pipelines: the distillation stages and the methods built from them.
+
+    config.py       the run config (strict pydantic, YAML), content hashes
+    plan.py         which teacher artifacts a config needs; which stages a method counts
+    runner.py       `distillmeter run`: teacher once, students, resume, accounting
+    teacher.py      the teacher's run: setup.load, teacher.train, eval.teacher,
+                    teacher.generate, teacher.logits
+    student.py      a student's run: setup.load, student.train, eval.student
+    training.py     the one training loop, and the losses it takes (CE, cached/online KD)
+    data.py         sequences and batches
+    logit_cache.py  the top-k logit cache (safetensors shards + manifest)
+    synthetic.py    the teacher's verified answers as training data
+    evaluation.py   greedy decoding, exact match, per-token loss
+    artifacts.py    artifact manifests, checksums, lookup by hash
+    losses.py, generation.py   distillation losses; the generation backend interface
+
+See docs/pipelines.md.
+"""
