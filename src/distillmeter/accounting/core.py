@@ -14,6 +14,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from distillmeter.accounting.carbon import J_PER_KWH, carbon, cost
 from distillmeter.accounting.energy import (
     DeviceEnergy,
@@ -25,6 +27,7 @@ from distillmeter.accounting.energy import (
 from distillmeter.accounting.faults import apply_faults, stage_faults, unknown_energy_bound
 from distillmeter.accounting.hardware import read_hardware
 from distillmeter.accounting.idle import IdleOverride, idle_power
+from distillmeter.accounting.merge import has_ranks, merged_inputs, rank_detail
 from distillmeter.accounting.series import DeviceSeries, device_series
 from distillmeter.accounting.uncertainty import device_uncertainty, short_stage_note
 from distillmeter.accounting.upstream import resolve_upstream
@@ -73,8 +76,12 @@ def load_run(run_dir: Path | str) -> RunInputs:
         raise ProtocolError(f"{run_dir}: no such run directory")
     if not run_dir.is_dir():
         raise ProtocolError(f"{run_dir}: not a directory (expected a run directory)")
-    ledger = read_ledger(run_dir / LEDGER_FILE)
-    trace = read_trace(run_dir / TRACE_FILE)
+    if not (run_dir / LEDGER_FILE).exists() and has_ranks(run_dir):
+        # a multi-process run whose ranks were never merged (a crash): merge in memory
+        ledger, trace = merged_inputs(run_dir)
+    else:
+        ledger = read_ledger(run_dir / LEDGER_FILE)
+        trace = read_trace(run_dir / TRACE_FILE)
     warnings = list(ledger.warnings) + list(trace.warnings)
     rs = ledger.run_start
     line1 = ledger.lines[0] if ledger.lines else 1
@@ -212,7 +219,49 @@ def account(
     measured baseline. ``boundary_shift``/``boundary_widen``: move every stage's edges by
     that fraction of its length (later / outwards; see ``windows.shift_windows``).
     """
+    options = dict(idle_w=idle_w, grid_gco2_per_kwh=grid_gco2_per_kwh, country=country,
+                   pue=pue, price_per_kwh=price_per_kwh, currency=currency,
+                   boundary_shift=boundary_shift, boundary_widen=boundary_widen,
+                   include_upstream=include_upstream)
     inputs = load_run(run_dir)
+    try:
+        report = _account(inputs, **options)
+    except OverflowError:  # sums of readings too large to be real (math.fsum raises)
+        report = None
+    bad = ["(a sum)"] if report is None else _non_finite(report.model_dump())
+    if bad:
+        raise ProtocolError(
+            f"{inputs.run_dir}: the report would hold numbers that are not finite "
+            f"({', '.join(bad[:3])}): {inputs.ledger.path.name} or {TRACE_FILE} holds NaN "
+            "or values too large to be real readings"
+        )
+    return report
+
+
+def _non_finite(data: object, path: str = "") -> list[str]:
+    """Paths of the non-finite numbers in a report's data (JSON has no inf or NaN)."""
+    if isinstance(data, float):
+        return [] if math.isfinite(data) else [path or "(value)"]
+    if isinstance(data, dict):
+        return [p for k, v in data.items() for p in _non_finite(v, f"{path}.{k}".lstrip("."))]
+    if isinstance(data, (list, tuple)):
+        return [p for i, v in enumerate(data) for p in _non_finite(v, f"{path}[{i}]")]
+    return []
+
+
+def _account(
+    inputs: RunInputs,
+    *,
+    idle_w: IdleOverride,
+    grid_gco2_per_kwh: float | None,
+    country: str | None,
+    pue: float | None,
+    price_per_kwh: float | None,
+    currency: str | None,
+    boundary_shift: float,
+    boundary_widen: float,
+    include_upstream: bool,
+) -> Report:
     ledger, rs = inputs.ledger, inputs.ledger.run_start
     warnings = list(inputs.warnings)
     idle = idle_power(ledger, inputs.devices, idle_w)
@@ -226,16 +275,19 @@ def account(
     warnings.extend(wres.warnings)
     windows = shift_windows(wres.windows, boundary_shift, boundary_widen)
 
-    by_dev = run_energy(inputs)
-    run_seconds = inputs.t_end - inputs.t_begin
-    run_w = {d: e.joules / run_seconds for d, e in by_dev.items() if run_seconds > 0}
     stages: list[StageReport] = []
     estimated = False
     degraded = wres.dropped > 0
-    for w in windows:
-        st, per_dev = stage_report(w, inputs, idle, run_w)
-        stages.append(st)
-        estimated |= any(e.estimated for e in per_dev)
+    # Absurd readings (1e308 W) overflow to inf: caught below with a message, not numpy's.
+    with np.errstate(over="ignore", invalid="ignore"):
+        by_dev = run_energy(inputs)
+        run_seconds = inputs.t_end - inputs.t_begin
+        run_w = {d: e.joules / run_seconds for d, e in by_dev.items() if run_seconds > 0}
+        for w in windows:
+            st, per_dev = stage_report(w, inputs, idle, run_w)
+            stages.append(st)
+            estimated |= any(e.estimated for e in per_dev)
+    _check_finite(inputs, by_dev, stages)
     # the meter's warnings about a stage (sensor faults, contamination) degrade it
     stages = apply_faults(stages, stage_faults(ledger, stages), idle)
     degraded |= any(st.status == "degraded" for st in stages)
@@ -316,7 +368,33 @@ def account(
         estimated=estimated, status=status, warnings=warnings,
         accounting={"boundary_shift": boundary_shift, "boundary_widen": boundary_widen,
                     "idle_override": idle_w is not None},
+        **_ranks_field(inputs.run_dir, idle_w, boundary_shift, boundary_widen),
     )
+
+
+def _ranks_field(run_dir: Path, idle_w: IdleOverride, shift: float, widen: float
+                 ) -> dict[str, list]:
+    """``{"ranks": [...]}``: per-rank figures of a multi-process run (docs/scale.md), else
+    nothing. Left out of shifted re-accounts (the sensitivity analysis reads totals only)."""
+    if shift or widen or not has_ranks(run_dir):
+        return {}
+    return {"ranks": rank_detail(run_dir, lambda p: account(p, idle_w=idle_w,
+                                                             include_upstream=False))}
+
+
+def _check_finite(inputs: RunInputs, by_dev: dict[str, DeviceEnergy],
+                  stages: list[StageReport]) -> None:
+    """Refuse figures that overflowed: readings or samples too large to be real."""
+    bad = [f"{d} over the run" for d, e in by_dev.items() if not math.isfinite(e.joules)]
+    bad += [f"{d} in stage {s.name!r}" for s in stages for d, v in s.energy_j.items()
+            if d != "total" and not math.isfinite(v)]
+    bad += [f"the uncertainty of stage {s.name!r}" for s in stages
+            if not math.isfinite(s.uncertainty_j)]
+    if bad:
+        raise ProtocolError(
+            f"{inputs.run_dir}: energy is not a finite number for {', '.join(bad[:3])}: "
+            f"{inputs.ledger.path.name} or {TRACE_FILE} holds readings too large to be real"
+        )
 
 
 def write_report(run_dir: Path | str, report: Report) -> Path:

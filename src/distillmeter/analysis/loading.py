@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from distillmeter.accounting.merge import RANKS_DIR, has_ranks
 from distillmeter.errors import UserError
 from distillmeter.protocol import (
     ARTIFACTS_DIR,
@@ -60,9 +61,11 @@ def find_run_dirs(runs_dir: Path | str) -> list[Path]:
     found: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root, onerror=None):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        if LEDGER_FILE in filenames:
+        # a multi-process run: its ranks/rank<k>/ are parts of it, not runs of their own
+        # (merged or, after a crash, merged in memory by accounting; docs/scale.md)
+        if LEDGER_FILE in filenames or (RANKS_DIR in dirnames and has_ranks(dirpath)):
             found.append(Path(dirpath))
-            dirnames[:] = [d for d in dirnames if d != ARTIFACTS_DIR]
+            dirnames[:] = [d for d in dirnames if d not in (ARTIFACTS_DIR, RANKS_DIR)]
     return sorted(found)
 
 

@@ -154,7 +154,10 @@ class _ProcessTreeCpu:
     boundary reading (``refresh=True``), so a boundary sees a child started just before it.
     """
 
-    def __init__(self, refresh_s: float = 2.0) -> None:
+    def __init__(self, refresh_s: float = 2.0, root: int | None = None) -> None:
+        # root: another process whose tree to count instead of ours (a launcher's, so that
+        # local rank 0 counts every rank on the node); None counts this process's tree
+        self.root = root
         self._children: list[int] = []
         self._listed_at = -1e9
         self._refresh_s = refresh_s
@@ -162,12 +165,12 @@ class _ProcessTreeCpu:
         self._psutil_root: Any = None
 
     def _list_children(self) -> list[int]:
-        kids = _proc_children(os.getpid())
+        kids = _proc_children(self.root or os.getpid())
         if kids is not None:
             return kids
         import psutil
 
-        self._psutil_root = self._psutil_root or psutil.Process()
+        self._psutil_root = self._psutil_root or psutil.Process(self.root)
         try:
             return [c.pid for c in self._psutil_root.children(recursive=True)]
         except psutil.Error:
@@ -193,8 +196,11 @@ class _ProcessTreeCpu:
             self._listed_at = now
         # A process's children_* hold its reaped descendants; a live process's own times
         # hold the rest, so summing both over the live tree counts each CPU second once.
-        t = os.times()
-        total = t.user + t.system + t.children_user + t.children_system
+        if self.root is None:
+            t = os.times()
+            total = t.user + t.system + t.children_user + t.children_system
+        else:
+            total = self._child_seconds(self.root) or 0.0
         alive = []
         for pid in self._children:
             secs = self._child_seconds(pid)
@@ -238,6 +244,13 @@ class CpuEstimateSensor(Sensor):
         self._cpu0 = 0.0
         self._offset: dict[str, float] = {}
         self._last_sample: tuple[float, dict[str, float | None]] | None = None
+
+    def count_process_tree(self, pid: int) -> None:
+        """Count the CPU time of process ``pid`` and its descendants instead of this
+        process's (call before the meter starts). Under a launcher (torchrun, accelerate,
+        ``mp.spawn``) local rank 0 passes the launcher's pid, so that the node's estimate
+        covers every local rank, not only its own."""
+        self._cpu = _ProcessTreeCpu(root=int(pid))
 
     def method(self, device: str) -> str:
         """One line saying how ``device`` is estimated."""

@@ -1,0 +1,281 @@
+"""Metering one rank of a multi-process job (torchrun, accelerate, SLURM, ``mp.spawn``).
+
+Each rank meters only what is its own, into its own protocol-v1 run directory::
+
+    RUN_DIR/ranks/rank<k>/   ledger.jsonl, trace.csv, environment.json, rank.json
+
+- GPUs: the rank's entry of ``CUDA_VISIBLE_DEVICES`` (indices, GPU-/MIG- UUIDs), or, where
+  the launcher left every GPU visible, the one at position ``LOCAL_RANK`` (``gpus_per_rank``
+  of them for a rank that drives several), mapped to its NVML index by the same rules as a
+  single process (``nvml.visible_gpu_indices``).
+- CPU and DRAM: by local rank 0 only, so a node's host energy is counted once. Where they
+  are estimated (no RAPL) and the node runs several ranks, the estimate counts the CPU time
+  of the launcher's whole process tree (every local rank), not only rank 0's.
+- ``rank.json`` anchors the rank's clock (wall and monotonic time at ``t = 0``, host and
+  boot id) so that :func:`distillmeter.accounting.merge.merge_ranks` can put every rank on
+  one clock and write the merged ``RUN_DIR/ledger.jsonl`` and ``trace.csv``.
+
+Stages are collective: every rank opens and closes the same stages in the same order. A
+``sync`` callable (e.g. ``torch.distributed.barrier``) called before each boundary reading
+makes the ranks cross each boundary together; after the run ends, ``barrier`` lets rank 0
+merge once every rank has closed. The meter itself never imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from distillmeter.energy.meter import EnergyMeter
+from distillmeter.energy.sensors import Sensor, discover_sensors, parse_device_selection
+
+RANKS_DIR = "ranks"
+RANK_FILE = "rank.json"
+
+Sync = Callable[[str, "str | None"], None]  # (event, stage) before a boundary reading
+
+
+def _env_int(env: dict[str, str], *names: str) -> int | None:
+    for name in names:
+        value = env.get(name, "").strip()
+        if value.lstrip("-").isdigit():
+            return int(value)
+    return None
+
+
+@dataclass(frozen=True)
+class RankInfo:
+    """Where this process sits in the job. ``node`` is the launcher's node (group) rank."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    local_world_size: int = 1
+    node: int = 0
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> RankInfo:
+        """From torchrun/accelerate's variables (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
+        ``LOCAL_WORLD_SIZE``, ``GROUP_RANK``/``NODE_RANK``), else SLURM's; a single process
+        when none is set."""
+        env = dict(os.environ if environ is None else environ)
+        rank = _env_int(env, "RANK", "SLURM_PROCID")
+        world = _env_int(env, "WORLD_SIZE", "SLURM_NTASKS")
+        if rank is None or world is None or world < 1:
+            return cls()
+        # without the local variables, assume one node (every rank local)
+        local = _env_int(env, "LOCAL_RANK", "SLURM_LOCALID")
+        local = rank if local is None else local
+        local_world = _env_int(env, "LOCAL_WORLD_SIZE", "SLURM_NTASKS_PER_NODE") or world
+        node = _env_int(env, "GROUP_RANK", "NODE_RANK", "SLURM_NODEID")
+        if node is None:
+            node = rank // max(1, local_world)
+        return cls(rank, world, local, max(1, local_world), node)
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def rank_dir(run_dir: str | os.PathLike[str], rank: int) -> Path:
+    """``RUN_DIR/ranks/rank<k>``: where rank ``k`` writes its ledger and trace."""
+    return Path(run_dir) / RANKS_DIR / f"rank{rank}"
+
+
+def rank_gpu_entries(info: RankInfo, cuda_visible: str | None, gpus_per_rank: int = 1
+                     ) -> tuple[list[str], list[str]]:
+    """This rank's ``CUDA_VISIBLE_DEVICES`` entries (indices or UUIDs) and notes.
+
+    A launcher either pins each rank to its GPUs (the variable then holds only them) or
+    leaves the node's GPUs visible and each rank takes the one at ``LOCAL_RANK`` (the
+    torchrun/accelerate convention; ``gpus_per_rank`` consecutive ones for a rank that
+    drives several)."""
+    g = max(1, int(gpus_per_rank))
+    if cuda_visible is None:
+        return [str(info.local_rank * g + i) for i in range(g)], []
+    entries = []
+    for item in cuda_visible.split(","):
+        if not item.strip():
+            break  # CUDA stops at the first empty entry
+        entries.append(item.strip())
+    if not entries:
+        return [], []
+    if len(entries) <= g or info.local_world_size == 1:
+        return entries, []  # pinned by the launcher: everything visible is this rank's
+    mine = entries[info.local_rank * g:(info.local_rank + 1) * g]
+    if len(mine) < g:
+        return mine, [f"rank {info.rank} (local rank {info.local_rank}): CUDA_VISIBLE_DEVICES "
+                      f"lists {len(entries)} GPUs, too few for {info.local_world_size} local "
+                      f"ranks x {g}; this rank meters {mine or 'no GPU'}"]
+    return mine, []
+
+
+def launcher_pid(info: RankInfo) -> int | None:
+    """The process whose tree holds every local rank (torchrun's agent, accelerate,
+    ``mp.spawn``'s parent, slurmstepd): this process's parent, when the node runs several
+    ranks. None when this rank is alone on its node."""
+    if info.local_world_size <= 1:
+        return None
+    ppid = os.getppid()
+    return ppid if ppid > 1 else None
+
+
+def rank_sensors(info: RankInfo, devices: str | Iterable[str] | None = "auto", *,
+                 gpus_per_rank: int = 1, cuda_visible: str | None | bool = True,
+                 powercap_root: str | None = None
+                 ) -> tuple[list[Sensor], list[tuple[str, str | None]], dict[str, Any]]:
+    """The sensors rank ``info`` reads, warnings, and facts for ``rank.json`` (the GPUs'
+    CUDA_VISIBLE_DEVICES entries, the node's GPU count and sockets, the CPU process root)."""
+    from distillmeter.energy.cpu_estimate import CpuEstimateSensor
+    from distillmeter.energy.nvml import NvmlSensor, NvmlUnavailable
+
+    selectors = parse_device_selection(devices)
+    sensors: list[Sensor] = []
+    notes: list[tuple[str, str | None]] = []
+    facts: dict[str, Any] = {"gpu_entries": [], "gpu_count": None, "sockets": None,
+                             "cpu_process_root": None}
+    cvd = os.environ.get("CUDA_VISIBLE_DEVICES") if cuda_visible is True else (
+        cuda_visible or None)
+    if selectors is None or any(s.startswith("gpu") for s in selectors):
+        mine, gpu_notes = rank_gpu_entries(info, cvd, gpus_per_rank)
+        notes.extend((n, None) for n in gpu_notes)
+        facts["gpu_entries"] = mine
+        if mine:
+            try:
+                nv = NvmlSensor(select=[s for s in selectors or ["gpu"] if s.startswith("gpu")],
+                                visible=",".join(mine))
+            except NvmlUnavailable as exc:
+                if selectors is not None or cvd:
+                    notes.append((f"GPUs requested but not metered: {exc}", None))
+            else:
+                facts["gpu_count"] = int(nv.nvml.nvmlDeviceGetCount())
+                if nv.devices:
+                    sensors.append(nv)
+                else:
+                    nv.close()
+    host = [k for k in ("cpu", "dram") if selectors is None
+            or any(s.split(":", 1)[0] == k for s in selectors)]
+    if info.local_rank != 0:
+        if host:
+            notes.append((f"rank {info.rank} (local rank {info.local_rank}): CPU and DRAM are "
+                          "metered by local rank 0 only, so the node's host energy is counted "
+                          "once", None))
+        return sensors, notes, facts
+    if not host:
+        return sensors, notes, facts
+    host_sel = [s for s in (selectors or host) if s.split(":", 1)[0] in host]
+    found, host_notes = discover_sensors(host_sel, powercap_root=powercap_root)
+    notes.extend(host_notes)
+    root = launcher_pid(info)
+    for s in found:
+        if isinstance(s, CpuEstimateSensor):
+            facts["sockets"] = s.sockets
+            if root is not None and any(d.startswith("cpu") for d in s.devices):
+                s.count_process_tree(root)
+                facts["cpu_process_root"] = root
+                notes.append((f"the CPU estimate counts the CPU time of process {root} (the "
+                              "launcher) and its descendants: every rank on this node", None))
+        elif hasattr(s, "socket_count"):
+            facts["sockets"] = max(facts["sockets"] or 0, int(s.socket_count()))
+    sensors.extend(found)
+    return sensors, notes, facts
+
+
+def _boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
+    except OSError:
+        return None
+
+
+class RankMeter(EnergyMeter):
+    """The EnergyMeter of one rank: writes ``RUN_DIR/ranks/rank<k>/``; rank 0 merges.
+
+    ``rank``: where this process sits (default: from the environment). ``sync(event,
+    stage)``: called before each of this rank's boundary readings (``stage_start``,
+    ``stage_end``, ``run_end``), e.g. a barrier, so that ranks cross boundaries together;
+    not called on a failed stage or run (the other ranks may be elsewhere). ``barrier()``:
+    called after this rank's ``run_end``; rank 0 then merges the ranks into ``RUN_DIR``.
+    Without a barrier rank 0 merges only if every rank's ledger already has its
+    ``run_end``; otherwise accounting merges the rank files when it reads the run.
+    ``gpus_per_rank``: GPUs each rank drives (model parallel within a rank). Other keyword
+    arguments are :class:`EnergyMeter`'s."""
+
+    def __init__(self, run_dir: str | os.PathLike[str], *, rank: RankInfo | None = None,
+                 sync: Sync | None = None, barrier: Callable[[], None] | None = None,
+                 gpus_per_rank: int = 1, merge: bool = True, **kwargs: Any) -> None:
+        self.info = rank or RankInfo.from_env()
+        self.base_dir = Path(run_dir)
+        self.sync, self.barrier, self.merge = sync, barrier, merge
+        self.gpus_per_rank = int(gpus_per_rank)
+        self._facts: dict[str, Any] = {}
+        self.merged: bool = False
+        super().__init__(rank_dir(run_dir, self.info.rank), **kwargs)
+
+    # -- lifecycle
+    def start(self) -> None:
+        if self._given_sensors is None:  # discover this rank's own devices
+            sensors, notes, self._facts = rank_sensors(
+                self.info, self.device_selection or "auto", gpus_per_rank=self.gpus_per_rank)
+            self._given_sensors = sensors
+            self._pending.extend((msg, dev, None) for msg, dev in notes)
+        super().start()
+        self._write_rank_file()
+
+    def _write_rank_file(self) -> None:
+        now = self.now()
+        gpus = {}
+        for s in self.sensors:
+            for g in s.describe().get("gpus", []):
+                gpus[g["device"]] = {"uuid": g.get("uuid"), "name": g.get("name")}
+        doc = {**asdict(self.info), "host": socket.gethostname(), "boot_id": _boot_id(),
+               "pid": os.getpid(), "run_id": self.run_id,
+               "t0_unix": time.time() - now, "t0_monotonic": time.monotonic() - now,
+               "devices": list(self.devices), "gpus": gpus,
+               "gpu_entries": self._facts.get("gpu_entries", []),
+               "gpu_count": self._facts.get("gpu_count"),
+               "sockets": self._facts.get("sockets"),
+               "cpu_process_root": self._facts.get("cpu_process_root")}
+        tmp = self.run_dir / (RANK_FILE + ".tmp")
+        tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, self.run_dir / RANK_FILE)
+
+    def close(self, status: str | None = None) -> None:
+        running = self._state == "running"
+        failed = (status or self.status) != "ok" or (
+            self._stage is not None and self._stage.status != "ok")
+        if running and self.sync is not None and not failed:
+            self.sync("run_end", None)
+        super().close(status)
+        if not running or not self.merge or failed:
+            return
+        if self.barrier is not None:
+            self.barrier()
+        if self.info.rank == 0:
+            self.merged = self._merge()
+
+    def _merge(self) -> bool:
+        from distillmeter.accounting.merge import ranks_finished, write_merged
+
+        if self.barrier is None and not ranks_finished(self.base_dir, self.info.world_size):
+            return False
+        write_merged(self.base_dir)
+        return True
+
+    # -- stage boundaries
+    def _open_stage(self, st: Any) -> None:
+        self._require_running()
+        if self.sync is not None and self._stage is None:
+            self.sync("stage_start", st.name)
+        super()._open_stage(st)
+
+    def _close_stage(self, st: Any) -> None:
+        if self.sync is not None and st.status == "ok" and self._stage is st:
+            self.sync("stage_end", st.name)
+        super()._close_stage(st)
