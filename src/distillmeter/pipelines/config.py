@@ -257,6 +257,22 @@ class MeterConfig(_Strict):
     idle_seconds: float = Field(1.0, ge=0)
 
 
+class DistributedConfig(_Strict):
+    """Student training across processes, used only when launched by ``torchrun`` /
+    ``accelerate launch`` (WORLD_SIZE > 1; docs/scale.md). ``strategy``: ``ddp`` (a replica
+    per rank, gradients all-reduced) or ``fsdp`` (FULL_SHARD: parameters, gradients and
+    optimizer state sharded per decoder layer with ``torch.distributed.fsdp.fully_shard``,
+    for a student too big to replicate). ``backend``: ``auto`` is nccl on CUDA, gloo on CPU.
+    ``timeout_s`` bounds each collective; ``wait_timeout_s`` bounds how long the other ranks
+    wait while rank 0 alone does teacher-side work. Not part of any config hash: the same
+    config distributed or not is the same configuration."""
+
+    strategy: Literal["ddp", "fsdp"] = "ddp"
+    backend: Literal["auto", "nccl", "gloo"] = "auto"
+    timeout_s: float = Field(1800.0, gt=0)
+    wait_timeout_s: float = Field(86400.0, gt=0)
+
+
 class CarbonConfig(_Strict):
     """What accounting turns energy into: CO2e and money (None: accounting's defaults)."""
 
@@ -289,6 +305,7 @@ class RunConfig(_Strict):
     eval: EvalConfig = EvalConfig()
     meter: MeterConfig = MeterConfig()
     carbon: CarbonConfig = CarbonConfig()
+    distributed: DistributedConfig = DistributedConfig()
     seeds: int = Field(3, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(None, ge=1)
