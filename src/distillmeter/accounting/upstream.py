@@ -71,16 +71,24 @@ def resolve_upstream(
 def _upstream_report(
     path: Path, ref: UpstreamRef, account_fn: Callable[[Path], Report], warnings: list[str]
 ) -> Report | None:
-    if not path.is_dir():
+    try:
+        found = path.is_dir()
+        has_ledger = found and (path / LEDGER_FILE).exists()
+        has_report = found and (path / REPORT_FILE).exists()
+    except OSError as exc:  # a name too long, a directory we may not enter
+        warnings.append(f"upstream run {ref.run_id}: cannot look at {path} ({exc.strerror}); "
+                        f"its stages ({', '.join(ref.stages)}) are not counted")
+        return None
+    if not found:
         warnings.append(
             f"upstream run {ref.run_id}: directory {path} not found; its stages "
             f"({', '.join(ref.stages)}) are not counted"
         )
         return None
     try:
-        if (path / LEDGER_FILE).exists():
+        if has_ledger:
             return account_fn(path)
-        if (path / REPORT_FILE).exists():
+        if has_report:
             return load_report(path)
     except USER_ERRORS as exc:
         warnings.append(f"upstream run {ref.run_id}: cannot account {path}: {exc}")
