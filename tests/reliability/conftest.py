@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,6 +45,20 @@ KILL_RUN["methods"] = [
     {"name": "synthetic", "data": ["labelled", "synthetic"], "loss": "ce"},
     {"name": "kd", "data": ["labelled", "synthetic"], "loss": "kd"},
 ]
+
+
+# The fuzz tests' example counts are sized for CI (a few thousand in all, under a minute);
+# DISTILLMETER_FUZZ_SCALE=10 runs ten times as many (for a deeper hunt by hand).
+FUZZ_SCALE = float(os.environ.get("DISTILLMETER_FUZZ_SCALE", "1"))
+
+
+def fuzz_settings(examples: int) -> settings:
+    """Hypothesis settings for a fuzz test: ``examples`` x FUZZ_SCALE examples, no deadline
+    (the machine is shared), derandomized so CI is repeatable unless the scale is raised."""
+    return settings(max_examples=max(1, int(examples * FUZZ_SCALE)), deadline=None,
+                    derandomize=FUZZ_SCALE == 1,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                           HealthCheck.filter_too_much])
 
 
 def write_config(path: Path, data: dict) -> Path:
