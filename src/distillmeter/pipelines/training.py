@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from distillmeter.pipelines.config import MethodConfig, TrainingConfig
 from distillmeter.pipelines.data import Batch
+from distillmeter.pipelines.distributed import Distributed
 
 LossFn = Callable[[torch.Tensor, Batch], "tuple[torch.Tensor, dict[str, float]]"]
 
@@ -103,6 +104,11 @@ class TrainResult:
     seconds: float = 0.0
     losses: list[float] = field(default_factory=list)
     last_parts: dict[str, float] = field(default_factory=dict)
+    # under torchrun: this rank's share of tokens/samples (the fields above are global),
+    # and the trained model as a plain module (None on ranks other than 0 under FSDP)
+    rank_tokens: int = 0
+    rank_samples: int = 0
+    model: torch.nn.Module | None = None
 
     @property
     def final_loss(self) -> float:
@@ -111,7 +117,7 @@ class TrainResult:
         return sum(tail) / len(tail) if tail else float("nan")
 
 
-StepCallback = Callable[[int, int, float], None]  # (tokens this step, samples, loss)
+StepCallback = Callable[[int, int, float], None]  # (this rank's tokens, samples; loss)
 
 
 def autocast(device: str | torch.device, dtype: torch.dtype | None):
@@ -125,20 +131,25 @@ def autocast(device: str | torch.device, dtype: torch.dtype | None):
 def train(model: torch.nn.Module, data: Iterator[Batch], loss_fn: LossFn,
           cfg: TrainingConfig, *, device: str | torch.device = "cpu",
           on_step: StepCallback | None = None,
-          autocast_dtype: torch.dtype | None = None) -> TrainResult:
+          autocast_dtype: torch.dtype | None = None,
+          dist: Distributed | None = None) -> TrainResult:
     """Train ``model`` on ``data`` until ``cfg.token_budget`` tokens have gone through it.
 
     One optimizer step takes ``cfg.grad_accum`` batches (micro-batches of
     ``cfg.batch_size`` sequences), each micro-batch's mean loss weighted 1/grad_accum; the
     budget is checked between steps. ``autocast_dtype`` runs the forward passes under
-    autocast (bf16 mixed precision on a GPU)."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    autocast (bf16 mixed precision on a GPU). Under torchrun (``dist``), every rank draws
+    the same global batches and trains on its shard of each in DDP or FSDP
+    (``pipelines/distributed.py``); the budget and the loss curve are global."""
+    dist = dist or Distributed.single()
+    net = dist.wrap(model)
+    decay = [p for p in net.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in net.parameters() if p.requires_grad and p.dim() < 2]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay},
          {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.lr, betas=tuple(cfg.betas))
-    model.train()
+    net.train()
     result = TrainResult()
     t0 = time.perf_counter()
     while result.tokens < cfg.token_budget:
@@ -148,33 +159,52 @@ def train(model: torch.nn.Module, data: Iterator[Batch], loss_fn: LossFn,
             group["lr"] = lr
 
         opt.zero_grad(set_to_none=True)
-        n_tok = n_seq = 0
+        n_tok = n_seq = my_tok = my_seq = 0
         step_loss = 0.0
-        for _ in range(cfg.grad_accum):
-            batch = next(data).to(device)
-            with autocast(device, autocast_dtype):
-                logits = model(input_ids=batch.input_ids,
-                               attention_mask=batch.attention_mask).logits
-                loss, parts = loss_fn(logits, batch)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {float(loss)} at step {result.steps} "
-                                         f"(lr {lr:.2e}); lower training.lr")
-            (loss / cfg.grad_accum if cfg.grad_accum > 1 else loss).backward()
+        for i in range(cfg.grad_accum):
+            batch = next(data)  # the global micro-batch: the same on every rank
+            mine, weight = dist.shard(batch)  # this rank's rows; (batch, 1.0) alone
+            mine = mine.to(device)
+            # the gradient all-reduce happens once per step, on its last micro-batch
+            with dist.grad_sync(net, sync=i == cfg.grad_accum - 1):
+                with autocast(device, autocast_dtype):
+                    logits = net(input_ids=mine.input_ids,
+                                 attention_mask=mine.attention_mask).logits
+                    loss, parts = loss_fn(logits, mine)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"loss is {float(loss)} at step {result.steps} "
+                                             f"(lr {lr:.2e}); lower training.lr")
+                scale = weight / cfg.grad_accum
+                (loss * scale if scale != 1.0 else loss).backward()
             n_tok += batch.n_tokens
             n_seq += len(batch.index)
-            step_loss += float(loss.detach()) / cfg.grad_accum
+            if weight:
+                my_tok += mine.n_tokens
+                my_seq += len(mine.index)
+            step_loss += float(loss.detach()) * weight / dist.world_size / cfg.grad_accum
         if cfg.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
         opt.step()
 
         result.steps += 1
         result.tokens += n_tok
         result.samples += n_seq
+        result.rank_tokens += my_tok
+        result.rank_samples += my_seq
         result.losses.append(step_loss)
         result.last_parts = parts
         if on_step is not None:
-            on_step(n_tok, n_seq, result.losses[-1])
-    model.eval()
+            on_step(my_tok, my_seq, step_loss)
+    if dist.active:
+        # the loss curve is the global batch's (each rank's weighted share, summed), and
+        # the ranks' shards must add up to the global batches: a check, once
+        *losses, tokens = dist.sum(result.losses + [float(result.rank_tokens)])
+        result.losses = losses
+        if int(tokens) != result.tokens:
+            raise RuntimeError(f"the ranks trained on {int(tokens)} tokens, the global batches "
+                               f"held {result.tokens}: the ranks' data differ")
+    net.eval()
+    result.model = dist.trained_model(net, model)
     result.seconds = time.perf_counter() - t0
     return result
 
