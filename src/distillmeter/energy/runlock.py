@@ -21,9 +21,11 @@ LOCK_FILE = ".distillmeter.lock"
 
 
 def _pid_alive(pid: int, started: float | None) -> bool:
+    if pid <= 0:  # 0 and negatives name process groups, not a process: no holder
+        return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # gone, or beyond any pid the OS has
         return False
     except PermissionError:  # exists, owned by someone else
         return True
@@ -49,11 +51,13 @@ class RunLock:
 
     def _holder(self) -> dict | None:
         try:
-            return json.loads(self.path.read_text(encoding="utf-8"))
+            holder = json.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return None
         except (OSError, ValueError):
             return {}  # unreadable or half-written: treated as held by an unknown process
+        # not written by us (a list, a number): likewise held by an unknown process
+        return holder if isinstance(holder, dict) else {}
 
     def acquire(self, run_id: str) -> str | None:
         me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
@@ -82,7 +86,8 @@ class RunLock:
     def _stale_or_refuse(self, holder: dict) -> str:
         pid, host = holder.get("pid"), holder.get("host")
         since = holder.get("started_iso", "an unknown time")
-        who = f"pid {pid} on host {host}, started {since}"
+        who = (f"pid {pid} on host {host}, started {since}" if pid is not None or host
+               else f"an unknown process: {self.path} names none")
         if isinstance(pid, int) and host == socket.gethostname():
             if not _pid_alive(pid, holder.get("started")):
                 return (f"took over a stale run lock left by {who} (that process is gone; "
