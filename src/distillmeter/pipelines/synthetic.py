@@ -94,7 +94,11 @@ def read_synthetic(folder: Path) -> list[tuple[str, str]]:
     artifacts.load_verified(folder)
     pairs = []
     path = Path(folder) / DATA_FILE
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path}: unreadable ({exc})") from None
+    for lineno, line in enumerate(text.splitlines(), 1):
         try:
             rec = json.loads(line)
             if rec["kept"]:
