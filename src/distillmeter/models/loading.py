@@ -33,13 +33,19 @@ def _dtype(dtype: str | torch.dtype) -> Any:
 
 
 def load_causal_lm(
-    path_or_id: str | Path, *, dtype: str | torch.dtype = "auto", device: str = "cpu"
+    path_or_id: str | Path,
+    *,
+    dtype: str | torch.dtype = "auto",
+    device: str = "cpu",
+    device_map: str | dict | None = None,
 ) -> tuple[Any, PreTrainedTokenizerBase]:
     """(model, tokenizer) from a local directory or a hub id already in the local cache.
 
     Never downloads (``local_files_only=True``). A missing model is a UserError that says
     what to fetch. The model is returned in eval mode on ``device``; a tokenizer without a
-    pad token gets its EOS token as pad (batched generation needs one)."""
+    pad token gets its EOS token as pad (batched generation needs one). ``device_map``
+    (e.g. ``"auto"``, needs accelerate) places the model itself, and ``device`` is then
+    not used."""
     torch_dtype = _dtype(dtype)
     target = str(path_or_id)
     path = Path(target).expanduser()
@@ -54,8 +60,9 @@ def load_causal_lm(
     source = str(path) if looks_like_path else target
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+        placement = {} if device_map is None else {"device_map": device_map}
         model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=torch_dtype, local_files_only=True
+            source, dtype=torch_dtype, local_files_only=True, **placement
         )
     except (OSError, ValueError) as e:
         if looks_like_path:
@@ -68,7 +75,8 @@ def load_causal_lm(
         ) from e
     if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
         tokenizer.pad_token = tokenizer.eos_token
-    model.to(device)
+    if device_map is None:
+        model.to(device)
     model.eval()
     return model, tokenizer
 

@@ -68,19 +68,39 @@ def load_task_data(cfg: RunConfig):
 
 
 def tokenizer_for(cfg: RunConfig, task):
-    """The run's tokenizer: the teacher checkpoint's when the teacher is given by path,
-    else the built-in one (one token per character of the task's alphabet). Students share
-    it, so logits line up token for token."""
-    if cfg.teacher.model.path is not None:
-        from transformers import AutoTokenizer
+    """The run's tokenizer: a checkpoint's (the teacher's, else the student's; the preflight
+    checked that the two agree), else the built-in one (one token per character of the
+    task's alphabet; ``task`` None: the built-in task's). Every model of the run shares it,
+    so logits line up token for token."""
+    from distillmeter.pipelines.real_models import load_tokenizer, model_source, run_tokenizer_model
 
-        tok = AutoTokenizer.from_pretrained(cfg.teacher.model.path, local_files_only=True)
-        if tok.pad_token_id is None:
-            tok.pad_token = tok.eos_token
-        return tok
+    source = run_tokenizer_model(cfg)
+    if source is not None:
+        return load_tokenizer(model_source(source[1], source[0]))
     from distillmeter.models import build_char_tokenizer
 
+    if task is None:
+        from distillmeter.tasks.arithmetic import ALPHABET
+
+        return build_char_tokenizer(ALPHABET)
     return build_char_tokenizer(task.alphabet)
+
+
+def load_data_and_tokenizer(cfg: RunConfig):
+    """(task data, the run's tokenizer). Data from files is rendered for the tokenizer
+    (its chat template); a character tokenizer is built from the files' alphabet."""
+    if cfg.task.files is None:
+        data = load_task_data(cfg)
+        return data, tokenizer_for(cfg, data.task)
+    from distillmeter.pipelines.file_data import load_file_task
+    from distillmeter.pipelines.real_models import run_tokenizer_model
+
+    verify_pool = cfg.generation.verify and cfg.needs_synthetic()
+    if run_tokenizer_model(cfg) is None:
+        data = load_file_task(cfg.task, tokenizer=None, verify_pool=verify_pool)
+        return data, tokenizer_for(cfg, data.task)
+    tok = tokenizer_for(cfg, None)
+    return load_file_task(cfg.task, tokenizer=tok, verify_pool=verify_pool), tok
 
 
 @dataclass
@@ -88,20 +108,37 @@ class LoadedModel:
     model: torch.nn.Module
     tokenizer: object
     max_len: int
+    autocast: torch.dtype | None = None  # forward passes under autocast to this dtype
 
 
-def build_model(mcfg: ModelConfig, tokenizer, *, seed: int, device: str) -> LoadedModel:
-    """A fresh tiny Llama from ``mcfg.arch`` (initialised from ``seed``), or a local Hugging
-    Face checkpoint from ``mcfg.path`` (with its own tokenizer)."""
+def build_model(mcfg: ModelConfig, tokenizer, *, seed: int, device: str, role: str = "student",
+                trainable: bool = True) -> LoadedModel:
+    """A fresh tiny Llama from ``mcfg.arch`` (initialised from ``seed``), or a Hugging Face
+    checkpoint (``mcfg.path`` or ``mcfg.hub_id`` from the local cache, with its own
+    tokenizer). A model to be ``trainable`` keeps float32 weights and runs under autocast
+    to the compute dtype; one only run is loaded in the compute dtype (see real_models)."""
     from distillmeter.models import TinyModelSpec, build_llama, load_causal_lm
+    from distillmeter.pipelines.real_models import compute_dtype, model_source
 
-    if mcfg.path is not None:
-        model, tok = load_causal_lm(mcfg.path, dtype="float32", device=device)
-        max_len = int(getattr(model.config, "max_position_embeddings", 2048))
-        return LoadedModel(model, tok, max_len)
-    spec = TinyModelSpec(**mcfg.arch.model_dump())
-    model = build_llama(spec, tokenizer, seed=seed).to(device)
-    return LoadedModel(model, tokenizer, spec.max_len)
+    dtype = compute_dtype(mcfg, device)
+    mixed = dtype if trainable and dtype != torch.float32 else None
+    if mcfg.is_checkpoint:
+        model, tok = load_causal_lm(model_source(mcfg, role),
+                                    dtype=torch.float32 if trainable else dtype,
+                                    device=device, device_map=mcfg.device_map)
+        max_len = mcfg.max_len or int(getattr(model.config, "max_position_embeddings", 2048))
+        loaded = LoadedModel(model, tok, max_len, mixed)
+    else:
+        spec = TinyModelSpec(**mcfg.arch.model_dump())
+        model = build_llama(spec, tokenizer, seed=seed).to(device=device,
+                                                            dtype=torch.float32 if trainable
+                                                            else dtype)
+        loaded = LoadedModel(model, tokenizer, spec.max_len, mixed)
+    if trainable and mcfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False  # the KV cache does nothing in training; HF warns
+    return loaded
 
 
 def save_checkpoint(model: torch.nn.Module, tokenizer, folder: Path) -> None:
@@ -112,12 +149,21 @@ def save_checkpoint(model: torch.nn.Module, tokenizer, folder: Path) -> None:
     tokenizer.save_pretrained(folder)
 
 
-def load_checkpoint(folder: Path, device: str) -> LoadedModel:
-    """A checkpoint written by ``save_checkpoint`` (safetensors: no pickle is read)."""
+def load_checkpoint(folder: Path, device: str, mcfg: ModelConfig | None = None) -> LoadedModel:
+    """A checkpoint written by ``save_checkpoint`` (safetensors: no pickle is read), float32
+    weights, run under autocast to ``mcfg``'s compute dtype; ``max_len`` from ``mcfg``."""
     from distillmeter.models import load_causal_lm
 
     model, tok = load_causal_lm(Path(folder).resolve(), dtype="float32", device=device)
-    return LoadedModel(model, tok, int(model.config.max_position_embeddings))
+    max_len = int(model.config.max_position_embeddings)
+    mixed = None
+    if mcfg is not None:
+        from distillmeter.pipelines.real_models import compute_dtype
+
+        max_len = mcfg.max_len or (mcfg.arch.max_len if mcfg.arch is not None else max_len)
+        dtype = compute_dtype(mcfg, device)
+        mixed = dtype if dtype != torch.float32 else None
+    return LoadedModel(model, tok, max_len, mixed)
 
 
 def vocab_width(model: torch.nn.Module) -> int:

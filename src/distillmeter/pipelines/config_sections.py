@@ -59,6 +59,8 @@ class FilesConfig(_Strict):
     ``verifier``: ``numeric_final_answer`` (the number after the last ``####``, else the
     last number, compared as numbers: GSM8K style) or ``exact`` (the whole answer, spaces
     normalised). It scores exact match and filters the teacher's synthetic answers.
+    ``prompt_format`` (optional) wraps each text prompt, ``{prompt}`` standing for it (for
+    example ``"Question: {prompt}\nAnswer: "`` for a base model without a template).
     ``chat_template``: ``auto`` applies the tokenizer's chat template when it has one
     (``on``: required; ``off``: never); ``system_prompt`` goes first when it is applied."""
 
@@ -69,8 +71,16 @@ class FilesConfig(_Strict):
     fields: FieldsConfig = FieldsConfig()
     verifier: Literal["numeric_final_answer", "exact"] = "exact"
     chat_template: Literal["auto", "on", "off"] = "auto"
+    prompt_format: str | None = None
     system_prompt: str | None = None
     shuffle: bool = False
+
+    @field_validator("prompt_format")
+    @classmethod
+    def _has_placeholder(cls, value: str | None) -> str | None:
+        if value is not None and "{prompt}" not in value:
+            raise ValueError("prompt_format must contain {prompt}")
+        return value
 
     @field_validator("labelled", "test", "pool", "teacher", mode="before")
     @classmethod

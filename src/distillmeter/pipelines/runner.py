@@ -126,6 +126,10 @@ def run_all(cfg: RunConfig, out_dir: Path | str = "runs", *, resume: bool = Fals
     components.set_threads(cfg)
     components.preload()
     ctx = Context(cfg, out_dir, ui, components.pick_device(cfg), resume)
+    # Before any work: checkpoints found, tokenizers agree, data reads, memory suffices.
+    from distillmeter.pipelines.real_models import preflight
+
+    preflight(cfg, ctx.device, note=ui.note)
     t_plan, students = plan_teacher(cfg), plan_students(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     lock = RunLock(out_dir)  # two `distillmeter run` on one OUT would move each other's runs

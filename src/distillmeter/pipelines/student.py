@@ -26,7 +26,7 @@ from distillmeter.pipelines.plan import StudentRun
 from distillmeter.pipelines.progress import generation_progress
 from distillmeter.pipelines.synthetic import read_synthetic
 from distillmeter.pipelines.teacher import TeacherOutputs
-from distillmeter.pipelines.training import CachedKD, OnlineKD, ce_loss, train
+from distillmeter.pipelines.training import CachedKD, OnlineKD, autocast, ce_loss, train
 
 STUDENT_CKPT = "student"
 STUDENT_EVAL = "eval"
@@ -62,22 +62,26 @@ def run_student(ctx: Context, run: StudentRun, teacher: TeacherOutputs,
     with meter:
         with ui.metered(meter, label, "setup.load", None):
             components.seed_everything(seed)
-            data = components.load_task_data(cfg)
-            tok = components.tokenizer_for(cfg, data.task)
+            data, tok = components.load_data_and_tokenizer(cfg)
             teacher_model = None
             if method.loss == "kd" and method.teacher_mode == "online":
                 if plan.checkpoint is not None:
-                    loaded_t = components.load_checkpoint(teacher.folder(plan.checkpoint), device)
+                    loaded_t = components.load_checkpoint(teacher.folder(plan.checkpoint), device,
+                                                          cfg.teacher.model)
                 else:
                     loaded_t = components.build_model(cfg.teacher.model, tok, seed=0,
-                                                      device=device)
+                                                      device=device, role="teacher",
+                                                      trainable=False)
                 teacher_model = loaded_t.model
             student = components.build_model(cfg.student.model, tok, seed=seed, device=device)
-            model, max_len = student.model, student.max_len
+            model, max_len, mixed = student.model, student.max_len, student.autocast
             synthetic = (read_synthetic(teacher.folder(plan.synthetic))
                          if "synthetic" in method.data else None)
             seqs = encode_pairs(tok, training_pairs(method, data, synthetic), max_len)
-            vocab = components.vocab_width(model)
+            from distillmeter.pipelines.real_models import shared_vocab
+
+            # logits compared on the tokenizer's ids (padding rows past them sliced off)
+            vocab = shared_vocab(tok, model)
             if method.loss == "ce":
                 loss_fn = ce_loss
             elif method.teacher_mode == "cached":
@@ -89,14 +93,15 @@ def run_student(ctx: Context, run: StudentRun, teacher: TeacherOutputs,
 
                 # one tokenizer for both; this checks the models' logit widths against it
                 shared = check_tokenizers_compatible(tok, tok, components.vocab_width(
-                    teacher_model), vocab)
+                    teacher_model), components.vocab_width(model))
                 loss_fn = OnlineKD(method, teacher_model, vocab_size=shared)
 
         tcfg = cfg.training
         with ui.metered(meter, label, "student.train", tcfg.token_budget, "tok") as bar:
             result = train(model, batches(seqs, tcfg.batch_size, tok.pad_token_id, seed=seed),
                            loss_fn, tcfg, device=device,
-                           on_step=lambda n_tok, n_seq, loss: bar.advance(n_tok, n_seq, n_tok))
+                           on_step=lambda n_tok, n_seq, loss: bar.advance(n_tok, n_seq, n_tok),
+                           autocast_dtype=mixed)
             folder = artifacts.artifact_dir(run_dir, STUDENT_CKPT, run.config_id)
             components.save_checkpoint(model, tok, folder)
             artifacts.write_manifest(folder, ArtifactManifest(
@@ -112,14 +117,34 @@ def run_student(ctx: Context, run: StudentRun, teacher: TeacherOutputs,
             artifacts.write_manifest(log, ArtifactManifest(
                 kind=TRAIN_LOG, hash=run.config_id, stage="student.train", run_id=meter.run_id))
 
-        with ui.metered(meter, label, "eval.student", len(data.test)) as bar:
+        from distillmeter.pipelines.lm_eval_stage import metric_value
+
+        t_em = metric_value(t_metrics)
+        if cfg.eval.backend == "lm_eval":
+            from distillmeter.pipelines.lm_eval_stage import evaluate_lm_eval, write_lm_eval
+            from distillmeter.pipelines.real_models import compute_dtype
+
+            ckpt = artifacts.artifact_dir(run_dir, STUDENT_CKPT, run.config_id)
+            with ui.metered(meter, label, "eval.student", None) as bar:
+                le = evaluate_lm_eval(ckpt, cfg.eval, device=device,
+                                      dtype=compute_dtype(cfg.student.model, device))
+                bar.advance(0, le.n, 0)
+                folder = artifacts.artifact_dir(run_dir, STUDENT_EVAL, run.config_id)
+                write_lm_eval(folder, le, kind=STUDENT_EVAL, key_hash=run.config_id,
+                              stage="eval.student", run_id=meter.run_id)
+            q = le.quality
+            meter.record_quality(q.metric, q.value, n=q.n, details={
+                **q.details, "teacher_value": t_em, "teacher_metric": t_metrics.get("metric"),
+                "q": q.value / t_em if t_em else None})
+            return StudentResult(q.value, float("nan"), t_em, result.steps, result.tokens)
+        with ui.metered(meter, label, "eval.student", len(data.test)) as bar, \
+                autocast(device, mixed):
             res = evaluate(model, tok, data.task, data.test, cfg.eval, device=device,
                            max_len=max_len, on_batch=generation_progress(bar))
             bar.advance(res.loss_tokens, 0, 0)
             folder = artifacts.artifact_dir(run_dir, STUDENT_EVAL, run.config_id)
             write_eval(folder, res, kind=STUDENT_EVAL, key_hash=run.config_id,
                        stage="eval.student", run_id=meter.run_id)
-        t_em = float(t_metrics["exact_match"])
         meter.record_quality("exact_match", res.exact_match, n=res.n, details={
             "loss": res.loss, "teacher_value": t_em, "teacher_loss": t_metrics.get("loss"),
             "q": res.exact_match / t_em if t_em else None})

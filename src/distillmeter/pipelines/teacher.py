@@ -27,7 +27,7 @@ from distillmeter.pipelines.logit_cache import write_cache
 from distillmeter.pipelines.plan import ArtifactSpec, TeacherPlan
 from distillmeter.pipelines.progress import generation_progress
 from distillmeter.pipelines.synthetic import generate_synthetic, read_synthetic
-from distillmeter.pipelines.training import ce_loss, train
+from distillmeter.pipelines.training import autocast, ce_loss, train
 
 
 @dataclass
@@ -123,14 +123,16 @@ def run_teacher(ctx: Context, plan: TeacherPlan, run_dir: Path) -> TeacherOutput
     with meter:
         with ui.metered(meter, label, "setup.load", None):
             components.seed_everything(cfg.teacher.seed)
-            data = components.load_task_data(cfg)
-            tok = components.tokenizer_for(cfg, data.task)
+            data, tok = components.load_data_and_tokenizer(cfg)
             if plan.checkpoint in out.located:
-                loaded = components.load_checkpoint(out.folder(plan.checkpoint), device)
+                loaded = components.load_checkpoint(out.folder(plan.checkpoint), device,
+                                                    cfg.teacher.model)
             else:
                 loaded = components.build_model(cfg.teacher.model, tok, seed=cfg.teacher.seed,
-                                                device=device)
-            model, tok, max_len = loaded.model, loaded.tokenizer, loaded.max_len
+                                                device=device, role="teacher",
+                                                trainable=cfg.teacher.train)
+            model, tok, max_len, mixed = (loaded.model, loaded.tokenizer, loaded.max_len,
+                                          loaded.autocast)
 
         if plan.checkpoint is not None and plan.checkpoint in missing:
             seqs = encode_pairs(tok, [(e.prompt, e.target) for e in data.teacher_train], max_len)
@@ -138,7 +140,8 @@ def run_teacher(ctx: Context, plan: TeacherPlan, run_dir: Path) -> TeacherOutput
             with ui.metered(meter, label, "teacher.train", tcfg.token_budget, "tok") as bar:
                 train(model, batches(seqs, tcfg.batch_size, tok.pad_token_id,
                                      seed=cfg.teacher.seed), ce_loss, tcfg, device=device,
-                      on_step=lambda n_tok, n_seq, loss: bar.advance(n_tok, n_seq, n_tok))
+                      on_step=lambda n_tok, n_seq, loss: bar.advance(n_tok, n_seq, n_tok),
+                      autocast_dtype=mixed)
                 folder = artifacts.artifact_dir(run_dir, plan.checkpoint.kind,
                                                 plan.checkpoint.hash)
                 components.save_checkpoint(model, tok, folder)
@@ -148,8 +151,26 @@ def run_teacher(ctx: Context, plan: TeacherPlan, run_dir: Path) -> TeacherOutput
                     info={"examples": len(seqs), "token_budget": tcfg.token_budget}))
             made(plan.checkpoint, folder)
 
-        if plan.eval in missing:
-            with ui.metered(meter, label, "eval.teacher", len(data.test)) as bar:
+        if plan.eval in missing and cfg.eval.backend == "lm_eval":
+            from distillmeter.pipelines.lm_eval_stage import evaluate_lm_eval, write_lm_eval
+            from distillmeter.pipelines.real_models import compute_dtype, model_source
+
+            ckpt = (out.folder(plan.checkpoint) if plan.checkpoint is not None
+                    else model_source(cfg.teacher.model, "teacher"))
+            with ui.metered(meter, label, "eval.teacher", None) as bar:
+                le = evaluate_lm_eval(ckpt, cfg.eval, device=device,
+                                      dtype=compute_dtype(cfg.teacher.model, device))
+                bar.advance(0, le.n, 0)
+                folder = artifacts.artifact_dir(run_dir, plan.eval.kind, plan.eval.hash)
+                write_lm_eval(folder, le, kind=plan.eval.kind, key_hash=plan.eval.hash,
+                              stage="eval.teacher", run_id=meter.run_id)
+            q = le.quality
+            meter.record_quality(q.metric, q.value, n=q.n, details={**q.details,
+                                                                    "role": "teacher"})
+            made(plan.eval, folder)
+        elif plan.eval in missing:
+            with ui.metered(meter, label, "eval.teacher", len(data.test)) as bar, \
+                    autocast(device, mixed):
                 res = evaluate(model, tok, data.task, data.test, cfg.eval, device=device,
                                max_len=max_len, on_batch=generation_progress(bar))
                 bar.advance(res.loss_tokens, 0, 0)
@@ -164,7 +185,8 @@ def run_teacher(ctx: Context, plan: TeacherPlan, run_dir: Path) -> TeacherOutput
         if plan.synthetic is not None and plan.synthetic in missing:
             g = cfg.generation
             n = len(data.pool) if g.n_prompts is None else min(g.n_prompts, len(data.pool))
-            with ui.metered(meter, label, "teacher.generate", n, "prompt") as bar:
+            with ui.metered(meter, label, "teacher.generate", n, "prompt") as bar, \
+                    autocast(device, mixed):
                 folder = artifacts.artifact_dir(run_dir, plan.synthetic.kind,
                                                 plan.synthetic.hash)
                 res = generate_synthetic(folder, model, tok, data.task, list(data.pool), g,
@@ -177,14 +199,17 @@ def run_teacher(ctx: Context, plan: TeacherPlan, run_dir: Path) -> TeacherOutput
         if plan.synthetic is not None:
             synthetic = read_synthetic(out.folder(plan.synthetic))
 
-        vocab = components.vocab_width(model)
+        from distillmeter.pipelines.real_models import shared_vocab
+
+        vocab = shared_vocab(tok, model)  # padding rows past the tokenizer's ids: never used
         for spec in {s.hash: s for s in plan.caches.values()}.values():
             if spec not in missing:
                 continue
             method = next(m for m in cfg.methods if plan.caches.get(m.name) == spec)
             seqs = encode_pairs(tok, training_pairs(method, data, synthetic), max_len)
             lc = cfg.logits
-            with ui.metered(meter, label, spec.stage, len(seqs)) as bar:
+            with ui.metered(meter, label, spec.stage, len(seqs)) as bar, \
+                    autocast(device, mixed):
                 folder = artifacts.artifact_dir(run_dir, spec.kind, spec.hash)
                 manifest = write_cache(
                     folder, model, seqs, key_hash=spec.hash, top_k=lc.top_k, vocab_size=vocab,

@@ -1,0 +1,169 @@
+"""`distillmeter run` on checkpoints named in the config: tiny Llamas saved with
+save_pretrained (the student's embedding padded past the vocabulary), data from a JSONL
+file with a chat template applied, end to end through the CLI; and the checks that stop a
+run before any work: a hub id not in the local cache, tokenizers that differ, a batch that
+cannot fit in memory."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import real_pair
+import yaml
+
+from distillmeter import protocol
+from distillmeter.cli import main
+from distillmeter.pipelines.config import parse_config
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ckpt")
+    teacher, student = real_pair.pair(root)
+    return {"root": root, "teacher": teacher, "student": student,
+            "files": real_pair.data(root)}
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory, ckpts):
+    """One finished run on the checkpoint pair (synthetic, cached KD, online KD)."""
+    root = tmp_path_factory.mktemp("run")
+    cfg = real_pair.write_config(root / "cfg.yaml", real_pair.config(
+        ckpts["teacher"], ckpts["student"], ckpts["files"]))
+    out = root / "out"
+    assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def _teacher_dir(out):
+    return next(p for p in out.iterdir() if p.name.startswith("teacher-"))
+
+
+def test_a_checkpoint_pair_runs_end_to_end_and_every_report_validates(done):
+    names = sorted(p.name for p in done.iterdir())
+    assert names == sorted(["kd-s0", "kd-online-s0", "synthetic-s0", _teacher_dir(done).name])
+    for name in names:
+        report = protocol.load_report(done / name)
+        assert report.status == "ok" and report.quality is not None
+        assert report.quality.metric == "exact_match"
+    stages = [e.stage for e in protocol.read_ledger(_teacher_dir(done)).of("stage_end")]
+    # a given teacher is not trained
+    assert stages == ["setup.load", "eval.teacher", "teacher.generate", "teacher.logits"]
+
+
+def test_padding_rows_are_sliced_off_the_logits(done, ckpts):
+    from transformers import AutoConfig, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(ckpts["student"])
+    assert AutoConfig.from_pretrained(ckpts["student"]).vocab_size == len(tok) + 8
+    cache = next((_teacher_dir(done) / "artifacts").glob("logits-*"))
+    info = json.loads((cache / "manifest.json").read_text())["info"]
+    assert info["vocab_size"] == len(tok)  # the tokenizer's ids, not the padded width
+    train_log = next((done / "kd-s0" / "artifacts").glob("train-*")) / "train.json"
+    log = json.loads(train_log.read_text())
+    assert log["last_parts"]["kd"] >= 0 and log["steps"] >= 1
+
+
+def test_data_come_from_the_files_through_the_chat_template(done, ckpts):
+    teacher = _teacher_dir(done)
+    syn = next((teacher / "artifacts").glob("synthetic-*")) / "data.jsonl"
+    prompts = [json.loads(line)["prompt"] for line in syn.read_text().splitlines()]
+    assert len(prompts) == 16
+    assert all(p.startswith("[user]Tom has ") and p.endswith("\n[assistant]") for p in prompts)
+    evals = next((teacher / "artifacts").glob("eval-teacher-*")) / "completions.jsonl"
+    rows = [json.loads(line) for line in evals.read_text().splitlines()]
+    assert len(rows) == 6 and rows[0]["target"].endswith("#### " + rows[0]["target"][-2:].strip())
+    # the test prompts are held out: none is in the pool
+    assert not {r["prompt"] for r in rows} & set(prompts)
+
+
+def test_gradient_accumulation_counts_micro_batches(done):
+    log = json.loads((next((done / "synthetic-s0" / "artifacts").glob("train-*"))
+                      / "train.json").read_text())
+    # each optimizer step takes 2 micro-batches of 4 sequences
+    assert log["samples"] == 8 * log["steps"]
+
+
+def test_the_resolved_config_loads_back(done):
+    cfg_text = (done / "kd-s0" / "config.yaml").read_text()
+    cfg = parse_config(yaml.safe_load(cfg_text))
+    assert cfg.student.model.path is not None and cfg.training.grad_accum == 2
+
+
+# --------------------------------------------------------------------- hub ids
+
+
+def test_a_hub_id_resolves_from_the_local_cache_only(tmp_path, ckpts, monkeypatch):
+    from distillmeter.pipelines.config import ModelConfig
+    from distillmeter.pipelines.real_models import model_source
+
+    cache = tmp_path / "hub"
+    snap = real_pair.to_hub_cache(ckpts["student"], cache, "tiny-org/student")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # belt and braces: no network either way
+    assert model_source(ModelConfig(hub_id="tiny-org/student"), "student") == snap
+
+
+def test_a_hub_id_not_in_the_cache_stops_the_run_naming_what_to_fetch(tmp_path, ckpts,
+                                                                      monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-home"))
+    cfg = real_pair.config(ckpts["teacher"], ckpts["student"], ckpts["files"])
+    cfg["student"] = {"model": {"hub_id": "HuggingFaceTB/SmolLM2-135M-Instruct"}}
+    path = real_pair.write_config(tmp_path / "cfg.yaml", cfg)
+    out = tmp_path / "out"
+    assert main(["run", str(path), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "student.model.hub_id" in err and "not in the local Hugging Face cache" in err
+    assert "hf download HuggingFaceTB/SmolLM2-135M-Instruct" in err
+    assert not out.exists()  # stopped before any work
+
+
+# --------------------------------------------------------------------- checks before work
+
+
+def test_tokenizers_that_differ_stop_the_run_before_any_work(tmp_path, ckpts, capsys):
+    other = real_pair.save_checkpoint(tmp_path / "other", real_pair.tokenizer(
+        real_pair.ALPHABET[::-1]), seed=2)
+    path = real_pair.write_config(tmp_path / "cfg.yaml", real_pair.config(
+        ckpts["teacher"], other, ckpts["files"]))
+    out = tmp_path / "out"
+    assert main(["run", str(path), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "tokenizers differ" in err and "First differences: id 4" in err
+    assert not out.exists()
+
+
+def test_a_batch_that_cannot_fit_stops_the_run_with_the_numbers(tmp_path, ckpts, capsys):
+    cfg = real_pair.config(ckpts["teacher"], ckpts["student"], ckpts["files"])
+    cfg["training"] = {**cfg["training"], "batch_size": 10**9}
+    path = real_pair.write_config(tmp_path / "cfg.yaml", cfg)
+    out = tmp_path / "out"
+    assert main(["run", str(path), "--out", str(out), "--quiet"]) == 2
+    err = " ".join(capsys.readouterr().err.split())  # rich may wrap long lines
+    assert "does not fit in memory" in err and "host RAM" in err
+    assert "student.train: estimated" in err and "batch 1000000000 x" in err
+    assert "training.grad_accum" in err and "estimates" in err
+    assert not out.exists()
+
+
+def test_a_missing_data_file_stops_the_run_naming_it(tmp_path, ckpts, capsys):
+    files = {**ckpts["files"], "test": str(tmp_path / "nope.jsonl")}
+    path = real_pair.write_config(tmp_path / "cfg.yaml", real_pair.config(
+        ckpts["teacher"], ckpts["student"], files))
+    assert main(["run", str(path), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "task.files.test" in err and "nope.jsonl does not exist" in err
+
+
+def test_lm_eval_backend_without_the_harness_names_the_extra(tmp_path, ckpts, capsys):
+    from distillmeter.pipelines.lm_eval_backend import available
+
+    if available():
+        pytest.skip("lm-evaluation-harness is installed here")
+    cfg = real_pair.config(ckpts["teacher"], ckpts["student"], ckpts["files"])
+    cfg["eval"] = {**cfg["eval"], "backend": "lm_eval", "lm_eval": {"tasks": ["gsm8k"]}}
+    path = real_pair.write_config(tmp_path / "cfg.yaml", cfg)
+    assert main(["run", str(path), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    assert "pip install 'distillmeter[eval]'" in capsys.readouterr().err
