@@ -160,17 +160,26 @@ class LogitCache:
                 info.get("sequences_sha256") != expect_sequences.fingerprint():
             raise ArtifactError(f"{self.folder}: the cache was built over other sequences "
                                 "than this run trains on")
+        try:
+            shards, k, vocab = list(info["shards"]), int(info["top_k"]), int(info["vocab_size"])
+            files = [str(sh["file"]) for sh in shards]
+            counts = [int(sh["count"]) for sh in shards]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"{self.folder / artifacts.MANIFEST}: malformed shard list "
+                                f"({type(exc).__name__}: {exc})") from None
         values, indices, starts = [], [], []
         base = 0
-        for shard in info["shards"]:
-            path = self.folder / shard["file"]
+        for name, count in zip(files, counts, strict=True):
+            if Path(name).name != name or name in ("", ".", ".."):
+                raise ArtifactError(f"{self.folder / artifacts.MANIFEST}: shard file {name!r} "
+                                    "is not a file name in the cache folder")
+            path = self.folder / name
             try:
                 t = load_file(str(path))
                 v, i, off = t["values"], t["indices"], t["offsets"]
             except Exception as exc:  # safetensors raises several kinds on a bad file
                 raise ArtifactError(f"{path}: unreadable shard ({exc})") from None
-            if v.shape != i.shape or int(off[-1]) != v.shape[0] or len(off) != shard["count"] + 1:
-                raise ArtifactError(f"{path}: shard tensors do not match their offsets")
+            _check_shard(path, v, i, off, count=count, k=k, vocab=vocab)
             values.append(v)
             indices.append(i)
             starts.append(off[:-1] + base)
@@ -179,6 +188,14 @@ class LogitCache:
         self.indices = torch.cat(indices) if indices else torch.zeros(0, 0, dtype=torch.int32)
         self.starts = torch.cat(starts) if starts else torch.zeros(0, dtype=torch.int64)
         self.ends = torch.cat([self.starts[1:], torch.tensor([base])]) if base else self.starts
+        if expect_sequences is not None:
+            # the rows must fit the sequences one to one, or training would misalign them
+            want = torch.tensor([expect_sequences.n_loss_positions(j)
+                                 for j in range(len(expect_sequences))], dtype=torch.int64)
+            got = self.ends - self.starts
+            if got.shape != want.shape or not torch.equal(got, want):
+                raise ArtifactError(f"{self.folder}: the cache's rows do not match the "
+                                    "positions of the sequences it claims to cover")
 
     @property
     def top_k(self) -> int:
@@ -195,3 +212,23 @@ class LogitCache:
         """Top-k (values, indices) of the learned positions of sequences ``index``."""
         rows = torch.cat([torch.arange(int(self.starts[i]), int(self.ends[i])) for i in index])
         return self.values[rows].to(device), self.indices[rows].to(device)
+
+
+def _check_shard(path: Path, v: torch.Tensor, i: torch.Tensor, off: torch.Tensor, *,
+                 count: int, k: int, vocab: int) -> None:
+    """Refuse a shard whose tensors cannot be what write_cache wrote (a checksum only says
+    the bytes are the ones the manifest names, not that they make sense)."""
+    problem = None
+    if v.dim() != 2 or v.shape != i.shape or v.shape[1] != k:
+        problem = f"values {tuple(v.shape)} and indices {tuple(i.shape)} are not [positions, {k}]"
+    elif v.dtype not in _DTYPES.values() or i.dtype != torch.int32 or off.dtype != torch.int64:
+        problem = f"unexpected dtypes ({v.dtype}, {i.dtype}, {off.dtype})"
+    elif off.dim() != 1 or len(off) != count + 1 or int(off[0]) != 0 \
+            or int(off[-1]) != v.shape[0] or bool((off[1:] < off[:-1]).any()):
+        problem = "offsets do not index its positions in order"
+    elif v.numel() and (int(i.min()) < 0 or int(i.max()) >= vocab):
+        problem = f"token ids outside the vocabulary (0..{vocab - 1})"
+    elif v.numel() and (bool(v.isnan().any()) or float(v.max()) > 1e-3):
+        problem = "log-probabilities that are NaN or above 0"
+    if problem:
+        raise ArtifactError(f"{path}: shard tensors do not match their offsets: {problem}")
