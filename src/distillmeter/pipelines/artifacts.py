@@ -111,7 +111,9 @@ def verify(folder: Path, manifest: ArtifactManifest | None = None) -> list[str]:
     bad = []
     for name, entry in manifest.files.items():
         path = folder / name
-        if not path.is_file():
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            bad.append(f"{folder / MANIFEST}: names {name!r}, outside the artifact")
+        elif not path.is_file():
             bad.append(f"{path}: missing")
         elif path.stat().st_size != entry.bytes:
             bad.append(f"{path}: {path.stat().st_size} bytes, manifest says {entry.bytes}")
