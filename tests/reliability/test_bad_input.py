@@ -69,3 +69,20 @@ def test_nan_quality_is_a_clear_error(tmp_path):
         + '{"event": "run_end", "t": 1.0}\n')
     with pytest.raises(protocol.ProtocolError, match=r"quality\.value"):
         account(run)
+
+
+def test_a_manifest_naming_a_file_outside_its_artifact_is_refused(tmp_path):
+    from distillmeter.pipelines import artifacts
+
+    folder = tmp_path / "synthetic-abc"
+    folder.mkdir()
+    (folder / "data.jsonl").write_text("{}\n")
+    artifacts.write_manifest(folder, artifacts.ArtifactManifest(
+        kind="synthetic", hash="abc", stage="teacher.generate"))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    outside = tmp_path / "elsewhere.txt"
+    outside.write_text("{}\n")  # same bytes: only the path can tell
+    manifest["files"]["../elsewhere.txt"] = manifest["files"]["data.jsonl"]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(artifacts.ArtifactError, match="outside the artifact"):
+        artifacts.load_verified(folder)
