@@ -160,6 +160,8 @@ class StageEnd(_Event):
     samples: int = 0
     status: Literal["ok", "failed"] = "ok"
     error: str | None = None
+    # What ran in the stage, for the analysis (e.g. params, batch_size, backend).
+    info: dict[str, Any] = {}
 
 
 class QualityEvent(_Event):
@@ -457,6 +459,7 @@ class StageReport(BaseModel):
     source: dict[str, str] = {}
     status: str = "ok"
     notes: list[str] = []
+    info: dict[str, Any] = {}  # from stage_end.info: params, batch_size, backend ...
     run_id: str | None = None  # set on upstream stages: the run they were measured in
 
 

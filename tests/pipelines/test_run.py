@@ -185,3 +185,26 @@ def test_resume_after_the_teacher_was_interrupted_reuses_its_finished_work(done,
     kd = protocol.load_report(out / "kd-s0")
     assert sorted(s.name for s in kd.upstream) == ["eval.teacher", "teacher.generate",
                                                    "teacher.logits", "teacher.train"]
+
+
+def test_stages_say_what_ran_so_the_analysis_can_compute_floors(done):
+    """Each compute stage carries the model's parameter count and batch size in its report
+    (from stage_end.info), and the efficiency analysis picks the count up."""
+    from distillmeter.analysis.efficiency import stage_params
+
+    teacher = protocol.load_report(_teacher_dirs(done)[0])
+    kd = protocol.load_report(done / "kd-s0")
+    t_params = {s.name: s.info.get("params") for s in teacher.stages}
+    s_params = {s.name: s.info.get("params") for s in kd.stages}
+    for name in ("teacher.train", "eval.teacher", "teacher.generate", "teacher.logits"):
+        assert t_params[name] and t_params[name] > 0
+        assert len({t_params[name], t_params["teacher.train"]}) == 1  # one teacher
+    assert s_params["student.train"] == s_params["eval.student"] > 0
+    assert s_params["student.train"] < t_params["teacher.train"]
+    assert s_params["setup.load"] is None
+    train = next(s for s in kd.stages if s.name == "student.train")
+    assert train.info["batch_size"] > 0
+    assert stage_params(train, kd.labels) == s_params["student.train"]
+    # upstream copies keep what ran
+    assert {s.name: s.info.get("params") for s in kd.upstream}["teacher.logits"] == \
+        t_params["teacher.logits"]

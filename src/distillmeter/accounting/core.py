@@ -175,7 +175,7 @@ def stage_report(
         name=w.name, side=w.side, t_start=w.start, t_end=w.end, seconds=seconds,
         energy_j=energy, active_energy_j=active, uncertainty_j=unc, tokens=w.tokens,
         samples=w.samples, j_per_token=(total / w.tokens) if w.tokens > 0 else None,
-        source=source, status=status, notes=notes,
+        source=source, status=status, notes=notes, info=dict(w.info),
     )
     return report, per_dev
 

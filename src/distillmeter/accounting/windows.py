@@ -31,6 +31,7 @@ class StageWindow:
     start_line: int | None = None
     end_line: int | None = None
     notes: tuple[str, ...] = ()
+    info: dict = field(default_factory=dict)
     start: float = math.nan  # the accounted stretch; NaN means "same as t_start/t_end"
     end: float = math.nan
 
@@ -102,7 +103,7 @@ def stage_windows(ledger: Ledger, run_end_t: float) -> WindowsResult:
                 t_start=st.t, t_end=ev.t,
                 start_readings=dict(st.readings), end_readings=dict(ev.readings),
                 tokens=ev.tokens, samples=ev.samples, status=ev.status, error=ev.error,
-                start_line=line0, end_line=line,
+                start_line=line0, end_line=line, info=dict(ev.info),
             )
             done.append((order0, w))
     for name, stack in open_stages.items():

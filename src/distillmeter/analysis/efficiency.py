@@ -70,9 +70,9 @@ def _number(x: Any) -> float | None:
 
 
 def stage_params(stage: StageReport, labels: dict[str, Any]) -> float | None:
-    """The parameter count of the model a stage ran: the stage's own ``params``, else the
-    run's ``<role>_params`` label, else its ``params`` label."""
-    extra = stage.model_extra or {}
+    """The parameter count of the model a stage ran: the stage's own ``params`` (from
+    ``stage_end.info``), else the run's ``<role>_params`` label, else its ``params`` label."""
+    extra = {**(stage.model_extra or {}), **stage.info}
     for v in (extra.get("params"), labels.get(f"{_role(stage.name)}_params"),
               labels.get("params")):
         n = _number(v)
@@ -82,7 +82,7 @@ def stage_params(stage: StageReport, labels: dict[str, Any]) -> float | None:
 
 
 def _stage_setting(stage: StageReport, labels: dict[str, Any], key: str) -> float | None:
-    extra = stage.model_extra or {}
+    extra = {**(stage.model_extra or {}), **stage.info}
     return _number(extra.get(key)) or _number(labels.get(f"{_role(stage.name)}_{key}"))
 
 

@@ -448,6 +448,8 @@ class EnergyMeter:
                               "samples": st.samples, "status": st.status}
         if st.error:
             ev["error"] = redact_text(st.error)
+        if st.info:
+            ev["info"] = st.info
         self._write(ev)
         self._stage = None
         died = self._sampler.died if self._sampler is not None else None

@@ -28,11 +28,18 @@ class Stage:
         self.t_end: float | None = None
         self.start_readings: dict[str, float | None] = {}
         self.end_readings: dict[str, float | None] = {}
+        self.info: dict[str, Any] = {}
 
     def add(self, tokens: int = 0, samples: int = 0) -> None:
         """Count tokens and samples processed in this stage (call as often as you like)."""
         self.tokens += int(tokens)
         self.samples += int(samples)
+
+    def annotate(self, **info: Any) -> None:
+        """Say what ran in this stage (``params=``, ``batch_size=``, ``backend=`` ...); written
+        into ``stage_end.info`` and copied into the report, where the analysis uses it (for
+        example to compute the stage's energy floor). Values must be JSON-serialisable."""
+        self.info.update(info)
 
     def fail(self, error: str) -> None:
         """Mark the stage failed without raising (e.g. a subprocess's exit code)."""

@@ -120,6 +120,10 @@ class _CountingBar:
         self._stage.add(tokens=tokens, samples=samples)
         self._bar.advance(tokens, samples, items)
 
+    def annotate(self, **info) -> None:
+        """Record what ran in the stage (params, batch size) in its ``stage_end.info``."""
+        self._stage.annotate(**info)
+
 
 def generation_progress(bar):
     """A generation backend's per-batch callback as bar advances (tokens: the batch's

@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from distillmeter.models import count_params
 from distillmeter.pipelines import artifacts, components
 from distillmeter.pipelines.artifacts import ArtifactManifest
 from distillmeter.pipelines.context import Context, training_pairs
@@ -98,6 +99,7 @@ def run_student(ctx: Context, run: StudentRun, teacher: TeacherOutputs,
 
         tcfg = cfg.training
         with ui.metered(meter, label, "student.train", tcfg.token_budget, "tok") as bar:
+            bar.annotate(params=count_params(model), batch_size=tcfg.batch_size)
             result = train(model, batches(seqs, tcfg.batch_size, tok.pad_token_id, seed=seed),
                            loss_fn, tcfg, device=device,
                            on_step=lambda n_tok, n_seq, loss: bar.advance(n_tok, n_seq, n_tok),
@@ -139,6 +141,7 @@ def run_student(ctx: Context, run: StudentRun, teacher: TeacherOutputs,
             return StudentResult(q.value, float("nan"), t_em, result.steps, result.tokens)
         with ui.metered(meter, label, "eval.student", len(data.test)) as bar, \
                 autocast(device, mixed):
+            bar.annotate(params=count_params(model), batch_size=cfg.eval.batch_size)
             res = evaluate(model, tok, data.task, data.test, cfg.eval, device=device,
                            max_len=max_len, on_batch=generation_progress(bar))
             bar.advance(res.loss_tokens, 0, 0)

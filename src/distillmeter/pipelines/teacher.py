@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distillmeter import protocol
+from distillmeter.models import count_params
 from distillmeter.pipelines import artifacts, components
 from distillmeter.pipelines.context import Context, training_pairs
 from distillmeter.pipelines.data import batches, encode_pairs
@@ -138,6 +139,7 @@ def run_teacher(ctx: Context, plan: TeacherPlan, run_dir: Path) -> TeacherOutput
             seqs = encode_pairs(tok, [(e.prompt, e.target) for e in data.teacher_train], max_len)
             tcfg = cfg.teacher.training
             with ui.metered(meter, label, "teacher.train", tcfg.token_budget, "tok") as bar:
+                bar.annotate(params=count_params(model), batch_size=tcfg.batch_size)
                 train(model, batches(seqs, tcfg.batch_size, tok.pad_token_id,
                                      seed=cfg.teacher.seed), ce_loss, tcfg, device=device,
                       on_step=lambda n_tok, n_seq, loss: bar.advance(n_tok, n_seq, n_tok),
@@ -171,6 +173,7 @@ def run_teacher(ctx: Context, plan: TeacherPlan, run_dir: Path) -> TeacherOutput
         elif plan.eval in missing:
             with ui.metered(meter, label, "eval.teacher", len(data.test)) as bar, \
                     autocast(device, mixed):
+                bar.annotate(params=count_params(model), batch_size=cfg.eval.batch_size)
                 res = evaluate(model, tok, data.task, data.test, cfg.eval, device=device,
                                max_len=max_len, on_batch=generation_progress(bar))
                 bar.advance(res.loss_tokens, 0, 0)
@@ -187,6 +190,8 @@ def run_teacher(ctx: Context, plan: TeacherPlan, run_dir: Path) -> TeacherOutput
             n = len(data.pool) if g.n_prompts is None else min(g.n_prompts, len(data.pool))
             with ui.metered(meter, label, "teacher.generate", n, "prompt") as bar, \
                     autocast(device, mixed):
+                bar.annotate(params=count_params(model), batch_size=g.batch_size,
+                             backend=g.backend)
                 folder = artifacts.artifact_dir(run_dir, plan.synthetic.kind,
                                                 plan.synthetic.hash)
                 res = generate_synthetic(folder, model, tok, data.task, list(data.pool), g,
@@ -210,6 +215,8 @@ def run_teacher(ctx: Context, plan: TeacherPlan, run_dir: Path) -> TeacherOutput
             lc = cfg.logits
             with ui.metered(meter, label, spec.stage, len(seqs)) as bar, \
                     autocast(device, mixed):
+                bar.annotate(params=count_params(model), batch_size=lc.batch_size,
+                             top_k=lc.top_k)
                 folder = artifacts.artifact_dir(run_dir, spec.kind, spec.hash)
                 manifest = write_cache(
                     folder, model, seqs, key_hash=spec.hash, top_k=lc.top_k, vocab_size=vocab,
