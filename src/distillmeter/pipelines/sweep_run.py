@@ -1,0 +1,292 @@
+"""Running a sweep: teacher-side work once, then every (config, seed) job, here one after
+another or as Ray tasks.
+
+Layout under ``RUNS_DIR``::
+
+    sweep.yaml, sweep.json      the sweep as given; its points, overrides and results
+    teachers/teacher-<hash>/    teacher-side runs shared by every point (found by hash)
+    <point>/<method>-s<seed>/   one run directory per (config, method, seed)
+
+1. Teacher side, before any fan-out, one distinct teacher plan at a time: artifacts are
+   found by the hash of what produces them under ``teachers/``, so points that share a
+   teacher (or its synthetic data, or a logit cache) share the work and its energy, which
+   each student run names as upstream.
+2. Student jobs, one per (point, seed), each in its own run directories. ``--resume`` skips
+   runs that ended ``ok`` under the same config, and redoes interrupted ones after moving
+   them aside (kept and accounted), as ``distillmeter run`` does.
+3. On Ray (``--ray ADDRESS`` or ``local``) each job is a task asking for its GPUs (Ray sets
+   ``CUDA_VISIBLE_DEVICES``, which the meter honours, so a task meters exactly its GPUs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from distillmeter import protocol
+from distillmeter.errors import USER_ERRORS, UserError
+from distillmeter.pipelines.config import RunConfig
+from distillmeter.pipelines.sweep import TEACHERS_DIR, Sweep
+
+
+@dataclass
+class JobRecord:
+    """What happened to one run directory of a job (plain data: it crosses Ray)."""
+
+    point: str
+    seed: int
+    method: str
+    run_dir: str
+    status: str  # done | skipped | failed
+    note: str = ""
+
+
+def _has_data(path: Path) -> bool:
+    return path.is_dir() and any(path.iterdir())
+
+
+def _ledger_status(run_dir: Path) -> tuple[str, str | None]:
+    try:
+        ledger = protocol.read_ledger(run_dir)
+    except protocol.ProtocolError:
+        return "unreadable", None
+    end = ledger.run_end
+    return ("incomplete" if end is None else "ok" if end.status == "ok" else "failed",
+            ledger.run_start.config_id)
+
+
+def _account(run_dir: Path, cfg: RunConfig) -> None:
+    from distillmeter.accounting import account, write_report
+
+    c = cfg.carbon
+    write_report(run_dir, account(run_dir, grid_gco2_per_kwh=c.grid_gco2_per_kwh,
+                                  country=c.country, pue=c.pue, price_per_kwh=c.price_per_kwh))
+
+
+def _context(cfg: RunConfig, runs_dir: Path, quiet: bool, checks_said: bool = False):
+    """The pipelines' context for work under ``runs_dir``: artifacts are looked up (and
+    teacher runs made) under ``teachers/``. The preflight checks run in every job (where
+    its device is); ``checks_said``: do not print what they found again."""
+    from distillmeter.pipelines import components
+    from distillmeter.pipelines.context import Context
+    from distillmeter.pipelines.progress import StageProgress
+
+    components.set_threads(cfg)
+    components.preload()
+    ui = StageProgress(quiet=quiet)
+    device = components.pick_device(cfg)
+    try:  # checkpoints found, tokenizers agree, memory suffices: before any work
+        from distillmeter.pipelines.real_models import preflight
+    except ImportError:
+        preflight = None
+    if preflight is not None:
+        preflight(cfg, device, note=(lambda *_: None) if checks_said else ui.note)
+    return Context(cfg, runs_dir / TEACHERS_DIR, ui, device, resume=True)
+
+
+def _teacher_dir(path: Path) -> Path:
+    """Where new teacher work goes: ``path``, unless it holds a run already: an interrupted
+    one is moved aside (its finished artifacts are still found there), a finished one is
+    kept and the new work goes to ``<path>-<n>``."""
+    from distillmeter.pipelines.runner import move_aside
+
+    if not _has_data(path):
+        return path
+    if _ledger_status(path)[0] != "ok":
+        move_aside(path)
+        return path
+    n = 2
+    while _has_data(path.with_name(f"{path.name}-{n}")):
+        n += 1
+    return path.with_name(f"{path.name}-{n}")
+
+
+def teacher_job(cfg: RunConfig, runs_dir: str, quiet: bool = True):
+    """Make the teacher-side artifacts ``cfg`` needs that ``teachers/`` does not hold yet;
+    return them located (a ``TeacherOutputs``)."""
+    from distillmeter.pipelines.plan import plan_teacher
+    from distillmeter.pipelines.teacher import TeacherOutputs, locate_existing, run_teacher
+
+    ctx = _context(cfg, Path(runs_dir), quiet)
+    plan = plan_teacher(cfg)
+    located = locate_existing(ctx, plan)
+    if len(located) == len(plan.artifacts()):
+        return TeacherOutputs(plan, located)
+    path = _teacher_dir(ctx.out_dir / plan.run_name)
+    out = run_teacher(ctx, plan, path)
+    if out.run_dir is not None:
+        _account(out.run_dir, cfg)
+    return out
+
+
+def student_job(cfg: RunConfig, point: str, seed: int, teacher: Any, runs_dir: str,
+                resume: bool, quiet: bool = True) -> list[JobRecord]:
+    """Every method's student run of one (point, seed), accounted. A run that fails is
+    recorded (its directory kept and accounted) and the next one goes on."""
+    from distillmeter.pipelines.plan import plan_students
+    from distillmeter.pipelines.runner import move_aside
+    from distillmeter.pipelines.student import run_student
+
+    root = Path(runs_dir)
+    ctx = _context(cfg, root, quiet, checks_said=True)
+    records = []
+    for run in (r for r in plan_students(cfg) if r.seed == seed):
+        path = root / point / run.name
+        rec = JobRecord(point, seed, run.method.name, str(path), "done")
+        if _has_data(path):
+            status, config_id = _ledger_status(path)
+            if resume and status == "ok" and config_id == run.config_id:
+                if not (path / protocol.REPORT_FILE).exists():
+                    _account(path, cfg)
+                records.append(JobRecord(point, seed, run.method.name, str(path), "skipped",
+                                         "already done"))
+                continue
+            if status == "ok" or not resume:
+                raise UserError(f"{path} holds measured data of another run (config_id "
+                                f"{config_id}, this one's is {run.config_id}); never "
+                                "overwritten: use another RUNS_DIR")
+            moved = move_aside(path)
+            rec.note = f"interrupted earlier; kept as {moved.name}"
+            try:
+                _account(moved, cfg)
+            except USER_ERRORS:
+                pass  # a run that cannot be accounted is still kept; `report` lists it
+        ctx.ui.note(f"[bold]{point}/{run.name}[/]: {run.method.name}, seed {seed}")
+        try:
+            run_student(ctx, run, teacher, path)
+        except Exception as exc:  # one failing config must not stop the sweep
+            rec.status, rec.note = "failed", f"{type(exc).__name__}: {exc}"
+        try:
+            _account(path, cfg)
+        except USER_ERRORS as exc:
+            rec.note += f" (not accounted: {exc})"
+        records.append(rec)
+    return records
+
+
+# --------------------------------------------------------------------------- the driver
+
+
+def _check_fresh(sweep: Sweep, root: Path) -> None:
+    taken = [root / TEACHERS_DIR] if _has_data(root / TEACHERS_DIR) else []
+    taken += [root / p.name for p in sweep.points if _has_data(root / p.name)]
+    if taken:
+        shown = ", ".join(map(str, taken[:3])) + (" ..." if len(taken) > 3 else "")
+        raise UserError(f"{shown}: already holds measured data; never overwritten: add "
+                        "--resume to continue this sweep, or choose another --out")
+
+
+def _write_state(sweep: Sweep, root: Path, records: list[JobRecord]) -> None:
+    from distillmeter.pipelines.config import student_config_id
+
+    doc = {"source": sweep.source, "seeds": sweep.seeds, "grid": sweep.grid,
+           "points": [{"name": p.name, "overrides": p.overrides,
+                       "config_ids": {m.name: student_config_id(p.config, m)
+                                      for m in p.config.methods}} for p in sweep.points],
+           "runs": [asdict(r) for r in records]}
+    tmp = root / ".sweep.json.tmp"
+    tmp.write_text(json.dumps(doc, indent=1, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, root / "sweep.json")
+
+
+def run_sweep(sweep: Sweep, runs_dir: str | Path, *, resume: bool = False, quiet: bool = False,
+              ray_address: str | None = None, console: Console | None = None
+              ) -> list[JobRecord]:
+    """Run every job of ``sweep`` under ``runs_dir``; returns what happened to each run."""
+    from distillmeter.energy.runlock import RunLock
+    from distillmeter.pipelines.plan import plan_teacher
+
+    console = console or Console(stderr=True)
+    root = Path(runs_dir).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(root)  # one sweep per RUNS_DIR: two would move each other's runs aside
+    taken = lock.acquire(f"distillmeter sweep (pid {os.getpid()})")
+    try:
+        if taken and not quiet:
+            console.print(f"[yellow]{root}[/]: {taken}")
+        if not resume:
+            _check_fresh(sweep, root)
+        src = Path(sweep.source)
+        if src.is_file():
+            (root / "sweep.yaml").write_text(src.read_text(encoding="utf-8"), encoding="utf-8")
+        _write_state(sweep, root, [])
+        plans: dict[str, RunConfig] = {}
+        for p in sweep.points:  # one teacher job per distinct teacher plan, in point order
+            plans.setdefault(plan_teacher(p.config).run_name, p.config)
+        if ray_address is None:
+            runner = _Sequential(quiet)
+        else:
+            from distillmeter.pipelines.sweep_ray import RayRunner
+
+            runner = RayRunner(ray_address, sweep.ray, quiet)
+        with runner:
+            if not quiet:
+                console.print(f"sweep: {len(sweep.points)} configs x {len(sweep.seeds)} seeds, "
+                              f"{len(plans)} teacher plan(s), {runner.where}")
+            teachers = {name: runner.teacher(cfg, str(root)) for name, cfg in plans.items()}
+            records = runner.students([(p.config, p.name, s,
+                                        teachers[plan_teacher(p.config).run_name])
+                                       for p, s in sweep.jobs()], str(root), resume)
+        _write_state(sweep, root, records)
+        return records
+    finally:
+        lock.release()
+
+
+class _Sequential:
+    """Jobs here, one after another, in this process."""
+
+    where = "here, one after another"
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+
+    def __enter__(self) -> _Sequential:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+    def teacher(self, cfg: RunConfig, root: str):
+        return teacher_job(cfg, root, self.quiet)
+
+    def students(self, jobs: list[tuple], root: str, resume: bool) -> list[JobRecord]:
+        out = []
+        for cfg, point, seed, teacher in jobs:
+            out += student_job(cfg, point, seed, teacher, root, resume, self.quiet)
+        return out
+
+
+def summary_table(records: list[JobRecord]) -> Table:
+    """Per (config, method): runs, energy with upstream (mean over seeds), exact match."""
+    groups: dict[tuple[str, str], list[JobRecord]] = {}
+    for r in records:
+        groups.setdefault((r.point, r.method), []).append(r)
+    table = Table(title="sweep: energy (J, with the teacher stages used) and quality, mean "
+                  "over seeds", title_justify="left")
+    for col in ("config", "method", "runs", "energy J", "exact match", "status"):
+        table.add_column(col, justify="right" if col in ("runs", "energy J", "exact match")
+                         else "left")
+    for (point, method), recs in groups.items():
+        energy, quality = [], []
+        for r in recs:
+            try:
+                rep = protocol.load_report(r.run_dir)
+            except protocol.ProtocolError:
+                continue
+            energy.append(rep.totals.with_upstream_j)
+            if rep.quality is not None:
+                quality.append(rep.quality.value)
+        statuses = sorted({r.status for r in recs})
+        table.add_row(point, method, str(len(recs)),
+                      f"{statistics.fmean(energy):,.0f}" if energy else "-",
+                      f"{statistics.fmean(quality):.3f}" if quality else "-",
+                      ",".join(statuses))
+    return table
