@@ -1,0 +1,233 @@
+"""Security guarantees, checked on the source and end to end.
+
+- Nothing is read back with pickle: no module imports a pickle-based serializer, torch.load
+  only ever with weights_only=True, YAML only through the safe loader, no eval/exec, no
+  remote code in model loading, no shell. A run writes no pickle-format file.
+- No secret reaches any file distillmeter writes: real `distillmeter run` and
+  `distillmeter measure` processes with tokens and keys in their environment and on the
+  command line; every byte of every file under their output directories is searched, and
+  their console output too.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import json
+import secrets
+import string
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, TINY_RUN, cli_run, write_config
+
+SOURCES = sorted((ROOT / "src" / "distillmeter").rglob("*.py"))
+PICKLE_MODULES = {"pickle", "cPickle", "_pickle", "dill", "shelve", "marshal", "joblib",
+                  "cloudpickle", "jsonpickle"}
+UNSAFE_YAML = {"load", "unsafe_load", "full_load", "load_all", "unsafe_load_all",
+               "full_load_all"}
+UNSAFE_LOADERS = {"Loader", "FullLoader", "UnsafeLoader", "CLoader", "CFullLoader",
+                  "CUnsafeLoader"}
+
+
+def _dotted(node: ast.AST) -> str:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return f"{_dotted(node.value)}.{node.attr}"
+    return ""
+
+
+def _kw(call: ast.Call, name: str):
+    for k in call.keywords:
+        if k.arg == name:
+            return k.value
+    return None
+
+
+def _is_true(node) -> bool:
+    return isinstance(node, ast.Constant) and node.value is True
+
+
+def unsafe_uses(path: Path) -> list[str]:
+    """Every use in one source file of something that can run code from data."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    rel = path.relative_to(ROOT)
+    bad = []
+    for node in ast.walk(tree):
+        where = f"{rel}:{getattr(node, 'lineno', '?')}"
+        if isinstance(node, ast.Import):
+            bad += [f"{where}: import {a.name}" for a in node.names
+                    if a.name.split(".")[0] in PICKLE_MODULES]
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] \
+                in PICKLE_MODULES:
+            bad.append(f"{where}: from {node.module} import ...")
+        elif isinstance(node, ast.Call):
+            name = _dotted(node.func)
+            last = name.rsplit(".", 1)[-1]
+            if name in ("eval", "exec", "compile", "__import__"):
+                bad.append(f"{where}: {name}()")
+            elif name.endswith("torch.load"):
+                if not _is_true(_kw(node, "weights_only")):
+                    bad.append(f"{where}: {name}() without weights_only=True")
+            elif name.startswith("yaml.") and last in UNSAFE_YAML:
+                bad.append(f"{where}: {name}() (use yaml.safe_load)")
+            elif name.startswith(("np.load", "numpy.load")) and \
+                    _is_true(_kw(node, "allow_pickle")):
+                bad.append(f"{where}: {name}(allow_pickle=True)")
+            if _is_true(_kw(node, "trust_remote_code")):
+                bad.append(f"{where}: {name}(trust_remote_code=True)")
+            if _is_true(_kw(node, "shell")):
+                bad.append(f"{where}: {name}(shell=True)")
+            loader = _kw(node, "Loader")
+            if loader is not None and _dotted(loader).rsplit(".", 1)[-1] in UNSAFE_LOADERS:
+                bad.append(f"{where}: {name}(Loader={_dotted(loader)})")
+    return bad
+
+
+def test_the_scanner_finds_what_it_looks_for(tmp_path):
+    """The static check itself, on a file with every forbidden pattern (so it cannot pass
+    by finding nothing)."""
+    sample = ROOT / "src" / "distillmeter" / "_scanner_sample_for_test.py"
+    sample.write_text(
+        "import pickle\nfrom dill import loads\nimport torch, yaml, numpy as np\n"
+        "torch.load('x')\ntorch.load('x', weights_only=False)\nyaml.load(s)\n"
+        "yaml.full_load(s)\nyaml.compose(s, Loader=yaml.Loader)\neval('1')\nexec('x=1')\n"
+        "np.load('a', allow_pickle=True)\nf(trust_remote_code=True)\ng(shell=True)\n"
+        "torch.load('ok', weights_only=True)\nyaml.safe_load(s)\nmodel.eval()\n")
+    try:
+        found = unsafe_uses(sample)
+    finally:
+        sample.unlink()
+    assert len(found) == 12, found
+
+
+def test_no_module_can_run_code_from_what_it_reads():
+    assert SOURCES
+    found = [u for path in SOURCES for u in unsafe_uses(path)]
+    assert not found, "unsafe deserialization or code execution:\n" + "\n".join(found)
+
+
+def test_checkpoints_load_through_transformers_without_pickle():
+    """Our checkpoints are safetensors; a user's .bin-only checkpoint goes through
+    transformers, whose loader must use torch.load(weights_only=True)."""
+    from transformers import modeling_utils
+
+    sig = inspect.signature(modeling_utils.load_state_dict)
+    assert sig.parameters["weights_only"].default is True
+    from distillmeter.pipelines import components
+
+    save = inspect.getsource(components.save_checkpoint)
+    assert "safe_serialization=True" in save
+
+
+# --------------------------------------------------------------------------- secrets
+def _token(alphabet: str, n: int) -> str:
+    return "".join(secrets.choice(alphabet) for _ in range(n))
+
+
+ALNUM = string.ascii_letters + string.digits
+
+
+@pytest.fixture(scope="module")
+def secret_env() -> dict[str, str]:
+    """Fresh, realistic secrets for this test session (never real ones)."""
+    return {
+        "HF_TOKEN": "hf_" + _token(ALNUM, 34),
+        "HUGGING_FACE_HUB_TOKEN": "hf_" + _token(ALNUM, 34),
+        "WANDB_API_KEY": _token("0123456789abcdef", 40),
+        "OPENAI_API_KEY": "sk-proj-" + _token(ALNUM, 48),
+        "AWS_ACCESS_KEY_ID": "AKIA" + _token(string.ascii_uppercase + string.digits, 16),
+        "AWS_SECRET_ACCESS_KEY": _token(ALNUM + "/+", 40),
+        "GITHUB_TOKEN": "ghp_" + _token(ALNUM, 36),
+        "MLFLOW_TRACKING_PASSWORD": "hunter2-" + _token(string.ascii_lowercase, 6),
+        # a relevant variable whose value carries a password
+        "HF_ENDPOINT": f"https://me:{_token(ALNUM, 20)}@hub.internal.example",
+    }
+
+
+def _needles(values: list[str]) -> list[bytes]:
+    """Each secret, and its distinctive tail (a redaction that kept a prefix off would
+    still leak it)."""
+    out = []
+    for v in values:
+        out.append(v.encode())
+        if len(v) >= 24:
+            out.append(v[-16:].encode())
+    return out
+
+
+def _leaks(root: Path, needles: list[bytes]) -> list[str]:
+    found = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        for n in needles:
+            if n in data:
+                found.append(f"{path.relative_to(root)} holds {n[:6].decode()}...")
+    return found
+
+
+def _secret_values(env: dict[str, str]) -> list[str]:
+    return [v.split("://me:", 1)[1].split("@")[0] if "://" in v else v for v in env.values()]
+
+
+@pytest.fixture(scope="module")
+def secret_run(tmp_path_factory, secret_env) -> Path:
+    """A real `distillmeter run` (teacher + one KD student) with the secrets in its
+    environment; its console output kept as a log file in its output directory."""
+    tmp = tmp_path_factory.mktemp("secret-run")
+    config = write_config(tmp / "tiny.yaml", {**TINY_RUN, "methods": [
+        {"name": "kd", "data": ["labelled"], "loss": "kd"}]})
+    out = tmp / "runs"
+    res = cli_run("run", str(config), "--out", str(out), env=secret_env)
+    assert res.returncode == 0, res.stderr
+    (out / "console.log").write_text(res.stdout + res.stderr)
+    return out
+
+
+@pytest.mark.slow
+def test_no_secret_in_any_file_of_a_run(secret_run, secret_env):
+    files = [p for p in secret_run.rglob("*") if p.is_file()]
+    assert len(files) > 20  # ledgers, traces, environment, configs, reports, artifacts
+    assert not _leaks(secret_run, _needles(_secret_values(secret_env)))
+    # the snapshot does record that the variables were there, redacted
+    for path in secret_run.glob("*/environment.json"):
+        env = json.loads(path.read_text())["env"]
+        assert env["HF_TOKEN"] == env["HUGGING_FACE_HUB_TOKEN"] == "<redacted>"
+        assert env["HF_ENDPOINT"] == "https://me:<redacted>@hub.internal.example"
+
+
+@pytest.mark.slow
+def test_no_pickle_is_written_by_a_run(secret_run):
+    """Everything a run writes is text, JSON, CSV or safetensors: no pickle protocol
+    header, no torch.save zip (which holds data.pkl)."""
+    files = [p for p in secret_run.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".safetensors" for p in files)
+    for p in files:
+        head = p.read_bytes()[:2]
+        assert not (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")), p
+        assert p.suffix not in (".bin", ".pt", ".pth", ".pkl", ".pickle"), p
+        if head == b"PK":
+            assert b"data.pkl" not in p.read_bytes(), p
+
+
+def test_no_secret_in_any_file_of_a_measurement(tmp_path, secret_env):
+    """`distillmeter measure` with secrets in the environment and on the measured
+    command's line (flag values, NAME=value, bare tokens)."""
+    run_dir = tmp_path / "m"
+    argv_secrets = {"hf": "hf_" + _token(ALNUM, 34), "key": _token(ALNUM, 40),
+                    "pw": "pw-" + _token(ALNUM, 12), "aws": _token(ALNUM + "/+", 40)}
+    cmd = [sys.executable, "-c", "import sys; sys.exit(3)",
+           "--hf-token", argv_secrets["hf"], f"--api-key={argv_secrets['key']}",
+           f"WANDB_API_KEY={secret_env['WANDB_API_KEY']}", "--password", argv_secrets["pw"],
+           argv_secrets["aws"]]
+    res = cli_run("measure", "--out", str(run_dir), "--idle-seconds", "0", "--", *cmd,
+                  env=secret_env)
+    assert res.returncode == 3, res.stderr  # the command's status, passed through
+    (run_dir / "console.log").write_text(res.stdout + res.stderr)
+    assert (run_dir / "report.json").exists() and (run_dir / "config.yaml").exists()
+    needles = _needles(_secret_values(secret_env) + list(argv_secrets.values()))
+    assert not _leaks(run_dir, needles)
+    config = (run_dir / "config.yaml").read_text()
+    assert "--hf-token" in config and "<redacted>" in config  # recorded, redacted
