@@ -47,10 +47,11 @@ def save_checkpoint(folder: Path, tok, *, seed: int, pad_rows: int = 0, **spec) 
 
 
 def math_records(n: int, start: int = 0) -> list[dict]:
-    """GSM8K-shaped records: a question and an answer ending in '#### <number>'."""
+    """GSM8K-shaped records (distinct questions): a question and an answer ending in
+    '#### <number>'."""
     out = []
     for i in range(start, start + n):
-        a, b = i % 9 + 1, (i * 7) % 13 + 2
+        a, b = i + 1, (i * 7) % 13 + 2
         out.append({"question": f"Tom has {a} apples and gets {b} more. How many?",
                     "answer": f"{a}+{b}={a + b}\n#### {a + b}"})
     return out

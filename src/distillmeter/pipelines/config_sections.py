@@ -92,7 +92,8 @@ class LmEvalConfig(_Strict):
     """``eval.backend: lm_eval``: lm-evaluation-harness tasks (extra ``[eval]``). The model
     under test is passed as its checkpoint directory. ``task``/``metric`` pick the score
     that becomes the run's quality (default: the first task's preferred metric); every
-    score is kept in its details."""
+    score is kept in its details. ``include_path``: a folder of task YAML files (your own
+    benchmarks, e.g. on local data files), searched besides the harness's own tasks."""
 
     tasks: list[str] = Field(default_factory=lambda: ["gsm8k"], min_length=1)
     num_fewshot: int | None = Field(None, ge=0)
@@ -101,6 +102,7 @@ class LmEvalConfig(_Strict):
     task: str | None = None
     metric: str | None = None
     model_args: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    include_path: str | None = None
 
     @model_validator(mode="after")
     def _task_listed(self) -> LmEvalConfig:

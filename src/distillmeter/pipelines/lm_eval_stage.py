@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from distillmeter.errors import UserError
 from distillmeter.pipelines import artifacts
 from distillmeter.pipelines.artifacts import ArtifactManifest
 from distillmeter.pipelines.config import EvalConfig
 from distillmeter.pipelines.lm_eval_backend import (
     EvalQuality,
+    available,
     build_request,
     parse_results,
     primary_quality,
@@ -61,7 +63,20 @@ def lm_eval_request(model_dir: Path, cfg: EvalConfig, *, device: str, dtype) -> 
 def evaluate_lm_eval(model_dir: Path, cfg: EvalConfig, *, device: str, dtype) -> LmEvalResult:
     """Run the harness on the checkpoint in ``model_dir``; the run's quality from it."""
     request = lm_eval_request(model_dir, cfg, device=device, dtype=dtype)
-    results = run_lm_eval(request)
+    call = dict(request)
+    include = cfg.lm_eval.include_path
+    if include is not None:
+        from distillmeter.pipelines.file_data import resolve_path
+
+        folder = resolve_path(include)
+        if not folder.is_dir():
+            raise UserError(f"eval.lm_eval.include_path: {folder} is not a directory")
+        request["include_path"] = str(folder.resolve())
+        if available():  # else run_lm_eval names the extra
+            from lm_eval.tasks import TaskManager
+
+            call["task_manager"] = TaskManager(include_path=request["include_path"])
+    results = run_lm_eval(call)
     quality = primary_quality(parse_results(results), task=cfg.lm_eval.task,
                               metric=cfg.lm_eval.metric)
     return LmEvalResult(quality, request)
