@@ -198,3 +198,51 @@ def test_a_built_in_teacher_trained_on_files_and_a_cached_hub_student(tmp_path, 
     assert tok_cfg.get("chat_template") or (ckpt / "chat_template.jinja").exists()
     report = protocol.load_report(out / "kd-s0")
     assert report.status == "ok" and report.quality.details["teacher_value"] is not None
+
+
+# --------------------------------------------------------------------- dtypes, checkpointing
+
+
+def test_dtype_auto_and_mixed_precision(ckpts):
+    import torch
+
+    from distillmeter.pipelines.components import build_model
+    from distillmeter.pipelines.config import ArchConfig, ModelConfig
+    from distillmeter.pipelines.real_models import compute_dtype
+
+    ckpt = ModelConfig(path=str(ckpts["student"]))
+    arch = ModelConfig(arch=ArchConfig(d_model=16, n_layers=1, n_heads=2, d_ff=32))
+    assert compute_dtype(ckpt, "cuda") == torch.bfloat16  # auto: bf16 on a GPU
+    assert compute_dtype(ckpt, "cpu") == torch.float32
+    assert compute_dtype(arch, "cuda") == torch.float32  # the built-in models stay fp32
+    bf16 = ModelConfig(path=str(ckpts["student"]), dtype="bfloat16")
+    run_only = build_model(bf16, None, seed=0, device="cpu", trainable=False)
+    assert run_only.model.dtype == torch.bfloat16 and run_only.autocast is None
+    trained = build_model(bf16, None, seed=0, device="cpu", trainable=True)
+    # float32 master weights, forward passes under bf16 autocast
+    assert trained.model.dtype == torch.float32 and trained.autocast == torch.bfloat16
+
+
+def test_mixed_precision_and_gradient_checkpointing_train(ckpts):
+    import torch
+
+    from distillmeter.pipelines.components import build_model
+    from distillmeter.pipelines.config import ModelConfig, TrainingConfig
+    from distillmeter.pipelines.data import batches, encode_pairs
+    from distillmeter.pipelines.training import ce_loss, train
+
+    mcfg = ModelConfig(path=str(ckpts["student"]), dtype="bfloat16", gradient_checkpointing=True)
+    loaded = build_model(mcfg, None, seed=0, device="cpu")
+    name = ("is_activation_checkpointing" if hasattr(type(loaded.model),
+                                                    "is_activation_checkpointing")
+            else "is_gradient_checkpointing")
+    assert getattr(loaded.model, name)
+    recs = real_pair.math_records(8)
+    seqs = encode_pairs(loaded.tokenizer, [(r["question"], r["answer"]) for r in recs], 96)
+    before = loaded.model.model.layers[0].mlp.up_proj.weight.detach().clone()
+    result = train(loaded.model, batches(seqs, 4, loaded.tokenizer.pad_token_id, seed=0),
+                   ce_loss, TrainingConfig(lr=1e-3, batch_size=4, token_budget=200),
+                   autocast_dtype=loaded.autocast)
+    after = loaded.model.model.layers[0].mlp.up_proj.weight
+    assert result.steps >= 1 and all(torch.isfinite(torch.tensor(result.losses)))
+    assert after.dtype == torch.float32 and not torch.equal(before, after)

@@ -135,8 +135,11 @@ def build_model(mcfg: ModelConfig, tokenizer, *, seed: int, device: str, role: s
                                                             else dtype)
         loaded = LoadedModel(model, tokenizer, spec.max_len, mixed)
     if trainable and mcfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(
-            gradient_checkpointing_kwargs={"use_reentrant": False})
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x's name
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         model.config.use_cache = False  # the KV cache does nothing in training; HF warns
     return loaded
 

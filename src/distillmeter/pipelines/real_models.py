@@ -285,4 +285,10 @@ def _estimates(cfg: RunConfig, device: str, t_shape, s_shape, lengths: dict[str,
     est.append(memory.inference("eval.student", s_shape, batch=cfg.eval.batch_size,
                                 seq=clip(lengths["eval"], s_limit), weight_bytes=4,
                                 compute_bytes=s_c, hint="lower eval.batch_size"))
+    if cfg.eval.backend == "lm_eval":
+        # the harness loads its own copy of the model next to the one in memory
+        for e in est:
+            if e.phase.startswith("eval."):
+                shape, c = (t_shape, t_c) if e.phase == "eval.teacher" else (s_shape, s_c)
+                e.parts["harness copy"] = float(shape.params) * c
     return est
