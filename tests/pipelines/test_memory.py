@@ -40,6 +40,9 @@ def test_training_estimate_adds_up_its_parts():
     inf = memory.inference("eval", shape, batch=3, seq=5, weight_bytes=2, compute_bytes=2)
     assert inf.parts == {"weights": 2000, "kv_cache": 2 * 15 * 2 * 4 * 2,
                          "activations": 15 * 24 * 4, "logits": 15 * 10 * 6}
+    gen = memory.inference("gen", shape, batch=3, seq=5, weight_bytes=2, compute_bytes=2,
+                           all_positions=False)
+    assert gen.parts["logits"] == 3 * 10 * 6  # generation: the next token's logits only
     assert e.total == sum(e.parts.values())
 
 

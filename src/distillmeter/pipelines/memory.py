@@ -18,8 +18,8 @@ element):
   make);
 - inference (generation, evaluation, the logit cache): weights P*w (w: bytes of the
   loaded weights) + the key/value cache 2*B*S*L*K*c + one block's activations
-  B*S*(H + F)*2c + logits B*S*V*(c + 4) (all positions: the logit cache and the
-  evaluation loss score whole sequences).
+  B*S*(H + F)*2c + logits B*S*V*(c + 4) where whole sequences are scored (the logit
+  cache, the evaluation loss), B*V*(c + 4) where only the next token is (generation).
 """
 
 from __future__ import annotations
@@ -81,15 +81,17 @@ def training(phase: str, shape: ModelShape, *, batch: int, seq: int, compute_byt
 
 
 def inference(phase: str, shape: ModelShape, *, batch: int, seq: int, weight_bytes: int,
-              compute_bytes: int, hint: str = "") -> PhaseEstimate:
-    """A model run forward only (generation with its key/value cache, scoring)."""
+              compute_bytes: int, all_positions: bool = True, hint: str = "") -> PhaseEstimate:
+    """A model run forward only (generation with its key/value cache, scoring).
+    ``all_positions``: logits for every position (scoring) or only the last (generation)."""
     s = shape
     tokens = batch * seq
+    scored = tokens if all_positions else batch
     return PhaseEstimate(phase, {
         "weights": float(weight_bytes) * s.params,
         "kv_cache": 2.0 * tokens * s.layers * s.kv_width * compute_bytes,
         "activations": float(tokens) * (s.hidden + s.ffn) * 2 * compute_bytes,
-        "logits": float(tokens) * s.vocab * (compute_bytes + 4),
+        "logits": float(scored) * s.vocab * (compute_bytes + 4),
     }, batch, seq, hint)
 
 

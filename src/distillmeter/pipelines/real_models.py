@@ -250,9 +250,11 @@ def _estimates(cfg: RunConfig, device: str, t_shape, s_shape, lengths: dict[str,
     def clip(n: int, limit: int) -> int:
         return max(1, min(n, limit))
 
-    def t_inf(phase: str, batch: int, seq: int, hint: str) -> memory.PhaseEstimate:
+    def t_inf(phase: str, batch: int, seq: int, hint: str,
+              all_positions: bool = True) -> memory.PhaseEstimate:
         return memory.inference(phase, t_shape, batch=batch, seq=clip(seq, t_limit),
-                                weight_bytes=t_w, compute_bytes=t_c, hint=hint)
+                                weight_bytes=t_w, compute_bytes=t_c,
+                                all_positions=all_positions, hint=hint)
 
     est = []
     if cfg.teacher.train:
@@ -267,7 +269,8 @@ def _estimates(cfg: RunConfig, device: str, t_shape, s_shape, lengths: dict[str,
                      "lower eval.batch_size"))
     if cfg.needs_synthetic() and cfg.generation.backend == "transformers":
         est.append(t_inf("teacher.generate", cfg.generation.batch_size, lengths["generate"],
-                         "lower generation.batch_size or generation.max_new_tokens"))
+                         "lower generation.batch_size or generation.max_new_tokens",
+                         all_positions=False))
     if cfg.needs_cache():
         est.append(t_inf("teacher.logits", cfg.logits.batch_size, lengths["train"],
                          "lower logits.batch_size"))
