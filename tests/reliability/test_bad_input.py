@@ -86,3 +86,12 @@ def test_a_manifest_naming_a_file_outside_its_artifact_is_refused(tmp_path):
     (folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(artifacts.ArtifactError, match="outside the artifact"):
         artifacts.load_verified(folder)
+
+
+def test_an_unknown_config_key_with_a_bracket_is_named(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text("'[': null\nseeds: 1\n")
+    assert main(["run", str(path), "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert "c.yaml:1: unknown key '['" in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()

@@ -453,8 +453,15 @@ def _path_str(loc: tuple[Any, ...]) -> str:
 
 
 def _explain(err: dict[str, Any], root: yaml.Node | None, source: str) -> str:
-    loc = tuple(p for p in err.get("loc", ()) if not (isinstance(p, str) and "[" in p))
-    if err.get("type") == "extra_forbidden":
+    raw = tuple(err.get("loc", ()))
+
+    def untagged(parts: tuple) -> tuple:  # pydantic's validator tags: function-after[...]
+        return tuple(p for p in parts if not (isinstance(p, str) and "[" in p))
+
+    extra = err.get("type") == "extra_forbidden" and bool(raw)
+    # an unknown key is the user's own text, whatever characters it holds ('[' included)
+    loc = untagged(raw[:-1]) + raw[-1:] if extra else untagged(raw)
+    if extra:
         key = loc[-1]
         parent = _model_at(loc[:-1])
         known = list(parent.model_fields) if parent else []
