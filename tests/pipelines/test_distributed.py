@@ -28,8 +28,9 @@ def torchrun(script: Path, *args: str, nproc: int = 2, timeout: int = 300,
     """``torchrun --standalone --nproc_per_node N script args`` (a free port each time)."""
     if TORCHRUN is None:
         pytest.skip("torchrun not found next to this Python")
-    proc = subprocess.run([TORCHRUN, "--standalone", f"--nproc_per_node={nproc}", str(script),
-                           *args], capture_output=True, text=True, timeout=timeout,
+    target = ["-m", *args] if str(script) == "-m" else [str(script), *args]
+    proc = subprocess.run([TORCHRUN, "--standalone", f"--nproc_per_node={nproc}", *target],
+                          capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     return proc
@@ -92,3 +93,87 @@ def test_shards_are_deterministic_disjoint_and_weighted(tokenizer, task_data):
     assert rows.index == [7] and w == 0.0
     alone = Distributed.single().shard(batch)
     assert alone[0] is batch and alone[1] == 1.0
+
+
+# --------------------------------------------------------------------------- the pipeline
+
+
+@pytest.fixture(scope="module")
+def distributed_run(tmp_path_factory, tiny_run_dict):
+    """``distributed_run(strategy)``: `torchrun --nproc_per_node 2 -m distillmeter.cli run`
+    on the tiny config (cached KD), once per strategy: rank 0 makes the teacher side alone
+    (rank 1 meters along), both ranks train the student, rank 0 evaluates."""
+    import yaml
+
+    done: dict[str, tuple] = {}
+
+    def run(strategy: str):
+        if strategy not in done:
+            tmp = tmp_path_factory.mktemp(f"run-{strategy}")
+            cfg = {**tiny_run_dict,
+                   "methods": [{"name": "kd", "data": ["labelled"], "loss": "kd"}],
+                   "meter": {"idle_seconds": 0.2, "sample_hz": 20.0},
+                   "distributed": {"strategy": strategy}}
+            (tmp / "tiny.yaml").write_text(yaml.safe_dump(cfg))
+            proc = torchrun(Path("-m"), "distillmeter.cli", "run", str(tmp / "tiny.yaml"),
+                            "--out", str(tmp / "runs"))
+            done[strategy] = (tmp / "runs", proc)
+        return done[strategy]
+
+    return run
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_torchrun_pipeline_writes_ranks_and_one_merged_report_per_run(distributed_run,
+                                                                      strategy):
+    import math
+
+    from distillmeter.protocol import load_report, read_ledger
+
+    runs, proc = distributed_run(strategy)
+    assert proc.stdout.count("energy (J) and quality by method") == 1  # rank 0 speaks
+    student, teacher = runs / "kd-s0", next(runs.glob("teacher-*"))
+    for run in (teacher, student):
+        assert sorted(p.name for p in (run / "ranks").iterdir()) == ["rank0", "rank1"]
+        report = load_report(run)
+        assert report.status == "ok", report.warnings
+        t = report.totals
+        assert math.isclose(t.stages_j + t.unattributed_j, t.energy_j, abs_tol=1e-6)
+        # the node's CPU and DRAM once (rank 0's), not once per rank
+        assert report.devices == ["cpu:0", "dram:0"]
+        assert read_ledger(run / "ranks" / "rank1").run_start.devices == []
+        ranks = report.model_extra["ranks"]
+        assert [r["rank"] for r in ranks] == [0, 1]
+        # every rank went through the same stages (rank 1 mirrored the teacher's)
+        names = [[s["name"] for s in r["stages"]] for r in ranks]
+        assert names[0] == names[1] == [s.name for s in report.stages]
+    rep = load_report(student)
+    train = next(s for s in rep.stages if s.name == "student.train")
+    per_rank = [next(s for s in r["stages"] if s["name"] == "student.train")["tokens"]
+                for r in rep.model_extra["ranks"]]
+    log = json.loads(next((student / "artifacts").glob("train-*/train.json")).read_text())
+    assert log["world_size"] == 2 and train.tokens == sum(per_rank) == log["tokens"]
+    assert all(n > 0 for n in per_rank)
+    assert rep.quality is not None and rep.quality.details["teacher_value"] is not None
+    assert next((student / "artifacts").glob("student-*/model.safetensors")).exists()
+    teacher_rep = load_report(teacher)
+    rank1 = teacher_rep.model_extra["ranks"][1]
+    assert all(s["tokens"] == 0 for s in rank1["stages"])  # rank 0 did the teacher's work
+
+
+@pytest.mark.slow
+def test_torchrun_pipeline_resumes_and_report_sees_two_runs(distributed_run):
+    from distillmeter.analysis.loading import find_run_dirs
+    from distillmeter.protocol import read_ledger
+
+    runs, _ = distributed_run("ddp")
+    before = {p.name: (p / "ledger.jsonl").read_text() for p in runs.iterdir() if p.is_dir()}
+    proc = torchrun(Path("-m"), "distillmeter.cli", "run",
+                    str(runs.parent / "tiny.yaml"), "--out", str(runs), "--resume")
+    # every run found done: nothing run again on any rank, the followers told to stop
+    after = {p.name: (p / "ledger.jsonl").read_text() for p in runs.iterdir() if p.is_dir()}
+    assert after == before
+    assert "(skipped)" in proc.stdout
+    assert read_ledger(runs / "kd-s0").run_end.status == "ok"
+    assert [p.name for p in find_run_dirs(runs)] == ["kd-s0", next(runs.glob("teacher-*")).name]

@@ -37,4 +37,7 @@ def command(config: Path | None, out_dir: Path, seeds: int | None, resume: bool,
     from distillmeter.pipelines.summary import print_summary
 
     summary = run_all(cfg, out_dir, resume=resume, quiet=quiet)
-    print_summary(summary, Console())
+    from distillmeter.energy.ranks import RankInfo
+
+    if RankInfo.from_env().rank == 0:  # under torchrun, rank 0 speaks for the job
+        print_summary(summary, Console())

@@ -18,19 +18,31 @@ class Context:
     ui: StageProgress
     device: str
     resume: bool = False
+    # under torchrun: this process's pipelines.distributed.Distributed (None alone), and
+    # whether rank 0 is doing the current run alone (pipelines/rank_jobs.py)
+    dist: Any = None
+    solo: bool = False
+
+    @property
+    def world_size(self) -> int:
+        return self.dist.world_size if self.dist is not None else 1
 
     def open_meter(self, run_dir: Path, *, method: str, seed: int, config_id: str,
                    upstream: list[dict] | None = None, labels: dict[str, Any] | None = None):
         """The run directory's EnergyMeter, labelled for analysis across runs; the resolved
-        config goes to its config.yaml."""
+        config goes to its config.yaml. Under torchrun, this rank's RankMeter."""
         from distillmeter.energy import EnergyMeter
 
         m = self.cfg.meter
-        meter = EnergyMeter(run_dir, devices=m.devices, sample_hz=m.sample_hz,
-                            idle_seconds=m.idle_seconds, method=method, seed=seed,
-                            config_id=config_id, task=self.cfg.task.name,
-                            labels=labels or {}, upstream=upstream or [],
-                            config=self.cfg.resolved())
+        kwargs = dict(devices=m.devices, sample_hz=m.sample_hz, idle_seconds=m.idle_seconds,
+                      method=method, seed=seed, config_id=config_id, task=self.cfg.task.name,
+                      labels=labels or {}, upstream=upstream or [], config=self.cfg.resolved())
+        if self.dist is not None and self.dist.active:
+            from distillmeter.pipelines.rank_jobs import open_rank_meter
+
+            meter = open_rank_meter(self, run_dir, kwargs)
+        else:
+            meter = EnergyMeter(run_dir, **kwargs)
         self.ui.power = meter.latest_power_w
         return meter
 

@@ -34,6 +34,7 @@ from distillmeter.pipelines.config import RunConfig
 from distillmeter.pipelines.context import Context
 from distillmeter.pipelines.plan import StudentRun, plan_students, plan_teacher
 from distillmeter.pipelines.progress import StageProgress
+from distillmeter.pipelines.rank_jobs import Leader, serve
 from distillmeter.pipelines.student import run_student
 from distillmeter.pipelines.teacher import locate_existing, run_teacher
 
@@ -120,17 +121,24 @@ def run_all(cfg: RunConfig, out_dir: Path | str = "runs", *, resume: bool = Fals
             quiet: bool = False, console: Console | None = None) -> Summary:
     """Run the config's teacher and students under ``out_dir``; account every run."""
     from distillmeter.energy.runlock import RunLock
+    from distillmeter.pipelines.distributed import Distributed
 
     out_dir = Path(out_dir)
-    ui = StageProgress(console, quiet=quiet)
     components.set_threads(cfg)
     components.preload()
-    ctx = Context(cfg, out_dir, ui, components.pick_device(cfg), resume)
+    # under torchrun: join the job; rank 0 speaks for it (docs/scale.md)
+    dist = Distributed.init(cfg.distributed, components.pick_device(cfg))
+    ui = StageProgress(console, quiet=quiet or not dist.is_main)
+    ctx = Context(cfg, out_dir, ui, dist.device, resume, dist=dist)
     # Before any work: checkpoints found, tokenizers agree, data reads, memory suffices.
     from distillmeter.pipelines.real_models import preflight
 
     preflight(cfg, ctx.device, note=ui.note)
     t_plan, students = plan_teacher(cfg), plan_students(cfg)
+    if not dist.is_main:
+        serve(ctx)  # the other ranks do what rank 0 decides (pipelines/rank_jobs.py)
+        dist.close()
+        return Summary(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     lock = RunLock(out_dir)  # two `distillmeter run` on one OUT would move each other's runs
     # Locked before anything else is checked, so that a run still going on in OUT is named
@@ -141,12 +149,22 @@ def run_all(cfg: RunConfig, out_dir: Path | str = "runs", *, resume: bool = Fals
             ui.note(f"[yellow]{out_dir}[/]: {taken_over}")
         if not resume:
             _check_fresh(out_dir, [t_plan.run_name] + [s.name for s in students])
-        return _run_locked(ctx, t_plan, students)
+        leader = Leader(ctx)
+        try:
+            summary = _run_locked(ctx, t_plan, students, leader)
+        except BaseException as exc:
+            leader.abort(exc)
+            raise
+        leader.done()
+        dist.close()
+        return summary
     finally:
         lock.release()
 
 
-def _run_locked(ctx: Context, t_plan, students: list[StudentRun]) -> Summary:
+def _run_locked(ctx: Context, t_plan, students: list[StudentRun],
+                leader: Leader | None = None) -> Summary:
+    leader = leader or Leader(ctx)
     cfg, out_dir, ui = ctx.cfg, ctx.out_dir, ctx.ui
     summary = Summary(out_dir)
     moved: list[Path] = []
@@ -175,7 +193,8 @@ def _run_locked(ctx: Context, t_plan, students: list[StudentRun]) -> Summary:
 
     # -- the teacher: made if a student still needs it (and its score is always needed)
     teacher_dir = _teacher_dir(ctx, t_plan, moved)
-    teacher = run_teacher(ctx, t_plan, teacher_dir)
+    with leader.solo():  # under torchrun, rank 0 alone; the other ranks meter along
+        teacher = run_teacher(ctx, t_plan, teacher_dir)
     if teacher.run_dir is not None:
         summary.runs.append(RunOutcome(teacher_dir.name, teacher_dir, "teacher", "done",
                                        _account(teacher_dir, cfg, ui), "teacher"))
@@ -190,7 +209,8 @@ def _run_locked(ctx: Context, t_plan, students: list[StudentRun]) -> Summary:
         path = out_dir / run.name
         ui.note(f"[bold]{run.name}[/]: {run.method.name} ({', '.join(run.method.data)}, "
                 f"loss {run.method.loss}), seed {run.seed}")
-        run_student(ctx, run, teacher, path)
+        with leader.student(run, teacher, path):  # every rank, under torchrun
+            run_student(ctx, run, teacher, path)
         summary.runs.append(RunOutcome(run.name, path, "student", "done",
                                        _account(path, cfg, ui), run.method.name, run.seed))
 

@@ -48,10 +48,12 @@ class StudentResult:
 
 
 def run_student(ctx: Context, run: StudentRun, teacher: TeacherOutputs,
-                run_dir: Path) -> StudentResult:
-    """Train and evaluate one student in ``run_dir``, metered."""
+                run_dir: Path) -> StudentResult | None:
+    """Train and evaluate one student in ``run_dir``, metered. Under torchrun every rank
+    calls it (docs/scale.md); ranks other than 0 return None."""
     cfg, ui, device, label = ctx.cfg, ctx.ui, ctx.device, run_dir.name
     method, seed = run.method, run.seed
+    main = ctx.dist is None or ctx.dist.is_main  # rank 0 (or the only process)
     plan = teacher.plan
     t_metrics = teacher.teacher_metrics()
     meter = ctx.open_meter(run_dir, method=method.name, seed=seed, config_id=run.config_id,
@@ -100,24 +102,36 @@ def run_student(ctx: Context, run: StudentRun, teacher: TeacherOutputs,
         tcfg = cfg.training
         with ui.metered(meter, label, "student.train", tcfg.token_budget, "tok") as bar:
             bar.annotate(params=count_params(model), batch_size=tcfg.batch_size)
+            # under torchrun every rank trains its shard of each batch (DDP/FSDP); the
+            # stage counts this rank's tokens, the bar all ranks'
+            world = ctx.world_size
             result = train(model, batches(seqs, tcfg.batch_size, tok.pad_token_id, seed=seed),
                            loss_fn, tcfg, device=device,
-                           on_step=lambda n_tok, n_seq, loss: bar.advance(n_tok, n_seq, n_tok),
-                           autocast_dtype=mixed)
-            folder = artifacts.artifact_dir(run_dir, STUDENT_CKPT, run.config_id)
-            components.save_checkpoint(model, tok, folder)
-            artifacts.write_manifest(folder, ArtifactManifest(
-                kind=STUDENT_CKPT, hash=run.config_id, stage="student.train",
-                run_id=meter.run_id, info={"method": method.name, "seed": seed}))
-            log = artifacts.artifact_dir(run_dir, TRAIN_LOG, run.config_id)
-            log.mkdir(parents=True, exist_ok=True)
-            (log / "train.json").write_text(json.dumps({
-                "steps": result.steps, "tokens": result.tokens, "samples": result.samples,
-                "examples": len(seqs), "epochs": result.samples / max(1, len(seqs)),
-                "final_loss": result.final_loss, "last_parts": result.last_parts,
-                "losses": result.losses}, indent=1))
-            artifacts.write_manifest(log, ArtifactManifest(
-                kind=TRAIN_LOG, hash=run.config_id, stage="student.train", run_id=meter.run_id))
+                           on_step=lambda n_tok, n_seq, loss: bar.advance(n_tok, n_seq,
+                                                                          n_tok * world),
+                           autocast_dtype=mixed, dist=ctx.dist)
+            if main:  # rank 0 writes; FSDP gathered the trained model there
+                model = result.model
+                folder = artifacts.artifact_dir(run_dir, STUDENT_CKPT, run.config_id)
+                components.save_checkpoint(model, tok, folder)
+                artifacts.write_manifest(folder, ArtifactManifest(
+                    kind=STUDENT_CKPT, hash=run.config_id, stage="student.train",
+                    run_id=meter.run_id, info={"method": method.name, "seed": seed,
+                                               "world_size": world}))
+                log = artifacts.artifact_dir(run_dir, TRAIN_LOG, run.config_id)
+                log.mkdir(parents=True, exist_ok=True)
+                (log / "train.json").write_text(json.dumps({
+                    "steps": result.steps, "tokens": result.tokens, "samples": result.samples,
+                    "examples": len(seqs), "epochs": result.samples / max(1, len(seqs)),
+                    "final_loss": result.final_loss, "last_parts": result.last_parts,
+                    "losses": result.losses, "world_size": world}, indent=1))
+                artifacts.write_manifest(log, ArtifactManifest(
+                    kind=TRAIN_LOG, hash=run.config_id, stage="student.train",
+                    run_id=meter.run_id))
+        if not main:
+            # rank 0 alone evaluates; this rank's devices wait inside the stage, metered
+            with meter.stage("eval.student"):
+                return None
 
         from distillmeter.pipelines.lm_eval_stage import metric_value
 
