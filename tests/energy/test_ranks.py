@@ -207,3 +207,32 @@ def test_rank_info_from_env():
     slurm = RankInfo.from_env({"SLURM_PROCID": "3", "SLURM_NTASKS": "4", "SLURM_LOCALID": "1",
                                "SLURM_NTASKS_PER_NODE": "2", "SLURM_NODEID": "1"})
     assert (slurm.rank, slurm.local_rank, slurm.local_world_size, slurm.node) == (3, 1, 2, 1)
+
+
+def test_rank_sensors_pick_each_ranks_gpu_through_nvml(monkeypatch):
+    """The NVML path with the recorded-H100 stand-in (no GPU here): 4 GPUs on the node."""
+    from nvml_standin import Gpu, ManualClock, Recording, StandinNVML, uuids
+
+    from distillmeter.energy.ranks import rank_sensors
+
+    nv = StandinNVML([Gpu(uuid=u) for u in uuids(4)], ManualClock(), Recording.load())
+    monkeypatch.setitem(sys.modules, "pynvml", nv)
+
+    def devices(local: int, cvd: str | None, selectors="auto") -> tuple[list[str], dict]:
+        info = RankInfo(rank=local, world_size=4, local_rank=local, local_world_size=4)
+        sensors, _, facts = rank_sensors(info, selectors, cuda_visible=cvd)
+        out = [d for s in sensors for d in s.devices]
+        for s in sensors:
+            s.close()
+        return out, facts
+
+    # every GPU visible: each rank takes the one at its local rank; host on local rank 0
+    got, facts = devices(0, None)
+    assert got[0] == "gpu:0" and "cpu:0" in got and facts["gpu_count"] == 4
+    assert devices(2, None)[0] == ["gpu:2"]
+    # a UUID list in another order: rank 1's entry is the NVML index of that UUID
+    ids = uuids(4)
+    assert devices(1, f"{ids[3]},{ids[1]},{ids[0]},{ids[2]}")[0] == ["gpu:1"]
+    assert devices(0, f"{ids[3]},{ids[1]},{ids[0]},{ids[2]}", "gpu")[0] == ["gpu:3"]
+    # pinned by the launcher: the one visible GPU is the rank's, whatever its local rank
+    assert devices(3, "2")[0] == ["gpu:2"]

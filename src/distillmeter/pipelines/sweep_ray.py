@@ -32,6 +32,14 @@ def import_ray() -> Any:
     return ray
 
 
+def meters_host(cfg: RunConfig) -> bool:
+    """True when ``cfg``'s meter reads the node's CPU or DRAM (node-wide devices)."""
+    devices = cfg.meter.devices
+    items = devices.split(",") if isinstance(devices, str) else list(devices)
+    return any(d.strip() in ("auto", "cpu", "dram") or d.strip().startswith(("cpu:", "dram:"))
+               for d in items)
+
+
 class RayRunner:
     """Teacher jobs one at a time, student jobs in parallel, on Ray."""
 

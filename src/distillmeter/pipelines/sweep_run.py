@@ -223,9 +223,13 @@ def run_sweep(sweep: Sweep, runs_dir: str | Path, *, resume: bool = False, quiet
         if ray_address is None:
             runner = _Sequential(quiet)
         else:
-            from distillmeter.pipelines.sweep_ray import RayRunner
+            from distillmeter.pipelines.sweep_ray import RayRunner, meters_host
 
             runner = RayRunner(ray_address, sweep.ray, quiet)
+            if not quiet and any(meters_host(p.config) for p in sweep.points):
+                console.print("[yellow]note:[/] Ray tasks that share a node each meter its "
+                              "CPU and DRAM, so host energy is counted once per task running "
+                              "beside another; `meter.devices: gpu` meters GPUs only")
         with runner:
             if not quiet:
                 console.print(f"sweep: {len(sweep.points)} configs x {len(sweep.seeds)} seeds, "
