@@ -126,6 +126,15 @@ def test_dry_run_lists_jobs_and_runs_nothing(base_file, tmp_path, capsys):
     assert main(["sweep", str(write(tmp_path, "bad.yaml", {"grid": {"x.y": [1]}}))]) == 2
 
 
+def test_sweep_refuses_to_run_under_torchrun(base_file, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    path = write(tmp_path, "s.yaml", {"base": base_file.name})
+    assert main(["sweep", str(path), "--out", str(tmp_path / "runs")]) == 2
+    assert "without torchrun" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
 # --------------------------------------------------------------------------- running
 
 

@@ -30,7 +30,13 @@ def command(sweep_file: Path, out_dir: Path, ray_address: str | None, resume: bo
     `distillmeter report RUNS_DIR`."""
     from rich.console import Console
 
+    from distillmeter.energy.ranks import RankInfo
+    from distillmeter.errors import UserError
     from distillmeter.pipelines.sweep import load_sweep
+
+    if RankInfo.from_env().distributed:
+        raise UserError("distillmeter sweep runs its own jobs: start it without torchrun "
+                        "(use `distillmeter run` under torchrun for one config)")
 
     sweep = load_sweep(sweep_file)  # everything validated before any work
     console = Console()
