@@ -18,13 +18,19 @@ from distillmeter.errors import USER_ERRORS
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("distillmeter.commands.run", "Run distillation pipelines (the built-in default with no CONFIG)."),
-    "measure": ("distillmeter.commands.measure", "Meter any command as one stage, like `perf stat` for energy."),
-    "account": ("distillmeter.commands.account", "Account a run directory: write report.json and print it."),
+    "run": ("distillmeter.commands.run",
+            "Run distillation pipelines (the built-in default with no CONFIG)."),
+    "measure": ("distillmeter.commands.measure",
+                "Meter any command as one stage, like `perf stat` for energy."),
+    "account": ("distillmeter.commands.account",
+                "Account a run directory: write report.json and print it."),
     "show": ("distillmeter.commands.show", "Print a run's stage table and totals."),
-    "report": ("distillmeter.commands.report", "Analyse all runs under a directory: summary and HTML report."),
-    "plan": ("distillmeter.commands.plan", "Pick the best configuration that fits an energy, CO2 or money budget."),
-    "sweep": ("distillmeter.commands.sweep", "Run a grid of configs x seeds, here or on a Ray cluster."),
+    "report": ("distillmeter.commands.report",
+               "Analyse all runs under a directory: summary and HTML report."),
+    "plan": ("distillmeter.commands.plan",
+             "Pick the best configuration that fits an energy, CO2 or money budget."),
+    "sweep": ("distillmeter.commands.sweep",
+              "Run a grid of configs x seeds, here or on a Ray cluster."),
 }
 
 
