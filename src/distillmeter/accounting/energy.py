@@ -91,27 +91,27 @@ def device_window_energy(
                 )
             out.integrated_j = tail[0] - head[0]
         return out
+    piece = _trace_piece(series, w.start, w.end)
+    then = "; integrated the trace instead" if piece is not None else ""
     if declared in _COUNTER_SOURCES and w.status != "incomplete":
         # a device with a counter lost a boundary reading: a sensor error at that moment
         lost = [f"{edge} reading ({ledger_path}:{line})" for edge, r, line in
                 (("start", r0, w.start_line), ("end", r1, w.end_line)) if not _finite(r)]
         if lost:
-            out.notes.append(f"{device}: no {' or '.join(lost)}, a sensor error?; "
-                             "integrated the trace instead")
+            out.notes.append(f"{device}: no {' or '.join(lost)}, a sensor error?{then}")
             out.degraded = True
     if _finite(r0) and _finite(r1):
         out.notes.append(
             f"{device}: counter went backwards ({r0:.3f} J at {ledger_path}:{w.start_line} -> "
-            f"{r1:.3f} J at {ledger_path}:{w.end_line}; a reset?); integrated the trace instead"
+            f"{r1:.3f} J at {ledger_path}:{w.end_line}; a reset?){then}"
         )
         out.degraded = True
-    piece = _trace_piece(series, w.start, w.end)
     if piece is None:
         out.method = "missing"
         out.degraded = True
         out.notes.append(
-            f"{device}: no boundary readings and no trace samples; its energy here is unknown "
-            "(counted as 0 J)"
+            f"{device}: no usable boundary readings and no trace samples; its energy here is "
+            "unknown (counted as 0 J)"
         )
         return out
     out.integrated_j, how = piece
