@@ -208,3 +208,17 @@ def test_stages_say_what_ran_so_the_analysis_can_compute_floors(done):
     # upstream copies keep what ran
     assert {s.name: s.info.get("params") for s in kd.upstream}["teacher.logits"] == \
         t_params["teacher.logits"]
+
+
+def test_run_ends_with_the_analysis_across_its_runs(done):
+    """`distillmeter run` analyses what it ran: summary files and the HTML report are in
+    OUT, with one configuration per method and a Pareto flag on each."""
+    import json
+
+    summary = json.loads((done / "summary.json").read_text())
+    methods = sorted(c["method"] for c in summary["configs"])
+    assert methods == ["baseline", "kd", "synthetic"]
+    assert any(c["pareto"] for c in summary["configs"])
+    assert (done / "summary.csv").read_text().count("\n") == 4  # header + 3 configurations
+    html = (done / "report.html").read_text()
+    assert html.lstrip().lower().startswith("<!doctype html") and "<svg" in html

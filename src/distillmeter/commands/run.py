@@ -18,13 +18,17 @@ import click
               help="Continue in an OUT that already holds runs: finished runs and teacher "
                    "artifacts are reused, interrupted runs kept aside and done again.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars (for scripts).")
+@click.option("--no-report", is_flag=True,
+              help="Skip the analysis at the end (`distillmeter report OUT` does it later).")
 def command(config: Path | None, out_dir: Path, seeds: int | None, resume: bool,
-            quiet: bool) -> None:
+            quiet: bool, no_report: bool) -> None:
     """Run distillation pipelines, every stage metered, then account and summarise.
 
     With no CONFIG, the built-in default: a teacher trained here on an arithmetic task,
     distilled into a smaller student by baseline SFT, synthetic-data SFT and logit KD,
-    over 3 seeds (see `distillmeter/configs/default.yaml`)."""
+    over 3 seeds (see `distillmeter/configs/default.yaml`). At the end the runs in OUT are
+    analysed as `distillmeter report OUT` does: the Pareto table and rules are printed and
+    OUT/summary.json, OUT/summary.csv and OUT/report.html written."""
     from rich.console import Console
 
     from distillmeter.pipelines.config import RunConfig, load_config
@@ -39,5 +43,17 @@ def command(config: Path | None, out_dir: Path, seeds: int | None, resume: bool,
     summary = run_all(cfg, out_dir, resume=resume, quiet=quiet)
     from distillmeter.energy.ranks import RankInfo
 
-    if RankInfo.from_env().rank == 0:  # under torchrun, rank 0 speaks for the job
-        print_summary(summary, Console())
+    if RankInfo.from_env().rank != 0:  # under torchrun, rank 0 speaks for the job
+        return
+    console = Console()
+    print_summary(summary, console)
+    if not no_report:
+        from distillmeter.commands.report import analyse_dir, write_outputs
+        from distillmeter.report.console import print_summary as print_analysis
+
+        console.print()
+        analysis = analyse_dir(out_dir)
+        paths = write_outputs(analysis, out_dir)
+        print_analysis(analysis, console)
+        console.print(f"wrote {paths['html']} (open it in a browser), "
+                      f"{paths['json']}, {paths['csv']}", highlight=False)
