@@ -91,7 +91,7 @@ def config_text(draw) -> str:
     return yaml.safe_dump(data, allow_unicode=True)
 
 
-@fuzz_settings(500)
+@fuzz_settings(250)
 @given(config_text())
 @example(HOSTILE_YAML[0])
 @example(HOSTILE_YAML[2])
@@ -180,7 +180,7 @@ def mutated_bytes(draw, data: bytes) -> bytes:
     return bytes(b)
 
 
-@fuzz_settings(300)
+@fuzz_settings(150)
 @given(st.data())
 def test_a_corrupted_shard_is_never_used(data):
     """Any change to a shard's bytes: the checksum catches it before anything reads it."""
@@ -198,7 +198,7 @@ def test_a_corrupted_shard_is_never_used(data):
         assert after == before, "a corrupted shard was used"
 
 
-@fuzz_settings(300)
+@fuzz_settings(250)
 @given(st.data())
 def test_shard_bytes_that_match_their_manifest_load_or_fail_clearly(data):
     """A shard whose bytes are wrong but whose manifest was rewritten to match (so the
@@ -222,7 +222,7 @@ def test_shard_bytes_that_match_their_manifest_load_or_fail_clearly(data):
             _clear(exc, (ArtifactError,))
 
 
-@fuzz_settings(400)
+@fuzz_settings(250)
 @given(st.data())
 @example(None)
 def test_a_fuzzed_manifest_loads_or_fails_clearly(data):

@@ -24,7 +24,7 @@ from distillmeter.accounting import account, write_report
 from distillmeter.errors import USER_ERRORS
 
 FIXTURE = Path(__file__).resolve().parents[1] / "data" / "h100-run-a"
-FUZZ = fuzz_settings(400)
+FUZZ = fuzz_settings(300)
 
 
 def _clear(exc: BaseException) -> None:
@@ -203,7 +203,7 @@ def test_ledger_lines_parse_or_fail_clearly(lines):
     assert all(math.isfinite(e.t) for e in ledger.events)
 
 
-@fuzz_settings(600)
+@fuzz_settings(400)
 @given(st.text(max_size=300))
 def test_ledger_random_text(text):
     try:
@@ -286,7 +286,7 @@ environments = st.one_of(st.none(), st.just(b"{"), st.just(b"[1]"), st.just(b'{"
                          st.just(b'{"hardware": {"gpus": [1]}}'))
 
 
-@fuzz_settings(300)
+@fuzz_settings(200)
 @given(plausible_run(), environments, st.sampled_from([0.0, 0.0, 0.05, -0.05]))
 def test_accounting_a_plausible_but_hostile_run(run, env, shift):
     lines, trace = run
