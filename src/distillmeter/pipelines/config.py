@@ -452,10 +452,17 @@ def load_config(path: str | Path) -> RunConfig:
     path = Path(path)
     if not path.exists():
         path = packaged_config(str(path)) or path
+    data, root = read_yaml_file(path, "config file")
+    return parse_config(data, str(path), root)
+
+
+def read_yaml_file(path: Path, what: str) -> tuple[Any, Any]:
+    """``(data, node tree)`` of a YAML file, read with the safe loader; the node tree gives
+    error messages their line numbers. Unreadable or invalid YAML is a UserError."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise UserError(f"{path}: no such config file") from None
+        raise UserError(f"{path}: no such {what}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: cannot read ({exc})") from None
     try:
@@ -466,7 +473,7 @@ def load_config(path: str | Path) -> RunConfig:
         line = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise UserError(f"{path}{line}: not valid YAML ({problem})") from None
-    return parse_config(data, str(path), root)
+    return data, root
 
 
 def dump_config(cfg: RunConfig) -> str:

@@ -62,11 +62,11 @@ class Summary:
         return [r for r in self.runs if r.kind == kind]
 
 
-def _has_data(path: Path) -> bool:
+def has_data(path: Path) -> bool:
     return path.is_dir() and any(path.iterdir())
 
 
-def _ledger_status(run_dir: Path) -> tuple[str, str | None]:
+def ledger_status(run_dir: Path) -> tuple[str, str | None]:
     """(``ok`` | ``failed`` | ``incomplete`` | ``unreadable``, config_id) of a run dir."""
     try:
         ledger = protocol.read_ledger(run_dir)
@@ -87,7 +87,7 @@ def move_aside(run_dir: Path) -> Path:
 
 
 def _check_fresh(out_dir: Path, names: list[str]) -> None:
-    taken = [n for n in names if _has_data(out_dir / n)]
+    taken = [n for n in names if has_data(out_dir / n)]
     if taken:
         shown = ", ".join(str(out_dir / n) for n in taken[:3]) + (" ..." if len(taken) > 3
                                                                  else "")
@@ -176,7 +176,7 @@ def _run_locked(ctx: Context, t_plan, students: list[StudentRun],
         if not (ctx.resume and path.exists()):
             todo.append(run)
             continue
-        status, config_id = _ledger_status(path)
+        status, config_id = ledger_status(path)
         if status == "ok" and config_id != run.config_id:
             raise UserError(f"{path} holds a finished run of another configuration "
                             f"(config_id {config_id}, this config's is {run.config_id}); "
@@ -227,18 +227,18 @@ def _teacher_dir(ctx: Context, t_plan, moved: list[Path]) -> Path:
     first (its finished artifacts are reused from there); a finished one is never touched,
     so new work (a corrupted artifact remade) goes to ``teacher-<hash>-<n>``."""
     path = ctx.out_dir / t_plan.run_name
-    if not (ctx.resume and _has_data(path)):
+    if not (ctx.resume and has_data(path)):
         return path
     if ctx.resume and len(locate_existing(ctx, t_plan)) == len(t_plan.artifacts()):
         return path  # nothing to make: the path will not be used
-    status, _ = _ledger_status(path)
+    status, _ = ledger_status(path)
     if status != "ok":
         moved.append(move_aside(path))
         ctx.ui.note(f"[yellow]{path.name}[/]: interrupted earlier; kept as {moved[-1].name} "
                     "(accounted); its finished artifacts are reused")
         return path
     n = 2
-    while _has_data(path.with_name(f"{path.name}-{n}")):
+    while has_data(path.with_name(f"{path.name}-{n}")):
         n += 1
     return path.with_name(f"{path.name}-{n}")
 

@@ -308,19 +308,8 @@ def parse_sweep(data: Any, source: str = "sweep", root: yaml.Node | None = None,
 
 def load_sweep(path: str | Path) -> Sweep:
     """Read, validate and expand a sweep file (``yaml.safe_load``)."""
+    from distillmeter.pipelines.config import read_yaml_file
+
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such sweep file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: cannot read ({exc})") from None
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise UserError(f"{path}{line}: not valid YAML "
-                        f"({getattr(exc, 'problem', None) or exc})") from None
+    data, root = read_yaml_file(path, "sweep file")
     return parse_sweep(data, str(path), root, path.parent)

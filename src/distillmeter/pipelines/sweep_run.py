@@ -33,6 +33,7 @@ from rich.table import Table
 from distillmeter import protocol
 from distillmeter.errors import USER_ERRORS, UserError
 from distillmeter.pipelines.config import RunConfig
+from distillmeter.pipelines.runner import has_data, ledger_status
 from distillmeter.pipelines.sweep import TEACHERS_DIR, Sweep
 
 
@@ -48,18 +49,6 @@ class JobRecord:
     note: str = ""
 
 
-def _has_data(path: Path) -> bool:
-    return path.is_dir() and any(path.iterdir())
-
-
-def _ledger_status(run_dir: Path) -> tuple[str, str | None]:
-    try:
-        ledger = protocol.read_ledger(run_dir)
-    except protocol.ProtocolError:
-        return "unreadable", None
-    end = ledger.run_end
-    return ("incomplete" if end is None else "ok" if end.status == "ok" else "failed",
-            ledger.run_start.config_id)
 
 
 def _account(run_dir: Path, cfg: RunConfig) -> None:
@@ -97,13 +86,13 @@ def _teacher_dir(path: Path) -> Path:
     kept and the new work goes to ``<path>-<n>``."""
     from distillmeter.pipelines.runner import move_aside
 
-    if not _has_data(path):
+    if not has_data(path):
         return path
-    if _ledger_status(path)[0] != "ok":
+    if ledger_status(path)[0] != "ok":
         move_aside(path)
         return path
     n = 2
-    while _has_data(path.with_name(f"{path.name}-{n}")):
+    while has_data(path.with_name(f"{path.name}-{n}")):
         n += 1
     return path.with_name(f"{path.name}-{n}")
 
@@ -140,8 +129,8 @@ def student_job(cfg: RunConfig, point: str, seed: int, teacher: Any, runs_dir: s
     for run in (r for r in plan_students(cfg) if r.seed == seed):
         path = root / point / run.name
         rec = JobRecord(point, seed, run.method.name, str(path), "done")
-        if _has_data(path):
-            status, config_id = _ledger_status(path)
+        if has_data(path):
+            status, config_id = ledger_status(path)
             if resume and status == "ok" and config_id == run.config_id:
                 if not (path / protocol.REPORT_FILE).exists():
                     _account(path, cfg)
@@ -175,8 +164,8 @@ def student_job(cfg: RunConfig, point: str, seed: int, teacher: Any, runs_dir: s
 
 
 def _check_fresh(sweep: Sweep, root: Path) -> None:
-    taken = [root / TEACHERS_DIR] if _has_data(root / TEACHERS_DIR) else []
-    taken += [root / p.name for p in sweep.points if _has_data(root / p.name)]
+    taken = [root / TEACHERS_DIR] if has_data(root / TEACHERS_DIR) else []
+    taken += [root / p.name for p in sweep.points if has_data(root / p.name)]
     if taken:
         shown = ", ".join(map(str, taken[:3])) + (" ..." if len(taken) > 3 else "")
         raise UserError(f"{shown}: already holds measured data; never overwritten: add "
