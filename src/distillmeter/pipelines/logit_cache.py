@@ -37,6 +37,18 @@ def _shard_name(i: int) -> str:
 
 
 @torch.no_grad()
+def write_shard(folder: Path, name: str, values: torch.Tensor, indices: torch.Tensor,
+                offsets: torch.Tensor, first: int, count: int) -> dict:
+    """Write one cache shard atomically (tmp + rename) and return its manifest entry
+    (sequence range, positions, size and sha256)."""
+    tmp = folder / (name + ".tmp")
+    save_file({"values": values, "indices": indices, "offsets": offsets}, str(tmp),
+              metadata={"first_sequence": str(first), "n_sequences": str(count)})
+    tmp.replace(folder / name)
+    return {"file": name, "first": first, "count": count, "positions": int(offsets[-1]),
+            **artifacts.file_entry(folder / name).model_dump()}
+
+
 def _topk_shard(teacher: torch.nn.Module, seqs: Sequences, index: list[int], *, k: int,
                 vocab_size: int, batch_size: int, pad_id: int, dtype: torch.dtype,
                 device: str | torch.device, on_batch: Callable[[int, int], None] | None):
@@ -92,13 +104,7 @@ def write_cache(folder: Path, teacher: torch.nn.Module, seqs: Sequences, *, key_
             values, idx, offsets = _topk_shard(
                 teacher, seqs, index, k=k, vocab_size=vocab_size, batch_size=batch_size,
                 pad_id=pad_id, dtype=_DTYPES[dtype], device=device, on_batch=on_batch)
-            tmp = folder / (name + ".tmp")
-            save_file({"values": values, "indices": idx, "offsets": offsets}, str(tmp),
-                      metadata={"first_sequence": str(first), "n_sequences": str(len(index))})
-            tmp.replace(folder / name)
-            shards.append({"file": name, "first": first, "count": len(index),
-                           "positions": int(offsets[-1]),
-                           **artifacts.file_entry(folder / name).model_dump()})
+            shards.append(write_shard(folder, name, values, idx, offsets, first, len(index)))
         info["shards"] = shards
         _write_manifest(folder, key_hash, stage, run_id, info, complete=s == n_shards - 1)
     if n_shards == 0:

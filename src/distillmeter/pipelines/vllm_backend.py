@@ -305,7 +305,6 @@ def write_cache_vllm(folder: Path, backend: VllmBackend, seqs: Any, *, key_hash:
     """``logit_cache.write_cache`` with vLLM's prompt log-probs instead of a forward pass
     in torch: the same shards, manifest and resume rules (``LogitCache`` reads the
     result). Returns the complete manifest."""
-    from safetensors.torch import save_file
 
     from distillmeter.pipelines import artifacts
     from distillmeter.pipelines import logit_cache as lc
@@ -336,13 +335,7 @@ def write_cache_vllm(folder: Path, backend: VllmBackend, seqs: Any, *, key_hash:
             offsets[1:] = torch.cumsum(counts, 0)
             values = torch.cat([v for v, _ in parts]).to(lc._DTYPES[dtype])
             idx = torch.cat([i for _, i in parts]).to(torch.int32)
-            tmp = folder / (name + ".tmp")
-            save_file({"values": values, "indices": idx, "offsets": offsets}, str(tmp),
-                      metadata={"first_sequence": str(first), "n_sequences": str(len(index))})
-            tmp.replace(folder / name)
-            shards.append({"file": name, "first": first, "count": len(index),
-                           "positions": int(offsets[-1]),
-                           **artifacts.file_entry(folder / name).model_dump()})
+            shards.append(lc.write_shard(folder, name, values, idx, offsets, first, len(index)))
         info["shards"] = shards
         lc._write_manifest(folder, key_hash, stage, run_id, info, complete=s == n_shards - 1)
     if n_shards == 0:
