@@ -37,6 +37,17 @@ def _shard_name(i: int) -> str:
 
 
 @torch.no_grad()
+def cache_info(seqs: Sequences, *, top_k: int, vocab_size: int, dtype: str,
+               shard_sequences: int) -> dict:
+    """The manifest's description of a cache over ``seqs`` (``top_k`` capped at the
+    vocabulary), before any shard is written."""
+    return {"requested_top_k": top_k, "top_k": min(top_k, vocab_size),
+            "vocab_size": vocab_size, "dtype": dtype, "temperature": 1.0,
+            "positions": "learned (target tokens + EOS)", "n_sequences": len(seqs),
+            "sequences_sha256": seqs.fingerprint(), "shard_sequences": shard_sequences,
+            "shards": []}
+
+
 def write_shard(folder: Path, name: str, values: torch.Tensor, indices: torch.Tensor,
                 offsets: torch.Tensor, first: int, count: int) -> dict:
     """Write one cache shard atomically (tmp + rename) and return its manifest entry
@@ -83,11 +94,9 @@ def write_cache(folder: Path, teacher: torch.nn.Module, seqs: Sequences, *, key_
     Returns the complete manifest. ``top_k`` is capped at ``vocab_size``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    k = min(top_k, vocab_size)
-    info = {"requested_top_k": top_k, "top_k": k, "vocab_size": vocab_size, "dtype": dtype,
-            "temperature": 1.0, "positions": "learned (target tokens + EOS)",
-            "n_sequences": len(seqs), "sequences_sha256": seqs.fingerprint(),
-            "shard_sequences": shard_sequences, "shards": []}
+    info = cache_info(seqs, top_k=top_k, vocab_size=vocab_size, dtype=dtype,
+                      shard_sequences=shard_sequences)
+    k = info["top_k"]
     done = _reusable_shards(folder, resume_from, info)
     teacher.eval()
     n_shards = (len(seqs) + shard_sequences - 1) // shard_sequences

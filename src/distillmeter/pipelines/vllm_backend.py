@@ -311,11 +311,10 @@ def write_cache_vllm(folder: Path, backend: VllmBackend, seqs: Any, *, key_hash:
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    k = min(top_k, vocab_size)
-    info = {"requested_top_k": top_k, "top_k": k, "vocab_size": vocab_size, "dtype": dtype,
-            "temperature": 1.0, "positions": "learned (target tokens + EOS)",
-            "n_sequences": len(seqs), "sequences_sha256": seqs.fingerprint(),
-            "shard_sequences": shard_sequences, "shards": [], "engine": "vllm"}
+    info = lc.cache_info(seqs, top_k=top_k, vocab_size=vocab_size, dtype=dtype,
+                         shard_sequences=shard_sequences)
+    info["engine"] = "vllm"
+    k = info["top_k"]
     done = lc._reusable_shards(folder, resume_from, info)
     n_shards = (len(seqs) + shard_sequences - 1) // shard_sequences
     shards = []
