@@ -34,12 +34,12 @@ def load_test_module(name: str, path: Path):
 
 TINY_RUN = load_test_module("pipelines_conftest", ROOT / "tests/pipelines/conftest.py").TINY_RUN
 
-# Two students (synthetic, then kd), one seed. The kd student's training (~3 s here) and the
-# teacher's logit cache (~800 sequences at batch 1, 25 shards: ~3 s) are long enough to be
+# Two students (synthetic, then kd), one seed. The kd student's training (~4 s here) and the
+# teacher's logit cache (~3000 sequences at batch 1, ~100 shards: ~3 s) are long enough to be
 # killed in the middle; everything else is the tiny run of the pipelines tests.
 KILL_RUN = copy.deepcopy(TINY_RUN)
-KILL_RUN["task"]["n_labelled"] = 800
-KILL_RUN["training"] = {"token_budget": 25000, "batch_size": 8}
+KILL_RUN["task"]["n_labelled"] = 3000
+KILL_RUN["training"] = {"token_budget": 150000, "batch_size": 8}
 KILL_RUN["logits"] = {"top_k": 8, "shard_sequences": 32, "batch_size": 1}
 KILL_RUN["methods"] = [
     {"name": "synthetic", "data": ["labelled", "synthetic"], "loss": "ce"},

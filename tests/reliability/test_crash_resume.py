@@ -58,9 +58,15 @@ def _teacher_dir(out: Path) -> Path | None:
 
 
 def _inside(run_dir: Path, stage: str, *, after: float = 0.3) -> bool:
-    """The stage has started and the trace holds samples more than ``after`` s into it."""
+    """The stage has started, has not ended, and the trace holds samples more than
+    ``after`` s into it. (The trace is flushed about once a second: on a loaded machine
+    the first rows past ``after`` can arrive after the stage ended, and a kill then
+    would land in the next stage.)"""
     start = stage_started(run_dir, stage)
     if start is None:
+        return False
+    if any(e.get("event") == "stage_end" and e.get("stage") == stage
+           for e in events(run_dir / "ledger.jsonl")):
         return False
     times = trace_times(run_dir / "trace.csv")
     return bool(times) and times[-1] > start["t"] + after
