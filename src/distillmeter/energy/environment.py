@@ -196,9 +196,7 @@ def snapshot(sensors: Sequence[Any] = (), *, notes: Sequence[str] = (),
     described = [s.describe() for s in sensors]
     gpus = [g for d in described for g in d.get("gpus", [])]
     nvml = next((d for d in described if d.get("kind") == "nvml"), {})
-    import distillmeter
-
-    package_dir = Path(distillmeter.__file__).resolve().parent
+    package_dir = Path(__file__).resolve().parent.parent  # the distillmeter package
     return {
         "schema": SCHEMA,
         "wall_time": datetime.now(timezone.utc).isoformat(),
