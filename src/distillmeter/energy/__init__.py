@@ -7,12 +7,13 @@ the environment snapshot. Measuring never computes the report; see
 """
 
 from distillmeter.energy.cpu_estimate import CpuEstimateSensor, lookup_tdp
+from distillmeter.energy.discovery import discover_sensors
 from distillmeter.energy.environment import redact_argv, redact_env, redact_text
 from distillmeter.energy.meter import EnergyMeter, Stage
 from distillmeter.energy.nvml import NvmlSensor, NvmlUnavailable, visible_gpu_indices
 from distillmeter.energy.rapl import RaplSensor
 from distillmeter.energy.replay import ReplaySensor
-from distillmeter.energy.sensors import Sensor, discover_sensors
+from distillmeter.energy.sensors import Sensor
 
 __all__ = [
     "CpuEstimateSensor",

@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from distillmeter.energy.discovery import discover_sensors
 from distillmeter.energy.environment import redact_text, redact_values
 from distillmeter.energy.runfiles import (
     last_trace_t,
@@ -34,12 +35,7 @@ from distillmeter.energy.runfiles import (
 )
 from distillmeter.energy.runlock import RunLock
 from distillmeter.energy.sampler import Sampler
-from distillmeter.energy.sensors import (
-    Sensor,
-    contamination_warnings,
-    discover_sensors,
-    parse_device_selection,
-)
+from distillmeter.energy.sensors import Sensor, contamination_warnings, parse_device_selection
 from distillmeter.energy.stage import Stage
 from distillmeter.errors import UserError
 from distillmeter.protocol import (

@@ -32,8 +32,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from distillmeter.energy.discovery import discover_sensors
 from distillmeter.energy.meter import EnergyMeter
-from distillmeter.energy.sensors import Sensor, discover_sensors, parse_device_selection
+from distillmeter.energy.sensors import Sensor, parse_device_selection
 
 RANKS_DIR = "ranks"
 RANK_FILE = "rank.json"

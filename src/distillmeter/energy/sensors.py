@@ -1,4 +1,4 @@
-"""The sensor interface and device discovery.
+"""The sensor interface (device discovery is in ``discovery.py``).
 
 A sensor reads one kind of hardware (NVML GPUs, RAPL zones, the CPU estimate, a replayed
 trace) and names its devices with protocol names (``gpu:0``, ``cpu:0``, ``dram:0``). Every
@@ -8,9 +8,8 @@ never a zero. Sensors are not thread-safe: the meter serialises all calls with o
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 Clock = Callable[[], float]
@@ -80,14 +79,6 @@ class Sensor:
         return out
 
 
-def _wanted(device: str, selectors: Sequence[str] | None) -> bool:
-    """``selectors`` holds device names (``gpu:1``) or kinds (``gpu``); None keeps all."""
-    if selectors is None:
-        return True
-    kind = device.split(":", 1)[0]
-    return device in selectors or kind in selectors
-
-
 def parse_device_selection(devices: str | Iterable[str] | None) -> list[str] | None:
     """``"auto"``/None -> None (everything found); ``"gpu,cpu:0"`` or a list -> selectors."""
     if devices is None or devices == "auto":
@@ -102,67 +93,6 @@ def parse_device_selection(devices: str | Iterable[str] | None) -> list[str] | N
                 "such as gpu:0 (or 'auto')"
             )
     return out
-
-
-def discover_sensors(
-    devices: str | Iterable[str] | None = "auto",
-    *,
-    powercap_root: str | os.PathLike[str] | None = None,
-) -> tuple[list[Sensor], list[tuple[str, str | None]]]:
-    """Find what this machine can measure. Returns the sensors and warnings naming every
-    device that could not be read directly (so a fallback is never silent).
-
-    GPUs come from NVML; CPU packages and DRAM from RAPL where readable, else from the
-    labelled estimate. Under ``torchrun`` only local rank 0 meters the node's CPU and DRAM,
-    so a node's host energy is counted once."""
-    from distillmeter.energy.cpu_estimate import CpuEstimateSensor
-    from distillmeter.energy.nvml import NvmlSensor, NvmlUnavailable
-    from distillmeter.energy.rapl import RaplSensor
-
-    selectors = parse_device_selection(devices)
-    sensors: list[Sensor] = []
-    notes: list[tuple[str, str | None]] = []
-
-    if selectors is None or any(s.startswith("gpu") for s in selectors):
-        try:
-            nv = NvmlSensor(select=[s for s in selectors or ["gpu"] if s.startswith("gpu")])
-        except NvmlUnavailable as exc:
-            if selectors is not None:
-                notes.append((f"GPUs requested but not metered: {exc}", None))
-        else:
-            if nv.devices:
-                sensors.append(nv)
-            else:
-                nv.close()
-
-    local_rank = os.environ.get("LOCAL_RANK")
-    host_wanted = [k for k in ("cpu", "dram") if selectors is None or
-                   any(s.split(":", 1)[0] == k for s in selectors)]
-    if local_rank not in (None, "", "0") and selectors is None:
-        notes.append((f"local rank {local_rank}: CPU and DRAM are metered by local rank 0 "
-                      "only, so the node's host energy is counted once", None))
-        host_wanted = []
-    if not host_wanted:
-        return sensors, notes
-
-    rapl = RaplSensor(root=powercap_root)
-    notes.extend(rapl.pop_warnings())
-    rapl.devices = [d for d in rapl.devices if _wanted(d, selectors)
-                    and d.split(":", 1)[0] in host_wanted]
-    rapl.sources = {d: rapl.sources[d] for d in rapl.devices}
-    if rapl.devices:
-        sensors.append(rapl)
-    # Whatever RAPL could not give (absent, unreadable, no dram zone) is estimated.
-    sockets = rapl.socket_count()
-    missing = [f"{k}:{s}" for k in host_wanted for s in range(sockets)
-               if f"{k}:{s}" not in rapl.devices and _wanted(f"{k}:{s}", selectors)]
-    if missing:
-        est = CpuEstimateSensor(devices=missing, sockets=sockets)
-        sensors.append(est)
-        why = rapl.absence_reason()
-        for d in missing:
-            notes.append((f"{d}: {why}; its energy is an estimate ({est.method(d)})", d))
-    return sensors, notes
 
 
 def contamination_warnings(found: dict[str, list[int]], seen: dict[str, set[int]]
