@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from distillmeter.accounting import account, write_report
-from distillmeter.accounting.merge import merge_ranks, rank_dirs, write_merged
 from distillmeter.analysis.loading import find_run_dirs
 from distillmeter.energy.ranks import RankInfo, rank_gpu_entries
 from distillmeter.protocol import load_report, read_ledger, read_trace
+from distillmeter.protocol.merge import merge_ranks, rank_dirs, write_merged
 
 WORKER = Path(__file__).with_name("rank_worker.py")
 

@@ -27,7 +27,7 @@ from distillmeter.accounting.energy import (
 from distillmeter.accounting.faults import apply_faults, stage_faults, unknown_energy_bound
 from distillmeter.accounting.hardware import read_hardware
 from distillmeter.accounting.idle import IdleOverride, idle_power
-from distillmeter.accounting.merge import has_ranks, merged_inputs, rank_detail
+from distillmeter.accounting.ranks import rank_detail
 from distillmeter.accounting.series import DeviceSeries, device_series
 from distillmeter.accounting.uncertainty import device_uncertainty, short_stage_note
 from distillmeter.accounting.upstream import resolve_upstream
@@ -49,6 +49,7 @@ from distillmeter.protocol import (
     read_ledger,
     read_trace,
 )
+from distillmeter.protocol.merge import has_ranks, merged_inputs
 
 _READING_EVENTS = ("run_start", "stage_start", "stage_end", "run_end")
 

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distillmeter.accounting.merge import RANKS_DIR, has_ranks
 from distillmeter.errors import UserError
 from distillmeter.protocol import (
     ARTIFACTS_DIR,
@@ -23,6 +22,7 @@ from distillmeter.protocol import (
     Report,
     load_report,
 )
+from distillmeter.protocol.merge import RANKS_DIR, has_ranks
 
 # Runs counted in the statistics: finished ("ok") or finished with a measurement problem
 # the report names ("degraded"); a crashed or interrupted run would bias the means.

@@ -12,7 +12,7 @@ Each rank meters only what is its own, into its own protocol-v1 run directory::
   are estimated (no RAPL) and the node runs several ranks, the estimate counts the CPU time
   of the launcher's whole process tree (every local rank), not only rank 0's.
 - ``rank.json`` anchors the rank's clock (wall and monotonic time at ``t = 0``, host and
-  boot id) so that :func:`distillmeter.accounting.merge.merge_ranks` can put every rank on
+  boot id) so that :func:`distillmeter.protocol.merge.merge_ranks` can put every rank on
   one clock and write the merged ``RUN_DIR/ledger.jsonl`` and ``trace.csv``.
 
 Stages are collective: every rank opens and closes the same stages in the same order. A
@@ -35,9 +35,7 @@ from typing import Any
 from distillmeter.energy.discovery import discover_sensors
 from distillmeter.energy.meter import EnergyMeter
 from distillmeter.energy.sensors import Sensor, parse_device_selection
-
-RANKS_DIR = "ranks"
-RANK_FILE = "rank.json"
+from distillmeter.protocol.merge import RANK_FILE, RANKS_DIR
 
 Sync = Callable[[str, "str | None"], None]  # (event, stage) before a boundary reading
 
@@ -262,7 +260,7 @@ class RankMeter(EnergyMeter):
             self.merged = self._merge()
 
     def _merge(self) -> bool:
-        from distillmeter.accounting.merge import ranks_finished, write_merged
+        from distillmeter.protocol.merge import ranks_finished, write_merged
 
         if self.barrier is None and not ranks_finished(self.base_dir, self.info.world_size):
             return False

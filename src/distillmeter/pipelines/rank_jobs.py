@@ -14,7 +14,7 @@ a long timeout, ``distributed.wait_timeout_s``):
 - ``("done",)``, or ``("abort", reason)`` when rank 0 fails while the others are listening.
 
 Every run directory made under torchrun holds ``ranks/rank<k>/`` and the merged files
-(see ``energy/ranks.py`` and ``accounting/merge.py``).
+(see ``energy/ranks.py`` and ``protocol/merge.py``).
 """
 
 from __future__ import annotations

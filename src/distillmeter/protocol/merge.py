@@ -35,31 +35,29 @@ import math
 import os
 import re
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from distillmeter.protocol import (
+from distillmeter.protocol.ledger import Ledger, event_line, parse_ledger_lines, read_ledger
+from distillmeter.protocol.names import (
     CONFIG_FILE,
     ENVIRONMENT_FILE,
     LEDGER_FILE,
     TRACE_FILE,
-    TRACE_HEADER,
-    Ledger,
     ProtocolError,
-    Trace,
-    event_line,
     parse_device,
-    parse_ledger_lines,
+)
+from distillmeter.protocol.trace import (
+    TRACE_HEADER,
+    Trace,
     parse_trace_lines,
-    read_ledger,
     read_trace,
     trace_row,
 )
 
-RANKS_DIR = "ranks"  # the same as energy.ranks.RANKS_DIR (accounting imports no sensor code)
+RANKS_DIR = "ranks"  # RUN_DIR/ranks/rank<k>/: what each rank metered
 RANK_FILE = "rank.json"
 _RANK_RE = re.compile(r"^rank(\d+)$")
 
@@ -369,7 +367,7 @@ def merged_inputs(run_dir: Path | str) -> tuple[Ledger, Trace]:
     m = merge_ranks(run_dir)
     ledger = parse_ledger_lines(m.ledger_lines, run_dir / RANKS_DIR / f"(merged){LEDGER_FILE}")
     ledger.warnings.append(f"{run_dir}: ranks merged in memory (no merged {LEDGER_FILE}); "
-                           f"`distillmeter.accounting.merge.write_merged` writes it")
+                           f"`distillmeter.protocol.merge.write_merged` writes it")
     return ledger, parse_trace_lines(m.trace_lines, run_dir / RANKS_DIR / f"(merged){TRACE_FILE}")
 
 
@@ -396,34 +394,3 @@ def write_merged(run_dir: Path | str) -> Path:
         shutil.copyfile(config, run_dir / CONFIG_FILE)
     _write_atomic(run_dir / LEDGER_FILE, "".join(m.ledger_lines))  # last: marks it done
     return run_dir
-
-
-def rank_detail(run_dir: Path | str, account_fn: Callable[[Path], Any]
-                ) -> list[dict[str, Any]]:
-    """Per-rank figures for ``report.ranks``: each rank directory accounted on its own
-    (``account_fn``), its stages on the merged clock and device names."""
-    parts, _ = load_parts(run_dir)
-    out = []
-    for p in parts:
-        try:
-            rep = account_fn(p.path)
-        except (ProtocolError, ValueError) as exc:
-            out.append({"rank": p.rank, "node": p.node, "host": p.meta.get("host"),
-                        "status": "unreadable", "error": str(exc)})
-            continue
-
-        def named(energy: dict[str, float], p: RankPart = p) -> dict[str, float]:
-            kept = {p.names[d]: v for d, v in energy.items() if d in p.names}
-            return {**kept, "total": math.fsum(kept.values())}
-
-        out.append({
-            "rank": p.rank, "node": p.node, "host": p.meta.get("host"),
-            "local_rank": p.meta.get("local_rank"), "run_id": rep.run_id,
-            "status": rep.status, "offset_s": p.offset, "clock": p.clock,
-            "devices": {n: d for d, n in p.names.items()}, "dropped": list(p.dropped),
-            "energy_j": named(rep.totals.by_device),
-            "stages": [{"name": s.name, "t_start": s.t_start + p.offset,
-                        "seconds": s.seconds, "energy_j": named(s.energy_j),
-                        "tokens": s.tokens, "samples": s.samples, "status": s.status}
-                       for s in rep.stages]})
-    return out

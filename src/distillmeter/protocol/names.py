@@ -1,0 +1,95 @@
+"""Protocol v1's names and constants: schema ids, the run directory's file names, trace
+columns, sides and standard stages, device sources, event kinds; device and stage name
+checks; ProtocolError."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+SCHEMA = "distillmeter/1"
+REPORT_SCHEMA = "distillmeter.report/1"
+
+CONFIG_FILE = "config.yaml"
+ENVIRONMENT_FILE = "environment.json"
+LEDGER_FILE = "ledger.jsonl"
+TRACE_FILE = "trace.csv"
+REPORT_FILE = "report.json"
+ARTIFACTS_DIR = "artifacts"
+
+TRACE_COLUMNS = ("t", "device", "energy_j", "power_w")
+
+SIDES = ("setup", "teacher", "student", "eval")
+STANDARD_STAGES = (
+    "setup.load",
+    "teacher.train",
+    "teacher.generate",
+    "teacher.logits",
+    "eval.teacher",
+    "student.train",
+    "eval.student",
+)
+
+Source = Literal["nvml_counter", "nvml_instant", "rapl", "estimate"]
+SOURCES: tuple[str, ...] = ("nvml_counter", "nvml_instant", "rapl", "estimate")
+# Sources that come from a model rather than a counter or a sensor reading.
+ESTIMATED_SOURCES = frozenset({"estimate"})
+
+EVENTS = (
+    "run_start",
+    "idle_baseline",
+    "stage_start",
+    "stage_end",
+    "quality",
+    "warning",
+    "run_end",
+)
+
+_DEVICE_RE = re.compile(r"^(gpu|cpu|dram):(\d+)$")
+_STAGE_RE = re.compile(r"^(setup|teacher|student|eval)\.[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+
+
+class ProtocolError(ValueError):
+    """A run directory file that does not follow the protocol. The message names the file
+    and, where it applies, the line."""
+
+
+def parse_device(device: str) -> tuple[str, int]:
+    """Split ``"gpu:0"`` into ``("gpu", 0)``; raise ProtocolError for anything else."""
+    m = _DEVICE_RE.match(device)
+    if not m:
+        raise ProtocolError(
+            f"unknown device {device!r}: expected gpu:<index>, cpu:<socket> or dram:<socket>"
+        )
+    return m.group(1), int(m.group(2))
+
+
+def is_device(device: str) -> bool:
+    """True when ``device`` is a valid protocol device name."""
+    return bool(_DEVICE_RE.match(device))
+
+
+def check_stage_name(name: str) -> str:
+    """Return ``name`` if it is a valid dotted stage name, else raise ValueError."""
+    if not isinstance(name, str) or not _STAGE_RE.match(name):
+        raise ValueError(
+            f"invalid stage name {name!r}: stage names are <side>.<what> with side one of "
+            f"{', '.join(SIDES)} (for example 'student.train')"
+        )
+    return name
+
+
+def stage_side(name: str) -> str:
+    """The side of a dotted stage name: ``"teacher.logits"`` -> ``"teacher"``."""
+    return check_stage_name(name).split(".", 1)[0]
+
+
+def format_validation_error(exc: Exception) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        parts = []
+        for err in errors():
+            loc = ".".join(str(x) for x in err.get("loc", ())) or "(event)"
+            parts.append(f"{loc}: {err.get('msg')}")
+        return "; ".join(parts)
+    return str(exc)

@@ -1,0 +1,139 @@
+"""``report.json`` (schema ``distillmeter.report/1``): the models and the reader
+(``load_report``). The report is written by ``distillmeter.accounting``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from distillmeter.protocol.names import (
+    REPORT_FILE,
+    REPORT_SCHEMA,
+    ProtocolError,
+    format_validation_error,
+)
+
+
+class StageReport(BaseModel):
+    """One stage's accounting. ``energy_j`` holds one entry per device plus ``total``."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+    side: str
+    t_start: float
+    t_end: float
+    seconds: float
+    energy_j: dict[str, float]
+    active_energy_j: float
+    uncertainty_j: float
+    tokens: int = 0
+    samples: int = 0
+    j_per_token: float | None = None
+    source: dict[str, str] = {}
+    status: str = "ok"
+    notes: list[str] = []
+    info: dict[str, Any] = {}  # from stage_end.info: params, batch_size, backend ...
+    run_id: str | None = None  # set on upstream stages: the run they were measured in
+
+
+class Totals(BaseModel):
+    """Run totals. ``energy_j`` is this run directory's own energy (first to last reading)
+    and conserves: sum of stage totals + ``unattributed_j`` == ``energy_j``. ``by_side``
+    counts upstream teacher stages in full; ``with_upstream_j`` adds them to the total."""
+
+    model_config = ConfigDict(extra="allow")
+    energy_j: float
+    kwh: float
+    seconds: float
+    stages_j: float
+    unattributed_j: float
+    uncertainty_j: float
+    upstream_j: float = 0.0
+    with_upstream_j: float
+    by_side: dict[str, float]
+    by_device: dict[str, float] = {}
+    tokens: int = 0
+
+
+class Carbon(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    grid_gco2_per_kwh: float
+    grid_source: str
+    country: str | None = None
+    pue: float = 1.0
+    co2e_g: float
+    co2e_g_with_upstream: float | None = None
+
+
+class Cost(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    price_per_kwh: float | None = None
+    currency: str = "USD"
+    total: float | None = None
+    total_with_upstream: float | None = None
+
+
+class Quality(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    metric: str
+    value: float
+    n: int
+    details: dict[str, Any] = {}
+
+
+class Report(BaseModel):
+    """``report.json``, schema ``distillmeter.report/1``."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    schema_: str = Field(default=REPORT_SCHEMA, alias="schema")
+    run_id: str
+    run_dir: str | None = None
+    wall_time: str | None = None
+    method: str | None = None
+    seed: int | None = None
+    config_id: str | None = None
+    task: str | None = None
+    labels: dict[str, Any] = {}
+    hardware: dict[str, Any] = {}
+    devices: list[str] = []
+    sources: dict[str, str] = {}
+    idle_power_w: dict[str, float] = {}
+    stages: list[StageReport]
+    upstream: list[StageReport] = []
+    totals: Totals
+    carbon: Carbon
+    cost: Cost
+    quality: Quality | None = None
+    estimated: bool = False
+    status: str = "ok"
+    warnings: list[str] = []
+
+    def to_json(self) -> str:
+        """The report as pretty JSON, with the ``schema`` key spelled as in the protocol."""
+        return self.model_dump_json(by_alias=True, indent=2)
+
+
+def load_report(path: Path | str) -> Report:
+    """Read and validate a ``report.json`` (or a run directory's)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / REPORT_FILE
+    if not path.exists():
+        raise ProtocolError(f"{path}: no report.json (run `distillmeter account` first)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ProtocolError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ProtocolError(f"{path}: not a JSON object")
+    if data.get("schema") != REPORT_SCHEMA:
+        raise ProtocolError(
+            f"{path}: schema is {data.get('schema')!r}, expected {REPORT_SCHEMA!r}"
+        )
+    try:
+        return Report.model_validate(data)
+    except Exception as exc:
+        raise ProtocolError(f"{path}: invalid report: {format_validation_error(exc)}") from None
