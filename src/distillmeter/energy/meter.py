@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import statistics
-import sys
 import threading
 import time
 import uuid
@@ -27,17 +26,13 @@ from typing import Any
 
 from distillmeter.energy.discovery import discover_sensors
 from distillmeter.energy.environment import redact_text, redact_values
-from distillmeter.energy.runfiles import (
-    last_trace_t,
-    trim_partial_line,
-    write_config,
-    write_environment,
-)
+from distillmeter.energy.resume import previous_run
+from distillmeter.energy.runfiles import trim_partial_line, write_config, write_environment
 from distillmeter.energy.runlock import RunLock
 from distillmeter.energy.sampler import Sampler
 from distillmeter.energy.sensors import Sensor, contamination_warnings, parse_device_selection
 from distillmeter.energy.stage import Stage
-from distillmeter.errors import UserError
+from distillmeter.energy.sync import sync_devices
 from distillmeter.protocol import (
     LEDGER_FILE,
     SCHEMA,
@@ -46,21 +41,7 @@ from distillmeter.protocol import (
     TRACE_HEADER,
     UpstreamRef,
     event_line,
-    read_ledger,
 )
-
-
-def _sync_devices() -> str | None:
-    """Wait for queued GPU work before a boundary reading, so it lands in its own stage.
-    Only when this program already uses torch with CUDA: the meter never imports torch."""
-    torch = sys.modules.get("torch")
-    cuda = getattr(torch, "cuda", None)
-    try:
-        if cuda is not None and cuda.is_available() and cuda.is_initialized():
-            cuda.synchronize()
-    except Exception as exc:  # a broken CUDA context must not break the bookkeeping
-        return f"torch.cuda.synchronize() failed before a boundary reading: {exc}"
-    return None
 
 
 class EnergyMeter:
@@ -149,21 +130,13 @@ class EnergyMeter:
 
     def _start_locked(self) -> None:
         ledger_path = self.run_dir / LEDGER_FILE
-        previous = None
-        if ledger_path.exists() and ledger_path.stat().st_size > 0:
-            if not self.resume:
-                raise UserError(f"{self.run_dir} already holds a run ({ledger_path}): use "
-                                "another directory, or resume=True to continue that run")
-            if trim_partial_line(ledger_path):
-                self._pending.append(("resume: cut the ledger's last line, which a crash "
-                                      "had left incomplete", None, None))
-            previous = read_ledger(ledger_path)
-            if self._run_id_given and self.run_id != previous.run_start.run_id:
-                raise UserError(f"{ledger_path} holds run {previous.run_start.run_id}, not "
-                                f"{self.run_id}: cannot resume it under another run_id")
-            self.run_id = previous.run_start.run_id
-            self._t_offset = max(max(e.t for e in previous.events),
-                                 last_trace_t(self.run_dir / TRACE_FILE))
+        prior = previous_run(self.run_dir, resume=self.resume,
+                             run_id=self.run_id if self._run_id_given else None)
+        previous = prior.ledger if prior is not None else None
+        if prior is not None:
+            self._pending.extend((msg, None, None) for msg in prior.notes)
+            self.run_id = prior.run_id
+            self._t_offset = prior.t_offset
         if self._given_sensors is not None:
             sensors, notes = self._given_sensors, []
         else:
@@ -178,14 +151,10 @@ class EnergyMeter:
                 self.sources[d] = s.sources[d]
         self.devices = list(self.sources)
         self._t0 = time.monotonic()
-        last: dict[str, float | None] = {}
-        for ev in previous.events if previous else []:
-            last.update({d: v for d, v in (getattr(ev, "readings", None) or {}).items()
-                         if v is not None})
         for s in self.sensors:
             s.start(self.now)
-            if previous:
-                s.resume_from(last)
+            if prior is not None:
+                s.resume_from(prior.last_readings)
         self._ledger = open(ledger_path, "a", encoding="utf-8")
         trace_path = self.run_dir / TRACE_FILE
         if trace_path.exists() and trace_path.stat().st_size > 0:
@@ -267,7 +236,7 @@ class EnergyMeter:
     def _read(self) -> tuple[float, dict[str, float | None]]:
         """A boundary reading of every device, after a device synchronize. ``t`` is the
         middle of the reading (NVML's counter read takes ~4 ms)."""
-        problem = _sync_devices()
+        problem = sync_devices()
         with self._lock:
             t_a = self.now()
             readings: dict[str, float | None] = {}
