@@ -50,7 +50,8 @@ def main() -> None:
     ap.add_argument("--progress", action="store_true", help="show the progress bars")
     args = ap.parse_args()
 
-    from distillmeter.pipelines.config import RunConfig, load_config
+    from distillmeter.pipelines.config import RunConfig
+    from distillmeter.pipelines.config_file import load_config
     from distillmeter.pipelines.runner import run_all
     from distillmeter.pipelines.summary import method_rows, print_summary
 

@@ -71,6 +71,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(2)
 
+    from distillmeter.models import build
     from distillmeter.pipelines import components
     from distillmeter.pipelines.config import RunConfig
     from distillmeter.pipelines.context import training_pairs
@@ -80,12 +81,12 @@ def main() -> None:
 
     components.preload()
     cfg = RunConfig()
-    loaded = components.load_checkpoint(_find(args.runs, "teacher"), "cpu")
+    loaded = build.load_checkpoint(_find(args.runs, "teacher"), "cpu")
     teacher, tok = loaded.model, loaded.tokenizer
     data = components.load_task_data(cfg)
     synthetic = read_synthetic(_find(args.runs, "synthetic"))
     seqs = encode_pairs(tok, training_pairs(cfg.method("kd"), data, synthetic), loaded.max_len)
-    vocab = components.vocab_width(teacher)
+    vocab = build.vocab_width(teacher)
     print(f"teacher: {_find(args.runs, 'teacher')}; vocabulary {vocab} tokens; "
           f"{len(seqs)} sequences ({len(data.labelled)} labelled + {len(synthetic)} synthetic)")
     print(f"{'k asked':>8} {'k used':>7} {'bytes/token':>12} {'MiB':>7} {'tail mass':>10} "

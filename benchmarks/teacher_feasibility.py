@@ -17,6 +17,7 @@ import time
 
 import torch
 
+from distillmeter.engines.generation import TransformersBackend
 from distillmeter.models import (
     DEFAULT_STUDENT_SPEC,
     DEFAULT_TEACHER_SPEC,
@@ -26,7 +27,6 @@ from distillmeter.models import (
     count_params,
     encode_prompt_completion,
 )
-from distillmeter.pipelines.generation import TransformersBackend
 from distillmeter.pipelines.losses import kd_loss, topk_logprobs
 from distillmeter.tasks import DEFAULT_TASK_PARAMS, Example, exact_match, load_task
 

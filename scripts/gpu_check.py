@@ -169,10 +169,10 @@ def run_pipeline(plan: Plan, meter, device, work: Path, data, tok) -> dict:
 
     import torch
 
+    from distillmeter.engines.generation import TransformersBackend
     from distillmeter.pipelines.config import EvalConfig, MethodConfig, TrainingConfig
     from distillmeter.pipelines.data import batches
     from distillmeter.pipelines.evaluation import evaluate
-    from distillmeter.pipelines.generation import TransformersBackend
     from distillmeter.pipelines.logit_cache import LogitCache, write_cache
     from distillmeter.pipelines.training import CachedKD, train
 

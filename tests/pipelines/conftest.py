@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from distillmeter.pipelines.config import ArchConfig, ModelConfig, parse_config
+from distillmeter.pipelines.config import ArchConfig, ModelConfig
+from distillmeter.pipelines.config_file import parse_config
 
 TINY_ARCH = {"d_model": 16, "n_layers": 1, "n_heads": 2, "d_ff": 32, "max_len": 32}
 
@@ -59,7 +60,7 @@ def tokenizer(task_data):
 @pytest.fixture
 def tiny_model(tokenizer):
     """``tiny_model(seed=0, **arch)``: a fresh tiny Llama on the char tokenizer."""
-    from distillmeter.pipelines.components import build_model
+    from distillmeter.models.build import build_model
 
     def make(seed: int = 0, **arch):
         mcfg = ModelConfig(arch=ArchConfig(**{**TINY_ARCH, **arch}))

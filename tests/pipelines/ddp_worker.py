@@ -27,7 +27,7 @@ TRAINING = TrainingConfig(lr=3e-3, warmup_frac=0.0, batch_size=5, grad_accum=2,
 def setup(seed: int = 0):
     """The tiny task, tokenizer, model and the global batch stream (the same everywhere)."""
     from distillmeter.models import build_char_tokenizer
-    from distillmeter.pipelines.components import build_model
+    from distillmeter.models.build import build_model
     from distillmeter.tasks import load_task
 
     data = load_task("arithmetic", seed=0, n_labelled=16, n_pool=0, n_test=4, n_teacher=0)

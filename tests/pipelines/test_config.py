@@ -9,13 +9,11 @@ from distillmeter.errors import UserError
 from distillmeter.pipelines.config import (
     RunConfig,
     content_hash,
-    dump_config,
-    load_config,
     logits_key,
-    parse_config,
     student_config_id,
     teacher_key,
 )
+from distillmeter.pipelines.config_file import dump_config, load_config, parse_config
 
 
 def _write(tmp_path, text: str):

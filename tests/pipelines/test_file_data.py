@@ -10,14 +10,10 @@ import pytest
 import real_pair
 
 from distillmeter.errors import UserError
-from distillmeter.pipelines.config import parse_config
-from distillmeter.pipelines.file_data import (
-    FileTask,
-    exact_answer,
-    load_file_task,
-    numeric_final_answer,
-)
+from distillmeter.pipelines.config_file import parse_config
 from distillmeter.tasks import Example, exact_match
+from distillmeter.tasks.files import FileTask, load_file_task
+from distillmeter.tasks.verifiers import exact_answer, numeric_final_answer
 
 
 def _task_cfg(files: dict, **sizes):

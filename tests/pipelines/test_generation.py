@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from distillmeter.engines.generation import Generation, GenerationBackend, TransformersBackend
 from distillmeter.errors import UserError
 from distillmeter.models import (
     TinyModelSpec,
@@ -12,7 +13,6 @@ from distillmeter.models import (
     build_llama,
     encode_prompt_completion,
 )
-from distillmeter.pipelines.generation import Generation, GenerationBackend, TransformersBackend
 from distillmeter.tasks import ArithmeticTask
 
 TASK = ArithmeticTask()

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from distillmeter.errors import UserError
-from distillmeter.pipelines.lm_eval_backend import (
+from distillmeter.engines.lm_eval import (
     available,
     build_request,
     model_args,
@@ -15,6 +14,7 @@ from distillmeter.pipelines.lm_eval_backend import (
     primary_quality,
     run_lm_eval,
 )
+from distillmeter.errors import UserError
 
 # gsm8k (two answer filters) and mmlu (a group over two subtasks, limit 50 each).
 RESULTS = {

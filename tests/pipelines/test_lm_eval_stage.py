@@ -13,21 +13,23 @@ import torch
 
 from distillmeter import protocol
 from distillmeter.cli import main
-from distillmeter.pipelines.config import EvalConfig
-from distillmeter.pipelines.lm_eval_backend import available, parse_results, primary_quality
-from distillmeter.pipelines.lm_eval_stage import (
+from distillmeter.engines.lm_eval import (
     LmEvalResult,
+    available,
     lm_eval_request,
-    metric_value,
-    write_lm_eval,
+    parse_results,
+    primary_quality,
 )
+from distillmeter.pipelines.config import EvalConfig
+from distillmeter.pipelines.evaluation import metric_value, write_lm_eval
 
 
 def test_the_request_follows_the_eval_config(tmp_path):
     cfg = EvalConfig(backend="lm_eval", batch_size=16, lm_eval={
         "tasks": ["gsm8k", "mmlu"], "num_fewshot": 5, "limit": 200,
         "apply_chat_template": True, "model_args": {"trust_remote_code": False}})
-    req = lm_eval_request(tmp_path / "ckpt", cfg, device="cuda", dtype=torch.bfloat16)
+    req = lm_eval_request(tmp_path / "ckpt", cfg.lm_eval, batch_size=cfg.batch_size,
+                          device="cuda", dtype=torch.bfloat16)
     assert req["model"] == "hf" and req["tasks"] == ["gsm8k", "mmlu"]
     assert req["model_args"] == (f"pretrained={(tmp_path / 'ckpt').resolve()},"
                                  "dtype=bfloat16,trust_remote_code=False")
@@ -35,7 +37,8 @@ def test_the_request_follows_the_eval_config(tmp_path):
     assert (req["num_fewshot"], req["batch_size"], req["device"]) == (5, 16, "cuda")
     assert req["apply_chat_template"] is True
     frac = EvalConfig(backend="lm_eval", lm_eval={"limit": 0.25})
-    assert lm_eval_request(tmp_path, frac, device="cpu", dtype=torch.float32)["limit"] == 0.25
+    assert lm_eval_request(tmp_path, frac.lm_eval, batch_size=frac.batch_size, device="cpu",
+                          dtype=torch.float32)["limit"] == 0.25
 
 
 def test_the_eval_artifact_names_its_metric(tmp_path):

@@ -13,9 +13,11 @@ import torch
 import yaml
 
 from distillmeter.errors import UserError
-from distillmeter.pipelines import memory
-from distillmeter.pipelines.config import ModelConfig, load_config, parse_config
-from distillmeter.pipelines.real_models import model_shape, preflight
+from distillmeter.models import memory
+from distillmeter.models.memory import model_shape
+from distillmeter.pipelines.config import ModelConfig
+from distillmeter.pipelines.config_file import load_config, parse_config
+from distillmeter.pipelines.preflight import preflight
 
 GIB = memory.GIB
 EXAMPLES = sorted(p.name for p in files("distillmeter").joinpath("configs").iterdir()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from distillmeter.pipelines.config import RunConfig, parse_config
+from distillmeter.pipelines.config import RunConfig
+from distillmeter.pipelines.config_file import parse_config
 from distillmeter.pipelines.plan import plan_students, plan_teacher
 
 

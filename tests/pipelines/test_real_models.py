@@ -14,7 +14,7 @@ import yaml
 
 from distillmeter import protocol
 from distillmeter.cli import main
-from distillmeter.pipelines.config import parse_config
+from distillmeter.pipelines.config_file import parse_config
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +97,8 @@ def test_the_resolved_config_loads_back(done):
 
 
 def test_a_hub_id_resolves_from_the_local_cache_only(tmp_path, ckpts, monkeypatch):
+    from distillmeter.models.checkpoints import model_source
     from distillmeter.pipelines.config import ModelConfig
-    from distillmeter.pipelines.real_models import model_source
 
     cache = tmp_path / "hub"
     snap = real_pair.to_hub_cache(ckpts["student"], cache, "tiny-org/student")
@@ -160,7 +160,7 @@ def test_a_missing_data_file_stops_the_run_naming_it(tmp_path, ckpts, capsys):
 
 
 def test_lm_eval_backend_without_the_harness_names_the_extra(tmp_path, ckpts, capsys):
-    from distillmeter.pipelines.lm_eval_backend import available
+    from distillmeter.engines.lm_eval import available
 
     if available():
         pytest.skip("lm-evaluation-harness is installed here")
@@ -207,9 +207,9 @@ def test_a_built_in_teacher_trained_on_files_and_a_cached_hub_student(tmp_path, 
 def test_dtype_auto_and_mixed_precision(ckpts):
     import torch
 
-    from distillmeter.pipelines.components import build_model
+    from distillmeter.models.build import build_model
+    from distillmeter.models.checkpoints import compute_dtype
     from distillmeter.pipelines.config import ArchConfig, ModelConfig
-    from distillmeter.pipelines.real_models import compute_dtype
 
     ckpt = ModelConfig(path=str(ckpts["student"]))
     arch = ModelConfig(arch=ArchConfig(d_model=16, n_layers=1, n_heads=2, d_ff=32))
@@ -227,7 +227,7 @@ def test_dtype_auto_and_mixed_precision(ckpts):
 def test_mixed_precision_and_gradient_checkpointing_train(ckpts):
     import torch
 
-    from distillmeter.pipelines.components import build_model
+    from distillmeter.models.build import build_model
     from distillmeter.pipelines.config import ModelConfig, TrainingConfig
     from distillmeter.pipelines.data import batches, encode_pairs
     from distillmeter.pipelines.training import ce_loss, train

@@ -12,7 +12,7 @@ import yaml
 
 from distillmeter import protocol
 from distillmeter.cli import main
-from distillmeter.pipelines.config import load_config, parse_config
+from distillmeter.pipelines.config_file import load_config, parse_config
 
 
 @pytest.fixture(scope="module")

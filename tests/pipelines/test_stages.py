@@ -10,7 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from distillmeter.pipelines import artifacts, components
+from distillmeter.models import build
+from distillmeter.pipelines import artifacts
 from distillmeter.pipelines.artifacts import ArtifactError
 from distillmeter.pipelines.config import EvalConfig, GenerationConfig, MethodConfig
 from distillmeter.pipelines.data import collate, encode_pairs
@@ -147,7 +148,7 @@ def test_synthetic_data_with_the_task_solving_it_is_all_kept(tmp_path, task_data
                                                               monkeypatch):
     """A teacher that is always right (the task's own solver behind the backend interface)
     has everything kept: the filter keeps exactly what the verifier accepts."""
-    from distillmeter.pipelines.generation import Generation
+    from distillmeter.engines.generation import Generation
 
     class Oracle:
         name = "oracle"
@@ -181,9 +182,9 @@ def test_eval_writes_completions_and_metrics(tmp_path, task_data, tokenizer, tin
 
 def test_checkpoint_round_trip(tmp_path, tokenizer, tiny_model, seqs):
     model = tiny_model(seed=9)
-    components.save_checkpoint(model, tokenizer, tmp_path / "ckpt")
+    build.save_checkpoint(model, tokenizer, tmp_path / "ckpt")
     assert (tmp_path / "ckpt" / "model.safetensors").exists()
-    loaded = components.load_checkpoint(tmp_path / "ckpt", "cpu")
+    loaded = build.load_checkpoint(tmp_path / "ckpt", "cpu")
     batch = collate(seqs, [0, 1], tokenizer.pad_token_id)
     with torch.no_grad():
         a = model(input_ids=batch.input_ids).logits

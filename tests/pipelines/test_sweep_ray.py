@@ -58,7 +58,7 @@ def test_sweep_on_a_local_ray_instance(local_ray, tmp_path, tiny_run_dict):
 
 def test_each_task_asks_for_the_gpus_its_config_runs_on(tiny_run_dict):
     from distillmeter.errors import UserError
-    from distillmeter.pipelines.config import parse_config
+    from distillmeter.pipelines.config_file import parse_config
     from distillmeter.pipelines.sweep import RaySettings
     from distillmeter.pipelines.sweep_ray import RayRunner
 

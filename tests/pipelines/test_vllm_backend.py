@@ -16,24 +16,23 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from distillmeter.errors import UserError
-from distillmeter.models import TinyModelSpec, build_char_tokenizer, build_llama
-from distillmeter.pipelines.data import encode_pairs
-from distillmeter.pipelines.generation import TransformersBackend
-from distillmeter.pipelines.logit_cache import LogitCache, write_cache
-from distillmeter.pipelines.vllm_backend import (
+from distillmeter.engines import make_generation_backend
+from distillmeter.engines.generation import TransformersBackend
+from distillmeter.engines.vllm import (
     VllmBackend,
     VllmEngine,
     VllmSettings,
     availability,
     logprobs_kwargs,
-    make_generation_backend,
     prompt_seed,
     sampling_kwargs,
     to_generation,
     topk_from_prompt_logprobs,
-    write_cache_vllm,
 )
+from distillmeter.errors import UserError
+from distillmeter.models import TinyModelSpec, build_char_tokenizer, build_llama
+from distillmeter.pipelines.data import encode_pairs
+from distillmeter.pipelines.logit_cache import LogitCache, write_cache, write_cache_vllm
 
 ALPHABET = "0123456789+= "
 
@@ -262,7 +261,7 @@ def test_real_vllm_engine_matches_transformers(tiny, tmp_path):  # pragma: no co
 @pytest.mark.skipif(availability()[0], reason="vLLM is usable here: the fallback is not taken")
 def test_config_backend_vllm_falls_back_in_the_pipeline(tiny, tmp_path):
     from distillmeter.pipelines import synthetic
-    from distillmeter.pipelines.config import parse_config
+    from distillmeter.pipelines.config_file import parse_config
     from distillmeter.tasks import load_task
 
     model, tok = tiny

@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     base = [args.config] if args.config else []
 
-    from distillmeter.pipelines.config import RunConfig, load_config
+    from distillmeter.pipelines.config import RunConfig
+    from distillmeter.pipelines.config_file import load_config
     from distillmeter.pipelines.plan import plan_students
 
     cfg = load_config(args.config) if args.config else RunConfig()

@@ -25,7 +25,8 @@ from distillmeter.energy.runlock import LOCK_FILE, RunLock
 from distillmeter.errors import UserError
 from distillmeter.pipelines import artifacts
 from distillmeter.pipelines.artifacts import ArtifactError
-from distillmeter.pipelines.config import RunConfig, load_config
+from distillmeter.pipelines.config import RunConfig
+from distillmeter.pipelines.config_file import load_config
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**65), 2**65),
                     st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=10))
@@ -127,7 +128,7 @@ def _real_cache() -> tuple[Path, object]:
     """A logit cache written by the real writer with a tiny model (3 shards), and the
     sequences it was built over."""
     from distillmeter.models import build_char_tokenizer
-    from distillmeter.pipelines.components import build_model
+    from distillmeter.models.build import build_model
     from distillmeter.pipelines.config import ArchConfig, ModelConfig
     from distillmeter.pipelines.data import encode_pairs
     from distillmeter.pipelines.logit_cache import write_cache

@@ -116,9 +116,9 @@ def test_checkpoints_load_through_transformers_without_pickle():
 
     sig = inspect.signature(modeling_utils.load_state_dict)
     assert sig.parameters["weights_only"].default is True
-    from distillmeter.pipelines import components
+    from distillmeter.models import build
 
-    save = inspect.getsource(components.save_checkpoint)
+    save = inspect.getsource(build.save_checkpoint)
     assert "safe_serialization=True" in save
 
 

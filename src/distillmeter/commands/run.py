@@ -31,7 +31,8 @@ def command(config: Path | None, out_dir: Path, seeds: int | None, resume: bool,
     OUT/summary.json, OUT/summary.csv and OUT/report.html written."""
     from rich.console import Console
 
-    from distillmeter.pipelines.config import RunConfig, load_config
+    from distillmeter.pipelines.config import RunConfig
+    from distillmeter.pipelines.config_file import load_config
 
     cfg = load_config(config) if config is not None else RunConfig()
     if seeds is not None:

@@ -1,17 +1,17 @@
 """Small components the recipes (``teacher.py``, ``student.py``) are assembled from: the
-device, threads and seeds, the task's data, tokenizer and models, checkpoints."""
+device, threads and seeds, the task's data and the run's tokenizer. (Models and
+checkpoints: ``distillmeter.models.build``.)"""
 
 from __future__ import annotations
 
 import os
 import random
-from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from distillmeter.errors import UserError
-from distillmeter.pipelines.config import ModelConfig, RunConfig
+from distillmeter.models.config import ModelConfig
+from distillmeter.pipelines.config import RunConfig
 
 
 def pick_device(cfg: RunConfig) -> str:
@@ -44,8 +44,8 @@ def preload() -> None:
     importing libraries once per process."""
     from transformers.utils import logging as hf_logging
 
+    import distillmeter.engines.generation  # noqa: F401
     import distillmeter.models  # noqa: F401
-    import distillmeter.pipelines.generation  # noqa: F401
     import distillmeter.pipelines.losses  # noqa: F401
 
     hf_logging.disable_progress_bar()  # transformers' own bars would tear through ours
@@ -55,6 +55,15 @@ def seed_everything(seed: int) -> None:
     """Seed Python's and torch's RNGs (data order and init take their own seeds too)."""
     random.seed(seed)
     torch.manual_seed(seed)
+
+
+def run_tokenizer_model(cfg: RunConfig) -> tuple[str, ModelConfig] | None:
+    """The checkpoint whose tokenizer the run uses (the teacher's, else the student's);
+    None when both models are built in (then the task's character tokenizer)."""
+    for role, mcfg in (("teacher", cfg.teacher.model), ("student", cfg.student.model)):
+        if mcfg.is_checkpoint:
+            return role, mcfg
+    return None
 
 
 def load_task_data(cfg: RunConfig):
@@ -72,7 +81,7 @@ def tokenizer_for(cfg: RunConfig, task):
     checked that the two agree), else the built-in one (one token per character of the
     task's alphabet; ``task`` None: the built-in task's). Every model of the run shares it,
     so logits line up token for token."""
-    from distillmeter.pipelines.real_models import load_tokenizer, model_source, run_tokenizer_model
+    from distillmeter.models.checkpoints import load_tokenizer, model_source
 
     source = run_tokenizer_model(cfg)
     if source is not None:
@@ -92,8 +101,7 @@ def load_data_and_tokenizer(cfg: RunConfig):
     if cfg.task.files is None:
         data = load_task_data(cfg)
         return data, tokenizer_for(cfg, data.task)
-    from distillmeter.pipelines.file_data import load_file_task
-    from distillmeter.pipelines.real_models import run_tokenizer_model
+    from distillmeter.tasks.files import load_file_task
 
     verify_pool = cfg.generation.verify and cfg.needs_synthetic()
     if run_tokenizer_model(cfg) is None:
@@ -101,74 +109,3 @@ def load_data_and_tokenizer(cfg: RunConfig):
         return data, tokenizer_for(cfg, data.task)
     tok = tokenizer_for(cfg, None)
     return load_file_task(cfg.task, tokenizer=tok, verify_pool=verify_pool), tok
-
-
-@dataclass
-class LoadedModel:
-    model: torch.nn.Module
-    tokenizer: object
-    max_len: int
-    autocast: torch.dtype | None = None  # forward passes under autocast to this dtype
-
-
-def build_model(mcfg: ModelConfig, tokenizer, *, seed: int, device: str, role: str = "student",
-                trainable: bool = True) -> LoadedModel:
-    """A fresh tiny Llama from ``mcfg.arch`` (initialised from ``seed``), or a Hugging Face
-    checkpoint (``mcfg.path`` or ``mcfg.hub_id`` from the local cache, with its own
-    tokenizer). A model to be ``trainable`` keeps float32 weights and runs under autocast
-    to the compute dtype; one only run is loaded in the compute dtype (see real_models)."""
-    from distillmeter.models import TinyModelSpec, build_llama, load_causal_lm
-    from distillmeter.pipelines.real_models import compute_dtype, model_source
-
-    dtype = compute_dtype(mcfg, device)
-    mixed = dtype if trainable and dtype != torch.float32 else None
-    if mcfg.is_checkpoint:
-        model, tok = load_causal_lm(model_source(mcfg, role),
-                                    dtype=torch.float32 if trainable else dtype,
-                                    device=device, device_map=mcfg.device_map)
-        max_len = mcfg.max_len or int(getattr(model.config, "max_position_embeddings", 2048))
-        loaded = LoadedModel(model, tok, max_len, mixed)
-    else:
-        spec = TinyModelSpec(**mcfg.arch.model_dump())
-        model = build_llama(spec, tokenizer, seed=seed).to(device=device,
-                                                            dtype=torch.float32 if trainable
-                                                            else dtype)
-        loaded = LoadedModel(model, tokenizer, spec.max_len, mixed)
-    if trainable and mcfg.gradient_checkpointing:
-        kwargs = {"use_reentrant": False}
-        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x's name
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-        else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-        model.config.use_cache = False  # the KV cache does nothing in training; HF warns
-    return loaded
-
-
-def save_checkpoint(model: torch.nn.Module, tokenizer, folder: Path) -> None:
-    """``save_pretrained`` (safetensors) for the model and its tokenizer."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)
-
-
-def load_checkpoint(folder: Path, device: str, mcfg: ModelConfig | None = None) -> LoadedModel:
-    """A checkpoint written by ``save_checkpoint`` (safetensors: no pickle is read), float32
-    weights, run under autocast to ``mcfg``'s compute dtype; ``max_len`` from ``mcfg``."""
-    from distillmeter.models import load_causal_lm
-
-    model, tok = load_causal_lm(Path(folder).resolve(), dtype="float32", device=device)
-    max_len = int(model.config.max_position_embeddings)
-    mixed = None
-    if mcfg is not None:
-        from distillmeter.pipelines.real_models import compute_dtype
-
-        max_len = mcfg.max_len or (mcfg.arch.max_len if mcfg.arch is not None else max_len)
-        dtype = compute_dtype(mcfg, device)
-        mixed = dtype if dtype != torch.float32 else None
-    return LoadedModel(model, tok, max_len, mixed)
-
-
-def vocab_width(model: torch.nn.Module) -> int:
-    """The model's number of logits."""
-    return int(model.get_output_embeddings().weight.shape[0])

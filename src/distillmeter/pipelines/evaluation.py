@@ -1,17 +1,22 @@
 """Evaluation (``eval.teacher``, ``eval.student``): batched greedy decoding on the test set,
-exact match on the final answer, and the mean per-token loss of the reference answers."""
+exact match on the final answer, and the mean per-token loss of the reference answers;
+the eval artifacts of either backend (built-in or lm-evaluation-harness)."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from distillmeter.pipelines import artifacts
 from distillmeter.pipelines.artifacts import ArtifactManifest
 from distillmeter.pipelines.config import EvalConfig
 from distillmeter.pipelines.data import encode_pairs, eval_batches
 from distillmeter.pipelines.training import mean_token_loss
+
+if TYPE_CHECKING:
+    from distillmeter.engines.lm_eval import LmEvalResult
 
 METRIC = "exact_match"
 
@@ -43,7 +48,7 @@ class EvalResult:
 def evaluate(model, tokenizer, task, examples, cfg: EvalConfig, *, device: str, max_len: int,
              on_batch=None) -> EvalResult:
     """Greedy-decode every test prompt (batched, via the generation backend) and score it."""
-    from distillmeter.pipelines.generation import TransformersBackend
+    from distillmeter.engines.generation import TransformersBackend
     from distillmeter.tasks import exact_match
 
     backend = TransformersBackend(model, tokenizer, device)
@@ -80,3 +85,20 @@ def write_eval(folder: Path, result: EvalResult, *, kind: str, key_hash: str, st
 def read_metrics(folder: Path) -> dict:
     """``metrics.json`` of an eval artifact."""
     return json.loads((Path(folder) / "metrics.json").read_text(encoding="utf-8"))
+
+
+def write_lm_eval(folder: Path, result: LmEvalResult, *, kind: str, key_hash: str, stage: str,
+                  run_id: str | None) -> ArtifactManifest:
+    """``metrics.json`` and ``request.json`` in an eval artifact."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "metrics.json").write_text(json.dumps(result.metrics(), indent=2))
+    (folder / "request.json").write_text(json.dumps(result.request, indent=2, default=str))
+    info = {k: v for k, v in result.metrics().items() if k != "details"}
+    return artifacts.write_manifest(folder, ArtifactManifest(
+        kind=kind, hash=key_hash, stage=stage, run_id=run_id, info=info))
+
+
+def metric_value(metrics: dict[str, Any]) -> float:
+    """The score an eval artifact's ``metrics.json`` names (either backend)."""
+    return float(metrics[metrics.get("metric", "exact_match")])

@@ -20,6 +20,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -247,3 +248,45 @@ def _check_shard(path: Path, v: torch.Tensor, i: torch.Tensor, off: torch.Tensor
         problem = "log-probabilities that are NaN or above 0"
     if problem:
         raise ArtifactError(f"{path}: shard tensors do not match their offsets: {problem}")
+
+
+def write_cache_vllm(folder: Path, backend: Any, seqs: Any, *, key_hash: str,
+                     top_k: int, vocab_size: int, dtype: str = "float16", batch_size: int = 64,
+                     shard_sequences: int = 1024, stage: str = "teacher.logits",
+                     run_id: str | None = None, resume_from: Path | None = None,
+                     on_batch: Callable[[int, int], None] | None = None):
+    """``logit_cache.write_cache`` with vLLM's prompt log-probs instead of a forward pass
+    in torch: the same shards, manifest and resume rules (``LogitCache`` reads the
+    result). Returns the complete manifest."""
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    info = cache_info(seqs, top_k=top_k, vocab_size=vocab_size, dtype=dtype,
+                         shard_sequences=shard_sequences)
+    info["engine"] = "vllm"
+    k = info["top_k"]
+    done = _reusable_shards(folder, resume_from, info)
+    n_shards = (len(seqs) + shard_sequences - 1) // shard_sequences
+    shards = []
+    for s in range(n_shards):
+        first = s * shard_sequences
+        index = list(range(first, min(first + shard_sequences, len(seqs))))
+        name = _shard_name(s)
+        if name in done:
+            shards.append(done[name])
+            if on_batch is not None:
+                on_batch(0, len(index))
+        else:
+            parts = list(backend.topk_logprobs(seqs, index, k=k, vocab_size=vocab_size,
+                                               batch_size=batch_size, on_batch=on_batch))
+            counts = torch.tensor([v.shape[0] for v, _ in parts], dtype=torch.int64)
+            offsets = torch.zeros(len(parts) + 1, dtype=torch.int64)
+            offsets[1:] = torch.cumsum(counts, 0)
+            values = torch.cat([v for v, _ in parts]).to(_DTYPES[dtype])
+            idx = torch.cat([i for _, i in parts]).to(torch.int32)
+            shards.append(write_shard(folder, name, values, idx, offsets, first, len(index)))
+        info["shards"] = shards
+        _write_manifest(folder, key_hash, stage, run_id, info, complete=s == n_shards - 1)
+    if n_shards == 0:
+        _write_manifest(folder, key_hash, stage, run_id, info, complete=True)
+    return artifacts.read_manifest(folder)

@@ -131,7 +131,7 @@ def run_all(cfg: RunConfig, out_dir: Path | str = "runs", *, resume: bool = Fals
     ui = StageProgress(console, quiet=quiet or not dist.is_main)
     ctx = Context(cfg, out_dir, ui, dist.device, resume, dist=dist)
     # Before any work: checkpoints found, tokenizers agree, data reads, memory suffices.
-    from distillmeter.pipelines.real_models import preflight
+    from distillmeter.pipelines.preflight import preflight
 
     preflight(cfg, ctx.device, note=ui.note)
     t_plan, students = plan_teacher(cfg), plan_students(cfg)

@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from distillmeter.models import count_params
+from distillmeter.models import build, count_params
 from distillmeter.pipelines import artifacts, components
 from distillmeter.pipelines.artifacts import ArtifactManifest
 from distillmeter.pipelines.context import Context, training_pairs
@@ -69,19 +69,19 @@ def run_student(ctx: Context, run: StudentRun, teacher: TeacherOutputs,
             teacher_model = None
             if method.loss == "kd" and method.teacher_mode == "online":
                 if plan.checkpoint is not None:
-                    loaded_t = components.load_checkpoint(teacher.folder(plan.checkpoint), device,
+                    loaded_t = build.load_checkpoint(teacher.folder(plan.checkpoint), device,
                                                           cfg.teacher.model)
                 else:
-                    loaded_t = components.build_model(cfg.teacher.model, tok, seed=0,
+                    loaded_t = build.build_model(cfg.teacher.model, tok, seed=0,
                                                       device=device, role="teacher",
                                                       trainable=False)
                 teacher_model = loaded_t.model
-            student = components.build_model(cfg.student.model, tok, seed=seed, device=device)
+            student = build.build_model(cfg.student.model, tok, seed=seed, device=device)
             model, max_len, mixed = student.model, student.max_len, student.autocast
             synthetic = (read_synthetic(teacher.folder(plan.synthetic))
                          if "synthetic" in method.data else None)
             seqs = encode_pairs(tok, training_pairs(method, data, synthetic), max_len)
-            from distillmeter.pipelines.real_models import shared_vocab
+            from distillmeter.models.checkpoints import shared_vocab
 
             # logits compared on the tokenizer's ids (padding rows past them sliced off)
             vocab = shared_vocab(tok, model)
@@ -95,8 +95,8 @@ def run_student(ctx: Context, run: StudentRun, teacher: TeacherOutputs,
                 from distillmeter.models import check_tokenizers_compatible
 
                 # one tokenizer for both; this checks the models' logit widths against it
-                shared = check_tokenizers_compatible(tok, tok, components.vocab_width(
-                    teacher_model), components.vocab_width(model))
+                shared = check_tokenizers_compatible(tok, tok, build.vocab_width(
+                    teacher_model), build.vocab_width(model))
                 loss_fn = OnlineKD(method, teacher_model, vocab_size=shared)
 
         tcfg = cfg.training
@@ -113,7 +113,7 @@ def run_student(ctx: Context, run: StudentRun, teacher: TeacherOutputs,
             if main:  # rank 0 writes; FSDP gathered the trained model there
                 model = result.model
                 folder = artifacts.artifact_dir(run_dir, STUDENT_CKPT, run.config_id)
-                components.save_checkpoint(model, tok, folder)
+                build.save_checkpoint(model, tok, folder)
                 artifacts.write_manifest(folder, ArtifactManifest(
                     kind=STUDENT_CKPT, hash=run.config_id, stage="student.train",
                     run_id=meter.run_id, info={"method": method.name, "seed": seed,
@@ -133,16 +133,18 @@ def run_student(ctx: Context, run: StudentRun, teacher: TeacherOutputs,
             with meter.stage("eval.student"):
                 return None
 
-        from distillmeter.pipelines.lm_eval_stage import metric_value
+        from distillmeter.pipelines.evaluation import metric_value
 
         t_em = metric_value(t_metrics)
         if cfg.eval.backend == "lm_eval":
-            from distillmeter.pipelines.lm_eval_stage import evaluate_lm_eval, write_lm_eval
-            from distillmeter.pipelines.real_models import compute_dtype
+            from distillmeter.engines.lm_eval import evaluate_lm_eval
+            from distillmeter.models.checkpoints import compute_dtype
+            from distillmeter.pipelines.evaluation import write_lm_eval
 
             ckpt = artifacts.artifact_dir(run_dir, STUDENT_CKPT, run.config_id)
             with ui.metered(meter, label, "eval.student", None) as bar:
-                le = evaluate_lm_eval(ckpt, cfg.eval, device=device,
+                le = evaluate_lm_eval(ckpt, cfg.eval.lm_eval, batch_size=cfg.eval.batch_size,
+                                      device=device,
                                       dtype=compute_dtype(cfg.student.model, device))
                 bar.advance(0, le.n, 0)
                 folder = artifacts.artifact_dir(run_dir, STUDENT_EVAL, run.config_id)

@@ -35,13 +35,8 @@ import yaml
 from pydantic import BaseModel
 
 from distillmeter.errors import UserError
-from distillmeter.pipelines.config import (
-    RunConfig,
-    content_hash,
-    load_config,
-    packaged_config,
-    parse_config,
-)
+from distillmeter.pipelines.config import RunConfig, content_hash
+from distillmeter.pipelines.config_file import load_config, packaged_config, parse_config
 
 TOP_KEYS = ("base", "grid", "seeds", "ray")
 RAY_KEYS = ("num_gpus", "num_cpus")
@@ -308,7 +303,7 @@ def parse_sweep(data: Any, source: str = "sweep", root: yaml.Node | None = None,
 
 def load_sweep(path: str | Path) -> Sweep:
     """Read, validate and expand a sweep file (``yaml.safe_load``)."""
-    from distillmeter.pipelines.config import read_yaml_file
+    from distillmeter.pipelines.config_file import read_yaml_file
 
     path = Path(path)
     data, root = read_yaml_file(path, "sweep file")

@@ -72,7 +72,7 @@ def _context(cfg: RunConfig, runs_dir: Path, quiet: bool, checks_said: bool = Fa
     ui = StageProgress(quiet=quiet)
     device = components.pick_device(cfg)
     try:  # checkpoints found, tokenizers agree, memory suffices: before any work
-        from distillmeter.pipelines.real_models import preflight
+        from distillmeter.pipelines.preflight import preflight
     except ImportError:
         preflight = None
     if preflight is not None:

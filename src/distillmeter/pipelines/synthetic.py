@@ -36,14 +36,14 @@ class SyntheticResult:
 
 def make_backend(cfg: GenerationConfig, model, tokenizer, device: str):
     """The generation backend named in the config (a small interface: more can come)."""
-    from distillmeter.pipelines.generation import TransformersBackend
+    from distillmeter.engines.generation import TransformersBackend
 
     if cfg.backend == "transformers":
         return TransformersBackend(model, tokenizer, device)
     if cfg.backend == "vllm":
         import warnings
 
-        from distillmeter.pipelines.vllm_backend import make_generation_backend
+        from distillmeter.engines import make_generation_backend
 
         # vLLM loads the teacher itself, from the directory it was loaded from
         backend, line = make_generation_backend(

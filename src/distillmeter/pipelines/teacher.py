@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distillmeter import protocol
-from distillmeter.models import count_params
+from distillmeter.models import build, count_params
 from distillmeter.pipelines import artifacts, components
 from distillmeter.pipelines.context import Context, training_pairs
 from distillmeter.pipelines.data import batches, encode_pairs
@@ -126,10 +126,10 @@ def run_teacher(ctx: Context, plan: TeacherPlan, run_dir: Path) -> TeacherOutput
             components.seed_everything(cfg.teacher.seed)
             data, tok = components.load_data_and_tokenizer(cfg)
             if plan.checkpoint in out.located:
-                loaded = components.load_checkpoint(out.folder(plan.checkpoint), device,
+                loaded = build.load_checkpoint(out.folder(plan.checkpoint), device,
                                                     cfg.teacher.model)
             else:
-                loaded = components.build_model(cfg.teacher.model, tok, seed=cfg.teacher.seed,
+                loaded = build.build_model(cfg.teacher.model, tok, seed=cfg.teacher.seed,
                                                 device=device, role="teacher",
                                                 trainable=cfg.teacher.train)
             model, tok, max_len, mixed = (loaded.model, loaded.tokenizer, loaded.max_len,
@@ -146,7 +146,7 @@ def run_teacher(ctx: Context, plan: TeacherPlan, run_dir: Path) -> TeacherOutput
                       autocast_dtype=mixed)
                 folder = artifacts.artifact_dir(run_dir, plan.checkpoint.kind,
                                                 plan.checkpoint.hash)
-                components.save_checkpoint(model, tok, folder)
+                build.save_checkpoint(model, tok, folder)
                 artifacts.write_manifest(folder, artifacts.ArtifactManifest(
                     kind=plan.checkpoint.kind, hash=plan.checkpoint.hash,
                     stage="teacher.train", run_id=meter.run_id,
@@ -154,13 +154,15 @@ def run_teacher(ctx: Context, plan: TeacherPlan, run_dir: Path) -> TeacherOutput
             made(plan.checkpoint, folder)
 
         if plan.eval in missing and cfg.eval.backend == "lm_eval":
-            from distillmeter.pipelines.lm_eval_stage import evaluate_lm_eval, write_lm_eval
-            from distillmeter.pipelines.real_models import compute_dtype, model_source
+            from distillmeter.engines.lm_eval import evaluate_lm_eval
+            from distillmeter.models.checkpoints import compute_dtype, model_source
+            from distillmeter.pipelines.evaluation import write_lm_eval
 
             ckpt = (out.folder(plan.checkpoint) if plan.checkpoint is not None
                     else model_source(cfg.teacher.model, "teacher"))
             with ui.metered(meter, label, "eval.teacher", None) as bar:
-                le = evaluate_lm_eval(ckpt, cfg.eval, device=device,
+                le = evaluate_lm_eval(ckpt, cfg.eval.lm_eval, batch_size=cfg.eval.batch_size,
+                                      device=device,
                                       dtype=compute_dtype(cfg.teacher.model, device))
                 bar.advance(0, le.n, 0)
                 folder = artifacts.artifact_dir(run_dir, plan.eval.kind, plan.eval.hash)
@@ -204,7 +206,7 @@ def run_teacher(ctx: Context, plan: TeacherPlan, run_dir: Path) -> TeacherOutput
         if plan.synthetic is not None:
             synthetic = read_synthetic(out.folder(plan.synthetic))
 
-        from distillmeter.pipelines.real_models import shared_vocab
+        from distillmeter.models.checkpoints import shared_vocab
 
         vocab = shared_vocab(tok, model)  # padding rows past the tokenizer's ids: never used
         for spec in {s.hash: s for s in plan.caches.values()}.values():

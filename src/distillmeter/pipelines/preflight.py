@@ -1,156 +1,19 @@
-"""Real checkpoints in a run: where a model comes from (a local directory, or a hub id found
-in the local Hugging Face cache; never downloaded), its dtype, and the checks made before
-any work (``preflight``): the sources exist, teacher and student tokenizers agree, the data
-files read, and every phase fits in memory at the configured batch sizes.
-"""
+"""The checks made before any work (``preflight``): the checkpoints exist, teacher and
+student tokenizers agree, the data files read, and every phase fits in memory at the
+configured batch sizes. Anything that would fail later fails here, naming the fix."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-
-import torch
 
 from distillmeter.errors import UserError
-from distillmeter.pipelines import memory
-from distillmeter.pipelines.config import ModelConfig, RunConfig
-from distillmeter.pipelines.file_data import resolve_path
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def hub_cache_dir() -> Path:
-    """The Hugging Face hub cache, from the environment at call time (``HF_HUB_CACHE``, else
-    ``HF_HOME/hub``, else ``~/.cache/huggingface/hub``)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    home = os.environ.get("HF_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
-    return Path(home).expanduser() / "hub"
-
-
-def model_source(mcfg: ModelConfig, role: str) -> Path:
-    """The local directory a checkpoint loads from. ``path`` must be a model directory;
-    ``hub_id`` must already be in the local cache (a UserError says what to fetch)."""
-    if mcfg.path is not None:
-        path = resolve_path(mcfg.path)
-        if not path.is_dir():
-            raise UserError(f"{role}.model.path: {path} is not a directory")
-        if not (path / "config.json").is_file():
-            raise UserError(f"{role}.model.path: {path} has no config.json (not a Hugging "
-                            "Face model directory)")
-        return path
-    if mcfg.hub_id is None:
-        raise ValueError(f"{role} is a built-in model, not a checkpoint")
-    from huggingface_hub import snapshot_download
-
-    cache = hub_cache_dir()
-    rev = f" --revision {mcfg.revision}" if mcfg.revision else ""
-    try:
-        folder = Path(snapshot_download(mcfg.hub_id, revision=mcfg.revision, cache_dir=cache,
-                                        local_files_only=True))
-    except Exception as exc:  # not cached (LocalEntryNotFoundError), a bad id, ...
-        raise UserError(
-            f"{role}.model.hub_id: {mcfg.hub_id!r} is not in the local Hugging Face cache "
-            f"({cache}) and distillmeter never downloads at run time. Fetch it first on a "
-            f"machine with network: `hf download {mcfg.hub_id}{rev}` (older huggingface_hub: "
-            f"`huggingface-cli download {mcfg.hub_id}{rev}`), then run here with HF_HOME or "
-            f"HF_HUB_CACHE pointing at that cache, or give model.path. "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
-        ) from None
-    if not (folder / "config.json").is_file():
-        raise UserError(f"{role}.model.hub_id: the cached snapshot {folder} has no config.json "
-                        f"(an incomplete download?); fetch it again: hf download {mcfg.hub_id}")
-    return folder
-
-
-def compute_dtype(mcfg: ModelConfig, device: str) -> torch.dtype:
-    """The dtype forward passes run in. ``auto``: bfloat16 on a GPU for a checkpoint,
-    float32 otherwise (built-in tiny models and CPU runs)."""
-    if mcfg.dtype != "auto":
-        return _DTYPES[mcfg.dtype]
-    if mcfg.is_checkpoint and device.startswith("cuda"):
-        return torch.bfloat16
-    return torch.float32
-
-
-def dtype_bytes(dtype: torch.dtype) -> int:
-    return torch.empty((), dtype=dtype).element_size()
-
-
-def load_tokenizer(source: Path):
-    """A checkpoint's tokenizer from its directory (pad token: EOS when it has none)."""
-    from transformers import AutoTokenizer
-
-    try:
-        tok = AutoTokenizer.from_pretrained(str(source), local_files_only=True)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{source}: cannot load its tokenizer ({str(exc).splitlines()[0]})"
-                        ) from None
-    if tok.pad_token_id is None and tok.eos_token_id is not None:
-        tok.pad_token = tok.eos_token
-    return tok
-
-
-def run_tokenizer_model(cfg: RunConfig) -> tuple[str, ModelConfig] | None:
-    """The checkpoint whose tokenizer the run uses (the teacher's, else the student's);
-    None when both models are built in (then the task's character tokenizer)."""
-    for role, mcfg in (("teacher", cfg.teacher.model), ("student", cfg.student.model)):
-        if mcfg.is_checkpoint:
-            return role, mcfg
-    return None
-
-
-def tokenizer_id_space(tokenizer) -> int:
-    """How many token ids the tokenizer uses (its largest id + 1)."""
-    return max(tokenizer.get_vocab().values()) + 1
-
-
-def shared_vocab(tokenizer, model: torch.nn.Module) -> int:
-    """The logits both models are compared on: the tokenizer's ids, without the padding
-    rows a checkpoint's embedding matrix may have past them."""
-    width = int(model.get_output_embeddings().weight.shape[0])
-    return min(width, tokenizer_id_space(tokenizer))
-
-
-def _hf_config(mcfg: ModelConfig, role: str, tokenizer):
-    if mcfg.is_checkpoint:
-        from transformers import AutoConfig
-
-        return AutoConfig.from_pretrained(str(model_source(mcfg, role)), local_files_only=True)
-    from distillmeter.models import TinyModelSpec, llama_config
-
-    return llama_config(TinyModelSpec(**mcfg.arch.model_dump()), tokenizer)
-
-
-def model_shape(mcfg: ModelConfig, role: str, tokenizer) -> tuple[memory.ModelShape, int]:
-    """The model's shape for the memory estimate, and its position limit (``max_len``).
-    Parameters are counted on a meta-device build (no memory), or by formula if that fails."""
-    config = _hf_config(mcfg, role, tokenizer)
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    hidden = int(text.hidden_size)
-    layers = int(text.num_hidden_layers)
-    heads = int(getattr(text, "num_attention_heads", 1) or 1)
-    ffn = int(getattr(text, "intermediate_size", None) or 4 * hidden)
-    head_dim = int(getattr(text, "head_dim", None) or hidden // heads)
-    kv = int(getattr(text, "num_key_value_heads", None) or heads) * head_dim
-    vocab = int(text.vocab_size)
-    try:
-        from transformers import AutoModelForCausalLM
-
-        from distillmeter.models import count_params
-
-        with torch.device("meta"):
-            params = count_params(AutoModelForCausalLM.from_config(config))
-    except Exception:  # an architecture that cannot be built on meta: a Llama-like formula
-        tied = bool(getattr(text, "tie_word_embeddings", True))
-        params = vocab * hidden * (1 if tied else 2) + layers * (
-            2 * hidden * hidden + 2 * hidden * kv + 3 * hidden * ffn + 2 * hidden) + hidden
-    max_pos = int(getattr(text, "max_position_embeddings", 0) or 0)
-    limit = mcfg.max_len or (mcfg.arch.max_len if mcfg.arch is not None else max_pos or 4096)
-    return memory.ModelShape(params, layers, hidden, ffn, kv, vocab), limit
+from distillmeter.models import memory
+from distillmeter.models.checkpoints import compute_dtype, dtype_bytes, load_tokenizer, model_source
+from distillmeter.models.memory import model_shape
+from distillmeter.pipelines import components
+from distillmeter.pipelines.components import run_tokenizer_model
+from distillmeter.pipelines.config import RunConfig
 
 
 @dataclass
@@ -191,11 +54,9 @@ def _data_lengths(cfg: RunConfig, data, tok) -> dict[str, int]:
 def preflight(cfg: RunConfig, device: str, note: Callable[[str], None] | None = None
               ) -> Preflight:
     """Every check that can fail before work starts; UserError naming the problem."""
-    from distillmeter.pipelines import components
-
     out = Preflight()
     if cfg.eval.backend == "lm_eval":
-        from distillmeter.pipelines.lm_eval_backend import available
+        from distillmeter.engines.lm_eval import available
 
         if not available():
             raise UserError("eval.backend: lm_eval needs lm-evaluation-harness: pip install "

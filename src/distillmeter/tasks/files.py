@@ -13,51 +13,17 @@ UserError naming the file, the line or record, and the config key to change.
 from __future__ import annotations
 
 import json
-import os
 import random
-import re
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 from distillmeter.errors import UserError
-from distillmeter.pipelines.config_sections import DataSourceConfig, FieldsConfig, FilesConfig
+from distillmeter.paths import resolve_path
+from distillmeter.tasks.chat import render_prompt, uses_chat_template
+from distillmeter.tasks.config import DataSourceConfig, FieldsConfig, FilesConfig
 from distillmeter.tasks.types import Example, TaskData
-
-# ------------------------------------------------------------------------------ verifiers
-
-_NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?")
-
-
-def _canonical_number(text: str) -> str | None:
-    try:
-        value = Decimal(text.replace("$", "").replace(",", ""))
-    except InvalidOperation:
-        return None
-    if value == value.to_integral_value():
-        return str(int(value))
-    return format(value.normalize(), "f")
-
-
-def numeric_final_answer(text: str) -> str | None:
-    """The final numeric answer of a completion, canonical (``1,000.00`` -> ``1000``): the
-    first number after the last ``####`` (GSM8K's answer marker) if there is one, else the
-    last number in the text; None when there is no number."""
-    if "####" in text:
-        found = _NUMBER.search(text.rsplit("####", 1)[1])
-        return _canonical_number(found.group()) if found else None
-    numbers = _NUMBER.findall(text)
-    return _canonical_number(numbers[-1]) if numbers else None
-
-
-def exact_answer(text: str) -> str | None:
-    """The whole answer with runs of whitespace made one space; None when empty."""
-    norm = " ".join(text.split())
-    return norm or None
-
-
-VERIFIERS = {"numeric_final_answer": numeric_final_answer, "exact": exact_answer}
+from distillmeter.tasks.verifiers import VERIFIERS
 
 
 class FileTask:
@@ -104,11 +70,6 @@ class RawRecord:
     @property
     def key(self) -> str:
         return self.prompt if isinstance(self.prompt, str) else json.dumps(self.prompt)
-
-
-def resolve_path(raw: str) -> Path:
-    """``~`` and ``$VARS`` expanded; relative to the current directory."""
-    return Path(os.path.expandvars(os.path.expanduser(raw)))
 
 
 def _format_of(src: DataSourceConfig, path: Path) -> str:
@@ -252,49 +213,6 @@ def read_source(src: DataSourceConfig, fields: FieldsConfig, *, split_name: str,
                 raise UserError(f"{where}: empty prompt")
         out.append(RawRecord(prompt, answer, where))
     return out
-
-
-# ------------------------------------------------------------------------------ prompts
-
-
-def _adds_bos(tokenizer) -> bool:
-    bos = tokenizer.bos_token_id
-    if bos is None:
-        return False
-    ids = tokenizer("a", add_special_tokens=True)["input_ids"]
-    return bool(ids) and ids[0] == bos
-
-
-def uses_chat_template(files: FilesConfig, tokenizer) -> bool:
-    """Whether prompts go through the tokenizer's chat template (``chat_template``)."""
-    has = tokenizer is not None and bool(getattr(tokenizer, "chat_template", None))
-    if files.chat_template == "on" and not has:
-        raise UserError("task.files.chat_template: on, but the tokenizer has no chat template "
-                        "(use auto or off)")
-    return has and files.chat_template != "off"
-
-
-def render_prompt(record: RawRecord, files: FilesConfig, tokenizer, templated: bool) -> str:
-    """The prompt text the models see. With the chat template, a generation prompt; the
-    template's leading BOS is dropped when the tokenizer adds BOS itself, so that encoding
-    the text (with special tokens, as training and generation do) gives exactly one."""
-    turns = ([("user", record.prompt)] if isinstance(record.prompt, str)
-             else list(record.prompt))
-    if isinstance(record.prompt, str) and files.prompt_format is not None:
-        turns = [("user", files.prompt_format.replace("{prompt}", record.prompt))]
-    if not templated:
-        if not isinstance(record.prompt, str):
-            raise UserError(f"{record.where}: chat messages need a tokenizer with a chat "
-                            "template (task.files.chat_template), or prompt/answer fields")
-        return turns[0][1]
-    messages = [{"role": r, "content": c} for r, c in turns]
-    if files.system_prompt is not None and messages[0]["role"] != "system":
-        messages.insert(0, {"role": "system", "content": files.system_prompt})
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    bos = tokenizer.bos_token
-    if bos and text.startswith(bos) and _adds_bos(tokenizer):
-        text = text[len(bos):]
-    return text
 
 
 # ------------------------------------------------------------------------------ splits

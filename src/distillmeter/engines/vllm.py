@@ -1,9 +1,9 @@
 """vLLM for the teacher's work (extra ``[vllm]``): ``teacher.generate`` and ``teacher.logits``.
 
     backend, why = make_generation_backend("vllm", model=model, tokenizer=tok, device=dev,
-                                           model_path="ckpt/teacher")
+                                           model_path="ckpt/teacher")   # distillmeter.engines
     gens = backend.generate(prompts, max_new_tokens=128, batch_size=256)
-    write_cache_vllm(folder, backend, seqs, key_hash=h, top_k=64, vocab_size=v)
+    write_cache_vllm(folder, backend, seqs, key_hash=h, top_k=64, vocab_size=v)  # logit_cache
 
 vLLM is imported only when an engine is built, so this module imports (and its request
 building and result conversion are tested) where vLLM is absent. When vLLM is asked for but
@@ -37,8 +37,8 @@ from typing import Any, Protocol
 
 import torch
 
+from distillmeter.engines.generation import Generation, OnBatch, check_sampling
 from distillmeter.errors import UserError
-from distillmeter.pipelines.generation import Generation, OnBatch, check_sampling
 
 _SEED_MIX = 0x9E3779B1  # golden-ratio multiplier: distinct, well-spread per-prompt seeds
 
@@ -265,78 +265,3 @@ class VllmBackend:
                                                 vocab_size)
             if on_batch is not None:
                 on_batch(sum(len(seqs.ids[i]) for i in chunk), len(chunk))
-
-
-def make_generation_backend(kind: str, *, model: Any = None, tokenizer: Any = None,
-                            device: str | None = None, model_path: str | Path | None = None,
-                            settings: VllmSettings | None = None,
-                            note: Callable[[str], None] | None = None) -> tuple[Any, str]:
-    """The backend ``kind`` names (``transformers`` or ``vllm``) and a line saying which
-    one runs and why. vLLM asked for but unusable here -> the transformers backend."""
-    from distillmeter.pipelines.generation import TransformersBackend
-
-    if kind not in ("transformers", "vllm"):
-        raise UserError(f"unknown generation backend {kind!r} (transformers or vllm)")
-    if kind == "vllm":
-        ok, why = availability()
-        if ok and model_path is None:
-            ok, why = False, "vLLM loads models from a checkpoint directory and none was given"
-        if ok:
-            engine = VllmEngine(model_path, settings)
-            return VllmBackend(engine, tokenizer, settings), "generation backend: vllm"
-        line = f"generation backend: transformers (vllm asked for, but {why})"
-    else:
-        line = "generation backend: transformers"
-    if note is not None:
-        note(line)
-    if model is None:
-        raise UserError("the transformers generation backend needs the loaded model")
-    return TransformersBackend(model, tokenizer, device), line
-
-
-# --------------------------------------------------------------------------- logit cache
-
-
-def write_cache_vllm(folder: Path, backend: VllmBackend, seqs: Any, *, key_hash: str,
-                     top_k: int, vocab_size: int, dtype: str = "float16", batch_size: int = 64,
-                     shard_sequences: int = 1024, stage: str = "teacher.logits",
-                     run_id: str | None = None, resume_from: Path | None = None,
-                     on_batch: Callable[[int, int], None] | None = None):
-    """``logit_cache.write_cache`` with vLLM's prompt log-probs instead of a forward pass
-    in torch: the same shards, manifest and resume rules (``LogitCache`` reads the
-    result). Returns the complete manifest."""
-
-    from distillmeter.pipelines import artifacts
-    from distillmeter.pipelines import logit_cache as lc
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    info = lc.cache_info(seqs, top_k=top_k, vocab_size=vocab_size, dtype=dtype,
-                         shard_sequences=shard_sequences)
-    info["engine"] = "vllm"
-    k = info["top_k"]
-    done = lc._reusable_shards(folder, resume_from, info)
-    n_shards = (len(seqs) + shard_sequences - 1) // shard_sequences
-    shards = []
-    for s in range(n_shards):
-        first = s * shard_sequences
-        index = list(range(first, min(first + shard_sequences, len(seqs))))
-        name = lc._shard_name(s)
-        if name in done:
-            shards.append(done[name])
-            if on_batch is not None:
-                on_batch(0, len(index))
-        else:
-            parts = list(backend.topk_logprobs(seqs, index, k=k, vocab_size=vocab_size,
-                                               batch_size=batch_size, on_batch=on_batch))
-            counts = torch.tensor([v.shape[0] for v, _ in parts], dtype=torch.int64)
-            offsets = torch.zeros(len(parts) + 1, dtype=torch.int64)
-            offsets[1:] = torch.cumsum(counts, 0)
-            values = torch.cat([v for v, _ in parts]).to(lc._DTYPES[dtype])
-            idx = torch.cat([i for _, i in parts]).to(torch.int32)
-            shards.append(lc.write_shard(folder, name, values, idx, offsets, first, len(index)))
-        info["shards"] = shards
-        lc._write_manifest(folder, key_hash, stage, run_id, info, complete=s == n_shards - 1)
-    if n_shards == 0:
-        lc._write_manifest(folder, key_hash, stage, run_id, info, complete=True)
-    return artifacts.read_manifest(folder)

@@ -1,5 +1,10 @@
 """lm-evaluation-harness for the ``eval.*`` stages (extra ``[eval]``): real benchmarks.
 
+``eval.backend: lm_eval``: the harness evaluates the model's checkpoint directory (it loads
+its own copy, as ``lm_eval --model hf --model_args pretrained=DIR`` would), inside the
+metered stage; its chosen score becomes the run's quality, and the request records
+exactly what was asked of the harness (``evaluate_lm_eval``).
+
     request = build_request("ckpt/student", tasks=["gsm8k"], dtype="bfloat16", limit=200)
     with meter.stage("eval.student"):
         results = run_lm_eval(request)               # lm_eval.simple_evaluate(**request)
@@ -25,7 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field, model_validator
+
+from distillmeter.configbase import StrictModel as _Strict
 from distillmeter.errors import UserError
+from distillmeter.paths import resolve_path
 
 # Which metric stands for a task when none is named: exact match on the strict answer
 # extraction first (gsm8k), then normalised accuracy (hellaswag, arc), then accuracy (mmlu).
@@ -180,3 +189,85 @@ def primary_quality(scores: Sequence[TaskScore], *, task: str | None = None,
         details["stderr"] = chosen.stderr
     return EvalQuality(metric=f"{chosen.task}:{chosen.metric}", value=chosen.value,
                        n=chosen.n, details=details)
+
+
+# --------------------------------------------------------------------------- settings
+
+
+class LmEvalConfig(_Strict):
+    """``eval.backend: lm_eval``: lm-evaluation-harness tasks (extra ``[eval]``). The model
+    under test is passed as its checkpoint directory. ``task``/``metric`` pick the score
+    that becomes the run's quality (default: the first task's preferred metric); every
+    score is kept in its details. ``include_path``: a folder of task YAML files (your own
+    benchmarks, e.g. on local data files), searched besides the harness's own tasks."""
+
+    tasks: list[str] = Field(default_factory=lambda: ["gsm8k"], min_length=1)
+    num_fewshot: int | None = Field(None, ge=0)
+    limit: float | None = Field(None, gt=0)
+    apply_chat_template: bool = False
+    task: str | None = None
+    metric: str | None = None
+    model_args: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    include_path: str | None = None
+
+    @model_validator(mode="after")
+    def _task_listed(self) -> LmEvalConfig:
+        if self.task is not None and self.task not in self.tasks:
+            raise ValueError(f"task {self.task!r} is not among tasks ({', '.join(self.tasks)})")
+        return self
+
+
+# --------------------------------------------------------------------------- a stage's run
+
+
+_DTYPE_NAMES = {"torch.float32": "float32", "torch.bfloat16": "bfloat16",
+                "torch.float16": "float16"}
+
+
+@dataclass
+class LmEvalResult:
+    quality: EvalQuality
+    request: dict[str, Any]
+
+    @property
+    def n(self) -> int:
+        return self.quality.n
+
+    def metrics(self) -> dict[str, Any]:
+        """metrics.json: ``metric`` names the score, stored under its own name as well."""
+        q = self.quality
+        return {"metric": q.metric, q.metric: q.value, "value": q.value, "n": q.n,
+                "backend": "lm_eval", "details": q.details}
+
+
+def lm_eval_request(model_dir: Path, le: LmEvalConfig, *, batch_size: int, device: str,
+                    dtype) -> dict[str, Any]:
+    """``simple_evaluate`` keyword arguments for the model in ``model_dir``."""
+    limit = le.limit
+    if limit is not None and limit >= 1 and float(limit).is_integer():
+        limit = int(limit)  # a count; a value below 1 is a fraction of each task
+    return build_request(Path(model_dir).resolve(), tasks=le.tasks,
+                         dtype=_DTYPE_NAMES.get(str(dtype), str(dtype)),
+                         num_fewshot=le.num_fewshot, limit=limit, batch_size=batch_size,
+                         device=device, apply_chat_template=le.apply_chat_template,
+                         extra_model_args=le.model_args)
+
+
+def evaluate_lm_eval(model_dir: Path, le: LmEvalConfig, *, batch_size: int, device: str,
+                     dtype) -> LmEvalResult:
+    """Run the harness on the checkpoint in ``model_dir``; the run's quality from it."""
+    request = lm_eval_request(model_dir, le, batch_size=batch_size, device=device, dtype=dtype)
+    call = dict(request)
+    include = le.include_path
+    if include is not None:
+        folder = resolve_path(include)
+        if not folder.is_dir():
+            raise UserError(f"eval.lm_eval.include_path: {folder} is not a directory")
+        request["include_path"] = str(folder.resolve())
+        if available():  # else run_lm_eval names the extra
+            from lm_eval.tasks import TaskManager
+
+            call["task_manager"] = TaskManager(include_path=request["include_path"])
+    results = run_lm_eval(call)
+    quality = primary_quality(parse_results(results), task=le.task, metric=le.metric)
+    return LmEvalResult(quality, request)

@@ -25,8 +25,15 @@ element):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
 
 from distillmeter.errors import UserError
+from distillmeter.models.checkpoints import model_source
+
+if TYPE_CHECKING:
+    from distillmeter.models.config import ModelConfig
 
 GIB = 1024**3
 HEADROOM = 0.9  # use at most 90% of the free memory
@@ -139,3 +146,44 @@ def check_fit(estimates: list[PhaseEstimate], available: float, where: str) -> N
     lines.append("These are estimates (docs/real-models.md, 'Memory check'); nothing was "
                  "loaded or run.")
     raise UserError("\n".join(lines))
+
+
+# ----------------------------------------------------------------- a model's shape
+
+
+def _hf_config(mcfg: ModelConfig, role: str, tokenizer):
+    if mcfg.is_checkpoint:
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(str(model_source(mcfg, role)), local_files_only=True)
+    from distillmeter.models.tiny import TinyModelSpec, llama_config
+
+    return llama_config(TinyModelSpec(**mcfg.arch.model_dump()), tokenizer)
+
+
+def model_shape(mcfg: ModelConfig, role: str, tokenizer) -> tuple[ModelShape, int]:
+    """The model's shape for the memory estimate, and its position limit (``max_len``).
+    Parameters are counted on a meta-device build (no memory), or by formula if that fails."""
+    config = _hf_config(mcfg, role, tokenizer)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    hidden = int(text.hidden_size)
+    layers = int(text.num_hidden_layers)
+    heads = int(getattr(text, "num_attention_heads", 1) or 1)
+    ffn = int(getattr(text, "intermediate_size", None) or 4 * hidden)
+    head_dim = int(getattr(text, "head_dim", None) or hidden // heads)
+    kv = int(getattr(text, "num_key_value_heads", None) or heads) * head_dim
+    vocab = int(text.vocab_size)
+    try:
+        from transformers import AutoModelForCausalLM
+
+        from distillmeter.models.loading import count_params
+
+        with torch.device("meta"):
+            params = count_params(AutoModelForCausalLM.from_config(config))
+    except Exception:  # an architecture that cannot be built on meta: a Llama-like formula
+        tied = bool(getattr(text, "tie_word_embeddings", True))
+        params = vocab * hidden * (1 if tied else 2) + layers * (
+            2 * hidden * hidden + 2 * hidden * kv + 3 * hidden * ffn + 2 * hidden) + hidden
+    max_pos = int(getattr(text, "max_position_embeddings", 0) or 0)
+    limit = mcfg.max_len or (mcfg.arch.max_len if mcfg.arch is not None else max_pos or 4096)
+    return ModelShape(params, layers, hidden, ffn, kv, vocab), limit
