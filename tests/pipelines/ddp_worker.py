@@ -14,7 +14,7 @@ import torch
 
 from distillmeter.pipelines.config import ArchConfig, DistributedConfig, ModelConfig, TrainingConfig
 from distillmeter.pipelines.data import batches, encode_pairs
-from distillmeter.pipelines.distributed import Distributed
+from distillmeter.pipelines.scale.distributed import Distributed
 from distillmeter.pipelines.training import ce_loss, train
 
 ARCH = {"d_model": 16, "n_layers": 2, "n_heads": 2, "d_ff": 32, "max_len": 32}

@@ -16,7 +16,7 @@ import torch
 
 from distillmeter.energy.ranks import RankInfo
 from distillmeter.pipelines.data import collate, encode_pairs
-from distillmeter.pipelines.distributed import Distributed
+from distillmeter.pipelines.scale.distributed import Distributed
 
 HERE = Path(__file__).parent
 TORCHRUN = (shutil.which("torchrun", path=str(Path(sys.executable).parent))

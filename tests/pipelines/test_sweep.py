@@ -13,8 +13,14 @@ import yaml
 from distillmeter.cli import main
 from distillmeter.errors import UserError
 from distillmeter.pipelines.plan import plan_students, plan_teacher
-from distillmeter.pipelines.sweep import check_path, expand, load_sweep, parse_sweep, point_name
-from distillmeter.pipelines.sweep_run import run_sweep
+from distillmeter.pipelines.scale.sweep import (
+    check_path,
+    expand,
+    load_sweep,
+    parse_sweep,
+    point_name,
+)
+from distillmeter.pipelines.scale.sweep_run import run_sweep
 from distillmeter.protocol import load_report, read_ledger
 
 KD_ONLY = [{"name": "kd", "data": ["labelled"], "loss": "kd"}]

@@ -32,7 +32,7 @@ def command(sweep_file: Path, out_dir: Path, ray_address: str | None, resume: bo
 
     from distillmeter.energy.ranks import RankInfo
     from distillmeter.errors import UserError
-    from distillmeter.pipelines.sweep import load_sweep
+    from distillmeter.pipelines.scale.sweep import load_sweep
 
     if RankInfo.from_env().distributed:
         raise UserError("distillmeter sweep runs its own jobs: start it without torchrun "
@@ -48,7 +48,7 @@ def command(sweep_file: Path, out_dir: Path, ray_address: str | None, resume: bo
                       f"{len(sweep.jobs())} jobs", highlight=False)
         return
 
-    from distillmeter.pipelines.sweep_run import run_sweep, summary_table
+    from distillmeter.pipelines.scale.sweep_run import run_sweep, summary_table
 
     records = run_sweep(sweep, out_dir, resume=resume, quiet=quiet, ray_address=ray_address)
     console.print(summary_table(records))

@@ -19,7 +19,7 @@ class Context:
     device: str
     resume: bool = False
     # under torchrun: this process's pipelines.distributed.Distributed (None alone), and
-    # whether rank 0 is doing the current run alone (pipelines/rank_jobs.py)
+    # whether rank 0 is doing the current run alone (pipelines/scale/rank_jobs.py)
     dist: Any = None
     solo: bool = False
 
@@ -38,7 +38,7 @@ class Context:
                       method=method, seed=seed, config_id=config_id, task=self.cfg.task.name,
                       labels=labels or {}, upstream=upstream or [], config=self.cfg.resolved())
         if self.dist is not None and self.dist.active:
-            from distillmeter.pipelines.rank_jobs import open_rank_meter
+            from distillmeter.pipelines.scale.rank_meter import open_rank_meter
 
             meter = open_rank_meter(self, run_dir, kwargs)
         else:

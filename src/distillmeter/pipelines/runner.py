@@ -34,7 +34,7 @@ from distillmeter.pipelines.config import RunConfig
 from distillmeter.pipelines.context import Context
 from distillmeter.pipelines.plan import StudentRun, plan_students, plan_teacher
 from distillmeter.pipelines.progress import StageProgress
-from distillmeter.pipelines.rank_jobs import Leader, serve
+from distillmeter.pipelines.scale.rank_jobs import Leader, serve
 from distillmeter.pipelines.student import run_student
 from distillmeter.pipelines.teacher import locate_existing, run_teacher
 
@@ -121,7 +121,7 @@ def run_all(cfg: RunConfig, out_dir: Path | str = "runs", *, resume: bool = Fals
             quiet: bool = False, console: Console | None = None) -> Summary:
     """Run the config's teacher and students under ``out_dir``; account every run."""
     from distillmeter.energy.runlock import RunLock
-    from distillmeter.pipelines.distributed import Distributed
+    from distillmeter.pipelines.scale.distributed import Distributed
 
     out_dir = Path(out_dir)
     components.set_threads(cfg)
@@ -136,7 +136,7 @@ def run_all(cfg: RunConfig, out_dir: Path | str = "runs", *, resume: bool = Fals
     preflight(cfg, ctx.device, note=ui.note)
     t_plan, students = plan_teacher(cfg), plan_students(cfg)
     if not dist.is_main:
-        serve(ctx)  # the other ranks do what rank 0 decides (pipelines/rank_jobs.py)
+        serve(ctx, run_student)  # the other ranks do what rank 0 decides (scale/rank_jobs.py)
         dist.close()
         return Summary(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from distillmeter.pipelines.config import MethodConfig, TrainingConfig
 from distillmeter.pipelines.data import Batch
-from distillmeter.pipelines.distributed import Distributed
+from distillmeter.pipelines.scale.distributed import Distributed
 
 LossFn = Callable[[torch.Tensor, Batch], "tuple[torch.Tensor, dict[str, float]]"]
 

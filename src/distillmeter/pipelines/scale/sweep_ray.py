@@ -19,8 +19,8 @@ from typing import Any
 
 from distillmeter.errors import UserError
 from distillmeter.pipelines.config import RunConfig
-from distillmeter.pipelines.sweep import RaySettings
-from distillmeter.pipelines.sweep_run import JobRecord, student_job, teacher_job
+from distillmeter.pipelines.scale.sweep import RaySettings
+from distillmeter.pipelines.scale.sweep_jobs import JobRecord, student_job, teacher_job
 
 
 def import_ray() -> Any:
