@@ -53,7 +53,6 @@ def main() -> None:
     from distillmeter.pipelines.config import RunConfig
     from distillmeter.pipelines.config_file import load_config
     from distillmeter.pipelines.runner import run_all
-    from distillmeter.pipelines.summary import method_rows, print_summary
 
     cfg = load_config(args.config) if args.config else RunConfig()
     if args.seeds:
@@ -71,13 +70,17 @@ def main() -> None:
         cells = "  ".join(f"{name} {sec:.1f}" + ("" if st == "ok" else f" [{st}]")
                           for name, sec, st in stages)
         print(f"  {r.name:<22} {run_seconds(r.path):6.1f}  | {cells}")
-    print_summary(summary)
     print("\nquality by method (exact match on the test set, mean ± std over seeds):")
-    for row in method_rows(summary):
-        sd = statistics.stdev(row.exact_match) if len(row.exact_match) > 1 else 0.0
-        print(f"  {row.method:<12} {statistics.fmean(row.exact_match):.3f} ± {sd:.3f}"
-              f"  (n={len(row.exact_match)}, Q {statistics.fmean(row.q):.2f})"
-              if row.q else f"  {row.method:<12} {statistics.fmean(row.exact_match):.3f}")
+    by_method: dict[str, list] = {}
+    for r in summary.of_kind("student"):
+        if r.report is not None and r.report.quality is not None:
+            by_method.setdefault(r.method or "?", []).append(r.report.quality)
+    for method, qs in by_method.items():
+        em = [q.value for q in qs]
+        sd = statistics.stdev(em) if len(em) > 1 else 0.0
+        ratios = [q.details["q"] for q in qs if q.details.get("q") is not None]
+        q_txt = f", Q {statistics.fmean(ratios):.2f}" if ratios else ""
+        print(f"  {method:<12} {statistics.fmean(em):.3f} ± {sd:.3f}  (n={len(em)}{q_txt})")
     print(f"\ntotal wall time: {wall:.1f} s ({wall / 60:.2f} min); threads: "
           f"{cfg.threads or 'auto'}; cores: {os.cpu_count()}; load average before "
           f"{load0[0]:.2f}, after {load1[0]:.2f}")

@@ -1,8 +1,9 @@
-"""``distillmeter run [CONFIG] [--out RUNS_DIR] [--seeds N] [--resume] [--quiet]``."""
+"""``distillmeter run [CONFIG] [--out RUNS_DIR] [--seeds N] [--resume] [--quiet] [--no-report]``."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -39,7 +40,6 @@ def command(config: Path | None, out_dir: Path, seeds: int | None, resume: bool,
         cfg = cfg.model_copy(update={"seeds": seeds})
 
     from distillmeter.pipelines.runner import run_all
-    from distillmeter.pipelines.summary import print_summary
 
     summary = run_all(cfg, out_dir, resume=resume, quiet=quiet)
     from distillmeter.energy.ranks import RankInfo
@@ -47,7 +47,7 @@ def command(config: Path | None, out_dir: Path, seeds: int | None, resume: bool,
     if RankInfo.from_env().rank != 0:  # under torchrun, rank 0 speaks for the job
         return
     console = Console()
-    print_summary(summary, console)
+    print_outcome(summary, console, analysed=not no_report)
     if not no_report:
         from distillmeter.commands.report import analyse_dir, write_outputs
         from distillmeter.report.console import print_summary as print_analysis
@@ -58,3 +58,32 @@ def command(config: Path | None, out_dir: Path, seeds: int | None, resume: bool,
         print_analysis(analysis, console)
         console.print(f"wrote {paths['html']} (open it in a browser), "
                       f"{paths['json']}, {paths['csv']}", highlight=False)
+
+
+def print_outcome(summary: Any, console: Any, *, analysed: bool) -> None:
+    """What the run did, in a few lines: the teacher run(s) and interrupted attempts. The
+    figures per configuration are the analysis's alone (printed after this)."""
+    students = summary.of_kind("student")
+    done = sum(r.status == "done" for r in students)
+    for t in summary.of_kind("teacher"):
+        rep = t.report
+        if rep is None:
+            console.print(f"teacher {t.name}: not accounted", highlight=False)
+            continue
+        q = rep.quality
+        em = f", {q.metric} {q.value:.3f}" if q is not None else ""
+        if t.status == "skipped":
+            console.print(f"teacher [bold]{t.name}[/] (found, not run again){em}",
+                          highlight=False)
+        else:
+            console.print(f"teacher [bold]{t.name}[/]: {rep.totals.energy_j:,.0f} J in "
+                          f"{rep.totals.seconds:.1f} s{em}", highlight=False)
+    console.print(f"students: {done} run, {len(students) - done} already done, in "
+                  f"{summary.out_dir}/<method>-s<seed>/", highlight=False)
+    for f in summary.of_kind("failed"):
+        energy = f"{f.report.totals.energy_j:,.0f} J" if f.report else "not accounted"
+        console.print(f"interrupted attempt {f.name}: {energy} (kept, accounted)",
+                      highlight=False)
+    if not analysed:
+        console.print(f"`distillmeter report {summary.out_dir}` analyses them.",
+                      highlight=False)
