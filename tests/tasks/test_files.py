@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 
 import pytest
-import real_pair
 
+import real_pair
 from distillmeter.errors import UserError
 from distillmeter.pipelines.config_file import parse_config
 from distillmeter.tasks import Example, exact_match

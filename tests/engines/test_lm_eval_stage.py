@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 
 import pytest
-import real_pair
 import torch
 
+import real_pair
 from distillmeter import protocol
 from distillmeter.cli import main
 from distillmeter.engines.lm_eval import (
