@@ -93,13 +93,29 @@ def write_cache(folder: Path, teacher: torch.nn.Module, seqs: Sequences, *, key_
     Shards already in ``folder`` (or in ``resume_from``, an interrupted attempt's folder,
     copied over) whose sha256 matches their manifest entry are kept; the rest are computed.
     Returns the complete manifest. ``top_k`` is capped at ``vocab_size``."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     info = cache_info(seqs, top_k=top_k, vocab_size=vocab_size, dtype=dtype,
                       shard_sequences=shard_sequences)
-    k = info["top_k"]
-    done = _reusable_shards(folder, resume_from, info)
     teacher.eval()
+
+    def shard(index: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return _topk_shard(teacher, seqs, index, k=info["top_k"], vocab_size=vocab_size,
+                           batch_size=batch_size, pad_id=pad_id, dtype=_DTYPES[dtype],
+                           device=device, on_batch=on_batch)
+
+    return _write_shards(folder, seqs, info, shard, key_hash=key_hash, stage=stage,
+                         run_id=run_id, resume_from=resume_from, on_batch=on_batch)
+
+
+def _write_shards(folder: Path, seqs: Sequences, info: dict,
+                  shard: Callable[[list[int]], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+                  *, key_hash: str, stage: str, run_id: str | None, resume_from: Path | None,
+                  on_batch: Callable[[int, int], None] | None) -> ArtifactManifest:
+    """The shard loop both writers share: reusable shards kept, the others computed by
+    ``shard(index) -> (values, indices, offsets)``, the manifest rewritten after each."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    shard_sequences = info["shard_sequences"]
+    done = _reusable_shards(folder, resume_from, info)
     n_shards = (len(seqs) + shard_sequences - 1) // shard_sequences
     shards = []
     for s in range(n_shards):
@@ -111,9 +127,7 @@ def write_cache(folder: Path, teacher: torch.nn.Module, seqs: Sequences, *, key_
             if on_batch is not None:
                 on_batch(0, len(index))
         else:
-            values, idx, offsets = _topk_shard(
-                teacher, seqs, index, k=k, vocab_size=vocab_size, batch_size=batch_size,
-                pad_id=pad_id, dtype=_DTYPES[dtype], device=device, on_batch=on_batch)
+            values, idx, offsets = shard(index)
             shards.append(write_shard(folder, name, values, idx, offsets, first, len(index)))
         info["shards"] = shards
         _write_manifest(folder, key_hash, stage, run_id, info, complete=s == n_shards - 1)
@@ -254,39 +268,22 @@ def write_cache_vllm(folder: Path, backend: Any, seqs: Any, *, key_hash: str,
                      top_k: int, vocab_size: int, dtype: str = "float16", batch_size: int = 64,
                      shard_sequences: int = 1024, stage: str = "teacher.logits",
                      run_id: str | None = None, resume_from: Path | None = None,
-                     on_batch: Callable[[int, int], None] | None = None):
-    """``logit_cache.write_cache`` with vLLM's prompt log-probs instead of a forward pass
-    in torch: the same shards, manifest and resume rules (``LogitCache`` reads the
-    result). Returns the complete manifest."""
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+                     on_batch: Callable[[int, int], None] | None = None) -> ArtifactManifest:
+    """``write_cache`` with vLLM's prompt log-probs (``engines.vllm.VllmBackend``) instead
+    of a forward pass in torch: the same shards, manifest and resume rules (``LogitCache``
+    reads the result). Returns the complete manifest."""
     info = cache_info(seqs, top_k=top_k, vocab_size=vocab_size, dtype=dtype,
-                         shard_sequences=shard_sequences)
+                      shard_sequences=shard_sequences)
     info["engine"] = "vllm"
-    k = info["top_k"]
-    done = _reusable_shards(folder, resume_from, info)
-    n_shards = (len(seqs) + shard_sequences - 1) // shard_sequences
-    shards = []
-    for s in range(n_shards):
-        first = s * shard_sequences
-        index = list(range(first, min(first + shard_sequences, len(seqs))))
-        name = _shard_name(s)
-        if name in done:
-            shards.append(done[name])
-            if on_batch is not None:
-                on_batch(0, len(index))
-        else:
-            parts = list(backend.topk_logprobs(seqs, index, k=k, vocab_size=vocab_size,
-                                               batch_size=batch_size, on_batch=on_batch))
-            counts = torch.tensor([v.shape[0] for v, _ in parts], dtype=torch.int64)
-            offsets = torch.zeros(len(parts) + 1, dtype=torch.int64)
-            offsets[1:] = torch.cumsum(counts, 0)
-            values = torch.cat([v for v, _ in parts]).to(_DTYPES[dtype])
-            idx = torch.cat([i for _, i in parts]).to(torch.int32)
-            shards.append(write_shard(folder, name, values, idx, offsets, first, len(index)))
-        info["shards"] = shards
-        _write_manifest(folder, key_hash, stage, run_id, info, complete=s == n_shards - 1)
-    if n_shards == 0:
-        _write_manifest(folder, key_hash, stage, run_id, info, complete=True)
-    return artifacts.read_manifest(folder)
+
+    def shard(index: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        parts = list(backend.topk_logprobs(seqs, index, k=info["top_k"], vocab_size=vocab_size,
+                                           batch_size=batch_size, on_batch=on_batch))
+        counts = torch.tensor([v.shape[0] for v, _ in parts], dtype=torch.int64)
+        offsets = torch.zeros(len(parts) + 1, dtype=torch.int64)
+        offsets[1:] = torch.cumsum(counts, 0)
+        values = torch.cat([v for v, _ in parts]).to(_DTYPES[dtype])
+        return values, torch.cat([i for _, i in parts]).to(torch.int32), offsets
+
+    return _write_shards(folder, seqs, info, shard, key_hash=key_hash, stage=stage,
+                         run_id=run_id, resume_from=resume_from, on_batch=on_batch)
