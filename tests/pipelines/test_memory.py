@@ -8,10 +8,10 @@ import json
 from importlib.resources import files
 
 import pytest
-import real_pair
 import torch
 import yaml
 
+import real_pair
 from distillmeter.errors import UserError
 from distillmeter.models import memory
 from distillmeter.models.memory import model_shape

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 
 import pytest
-import real_pair
 import yaml
 
+import real_pair
 from distillmeter import protocol
 from distillmeter.cli import main
 from distillmeter.pipelines.config_file import parse_config

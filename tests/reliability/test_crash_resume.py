@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
 from conftest import (
     KILL_RUN,
     cli,
@@ -30,7 +31,6 @@ from conftest import (
     wait_for,
     write_config,
 )
-
 from distillmeter import protocol
 from distillmeter.accounting import account
 

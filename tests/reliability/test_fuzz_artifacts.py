@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 import yaml
-from conftest import TINY_RUN, fuzz_settings
 from hypothesis import event, example, given
 from hypothesis import strategies as st
 
+from conftest import TINY_RUN, fuzz_settings
 from distillmeter.energy.runlock import LOCK_FILE, RunLock
 from distillmeter.errors import UserError
 from distillmeter.pipelines import artifacts

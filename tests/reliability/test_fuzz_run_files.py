@@ -15,10 +15,10 @@ import math
 import tempfile
 from pathlib import Path
 
-from conftest import fuzz_settings
 from hypothesis import event, example, given
 from hypothesis import strategies as st
 
+from conftest import fuzz_settings
 from distillmeter import protocol
 from distillmeter.accounting import account, write_report
 from distillmeter.errors import USER_ERRORS

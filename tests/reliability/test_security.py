@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import ROOT, TINY_RUN, cli_run, write_config
 
 SOURCES = sorted((ROOT / "src" / "distillmeter").rglob("*.py"))
