@@ -14,7 +14,7 @@ from __future__ import annotations
 import ast
 import inspect
 import json
-import secrets
+import random
 import string
 import sys
 from pathlib import Path
@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, TINY_RUN, cli_run, write_config
+from key_alphabets import AWS_DOC_EXAMPLE, keys
 
 SOURCES = sorted((ROOT / "src" / "distillmeter").rglob("*.py"))
 PICKLE_MODULES = {"pickle", "cPickle", "_pickle", "dill", "shelve", "marshal", "joblib",
@@ -124,49 +125,92 @@ def test_checkpoints_load_through_transformers_without_pickle():
 
 
 # --------------------------------------------------------------------------- secrets
-def _token(alphabet: str, n: int) -> str:
-    return "".join(secrets.choice(alphabet) for _ in range(n))
-
-
+# Every secret here is drawn from a fixed seed: the same keys every run (a test that drew
+# fresh keys failed at random when the redaction missed a few of them).
 ALNUM = string.ascii_letters + string.digits
+SEED = 20261128
+N_KEYS = 1000  # random keys of each alphabet (tests/key_alphabets.py), on the command line
+# and in the environment of each process
+
+
+def _token(rng: random.Random, alphabet: str, n: int) -> str:
+    return "".join(rng.choice(alphabet) for _ in range(n))
+
+
+class KeyIndex:
+    """Finds any 12 consecutive characters of any of many secrets in a file's bytes (a
+    redaction that kept part of a key still leaks it). Every 8 bytes of every secret are
+    indexed; the data is probed at every 4th offset, which meets each 12-byte match."""
+
+    WINDOW = 12
+
+    def __init__(self, secrets_: list[str]):
+        # a JWT's header (and the start of its payload) is the same in every token: its
+        # signature is what must not leak
+        secrets_ = [s.rsplit(".", 1)[1] if s.startswith("eyJ") and s.count(".") == 2 else s
+                    for s in secrets_]
+        self.secrets = [s.encode() for s in secrets_ if len(s) >= self.WINDOW]
+        self.short = [s.encode() for s in secrets_ if len(s) < self.WINDOW]
+        self.grams: dict[bytes, set[int]] = {}
+        for i, s in enumerate(self.secrets):
+            for j in range(len(s) - 7):
+                self.grams.setdefault(s[j:j + 8], set()).add(i)
+
+    def found_in(self, data: bytes) -> set[bytes]:
+        found = {s for s in self.short if s in data}
+        grams = self.grams
+        for pos in range(0, len(data) - 7, 4):
+            ids = grams.get(data[pos:pos + 8])
+            if not ids:
+                continue
+            region = data[max(0, pos - self.WINDOW):pos + 8 + self.WINDOW]
+            for i in ids:
+                s = self.secrets[i]
+                if any(s[k:k + self.WINDOW] in region for k in range(len(s) - self.WINDOW + 1)):
+                    found.add(s)
+        return found
+
+
+def _leaks(root: Path, index: KeyIndex) -> list[str]:
+    out = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        for s in sorted(index.found_in(path.read_bytes())):
+            out.append(f"{path.relative_to(root)} holds {s[:6].decode()}...")
+    return out
+
+
+def test_the_leak_finder_finds_a_piece_of_a_key_anywhere(tmp_path):
+    drawn = [k for ks in keys(50, SEED).values() for k in ks]
+    index = KeyIndex(drawn)
+    for offset in range(9):
+        key = index.secrets[offset * 37 % len(index.secrets)]
+        data = b"x" * offset + b"prefix " + key[offset:offset + 12] + b" suffix"
+        assert index.found_in(data) == {key}, (offset, key)
+    assert not index.found_in(b"<redacted> " * 100)
 
 
 @pytest.fixture(scope="module")
 def secret_env() -> dict[str, str]:
-    """Fresh, realistic secrets for this test session (never real ones)."""
-    return {
-        "HF_TOKEN": "hf_" + _token(ALNUM, 34),
-        "HUGGING_FACE_HUB_TOKEN": "hf_" + _token(ALNUM, 34),
-        "WANDB_API_KEY": _token("0123456789abcdef", 40),
-        "OPENAI_API_KEY": "sk-proj-" + _token(ALNUM, 48),
-        "AWS_ACCESS_KEY_ID": "AKIA" + _token(string.ascii_uppercase + string.digits, 16),
-        "AWS_SECRET_ACCESS_KEY": _token(ALNUM + "/+", 40),
-        "GITHUB_TOKEN": "ghp_" + _token(ALNUM, 36),
-        "MLFLOW_TRACKING_PASSWORD": "hunter2-" + _token(string.ascii_lowercase, 6),
+    """Realistic secrets (never real ones), the same every run: named ones, and
+    N_KEYS random keys of each alphabet under names that do not look secret (only their
+    values can give them away) in variables that environment.json keeps."""
+    rng = random.Random(SEED)
+    env = {
+        "HF_TOKEN": "hf_" + _token(rng, ALNUM, 34),
+        "HUGGING_FACE_HUB_TOKEN": "hf_" + _token(rng, ALNUM, 34),
+        "WANDB_API_KEY": _token(rng, "0123456789abcdef", 40),
+        "OPENAI_API_KEY": "sk-proj-" + _token(rng, ALNUM, 48),
+        "AWS_ACCESS_KEY_ID": "AKIA" + _token(rng, string.ascii_uppercase + string.digits, 16),
+        "AWS_SECRET_ACCESS_KEY": AWS_DOC_EXAMPLE,
+        "GITHUB_TOKEN": "ghp_" + _token(rng, ALNUM, 36),
+        "MLFLOW_TRACKING_PASSWORD": "hunter2-" + _token(rng, string.ascii_lowercase, 6),
         # a relevant variable whose value carries a password
-        "HF_ENDPOINT": f"https://me:{_token(ALNUM, 20)}@hub.internal.example",
+        "HF_ENDPOINT": f"https://me:{_token(rng, ALNUM, 20)}@hub.internal.example",
     }
-
-
-def _needles(values: list[str]) -> list[bytes]:
-    """Each secret, and its distinctive tail (a redaction that kept a prefix off would
-    still leak it)."""
-    out = []
-    for v in values:
-        out.append(v.encode())
-        if len(v) >= 24:
-            out.append(v[-16:].encode())
-    return out
-
-
-def _leaks(root: Path, needles: list[bytes]) -> list[str]:
-    found = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        data = path.read_bytes()
-        for n in needles:
-            if n in data:
-                found.append(f"{path.relative_to(root)} holds {n[:6].decode()}...")
-    return found
+    for alphabet, drawn in keys(N_KEYS, SEED + 1).items():
+        for i, key in enumerate(drawn):
+            env[f"DISTILLMETER_NOTE_{alphabet.upper()}_{i}"] = key
+    return env
 
 
 def _secret_values(env: dict[str, str]) -> list[str]:
@@ -189,14 +233,17 @@ def secret_run(tmp_path_factory, secret_env) -> Path:
 
 @pytest.mark.slow
 def test_no_secret_in_any_file_of_a_run(secret_run, secret_env):
+    """`distillmeter run` takes no free arguments (a key on its command line could only be
+    a path it was given), so its secrets come through the environment."""
     files = [p for p in secret_run.rglob("*") if p.is_file()]
     assert len(files) > 20  # ledgers, traces, environment, configs, reports, artifacts
-    assert not _leaks(secret_run, _needles(_secret_values(secret_env)))
+    assert not _leaks(secret_run, KeyIndex(_secret_values(secret_env)))
     # the snapshot does record that the variables were there, redacted
     for path in secret_run.glob("*/environment.json"):
         env = json.loads(path.read_text())["env"]
         assert env["HF_TOKEN"] == env["HUGGING_FACE_HUB_TOKEN"] == "<redacted>"
         assert env["HF_ENDPOINT"] == "https://me:<redacted>@hub.internal.example"
+        assert env["DISTILLMETER_NOTE_AWS_0"] == "<redacted>"
 
 
 @pytest.mark.slow
@@ -215,20 +262,24 @@ def test_no_pickle_is_written_by_a_run(secret_run):
 
 def test_no_secret_in_any_file_of_a_measurement(tmp_path, secret_env):
     """`distillmeter measure` with secrets in the environment and on the measured
-    command's line (flag values, NAME=value, bare tokens)."""
+    command's line: flag values, NAME=value, and N_KEYS bare keys of each alphabet."""
     run_dir = tmp_path / "m"
-    argv_secrets = {"hf": "hf_" + _token(ALNUM, 34), "key": _token(ALNUM, 40),
-                    "pw": "pw-" + _token(ALNUM, 12), "aws": _token(ALNUM + "/+", 40)}
+    rng = random.Random(SEED + 2)
+    argv_secrets = {"hf": "hf_" + _token(rng, ALNUM, 34), "key": _token(rng, ALNUM, 40),
+                    "pw": "pw-" + _token(rng, ALNUM, 12), "aws": AWS_DOC_EXAMPLE}
+    bare = [k for drawn in keys(N_KEYS, SEED + 3).values() for k in drawn]
     cmd = [sys.executable, "-c", "import sys; sys.exit(3)",
            "--hf-token", argv_secrets["hf"], f"--api-key={argv_secrets['key']}",
            f"WANDB_API_KEY={secret_env['WANDB_API_KEY']}", "--password", argv_secrets["pw"],
-           argv_secrets["aws"]]
+           argv_secrets["aws"], *bare]
     res = cli_run("measure", "--out", str(run_dir), "--idle-seconds", "0", "--", *cmd,
                   env=secret_env)
     assert res.returncode == 3, res.stderr  # the command's status, passed through
     (run_dir / "console.log").write_text(res.stdout + res.stderr)
     assert (run_dir / "report.json").exists() and (run_dir / "config.yaml").exists()
-    needles = _needles(_secret_values(secret_env) + list(argv_secrets.values()))
-    assert not _leaks(run_dir, needles)
+    index = KeyIndex(_secret_values(secret_env) + list(argv_secrets.values()) + bare)
+    assert not _leaks(run_dir, index)
     config = (run_dir / "config.yaml").read_text()
     assert "--hf-token" in config and "<redacted>" in config  # recorded, redacted
+    argv = json.loads((run_dir / "environment.json").read_text())["command"]["argv"]
+    assert len(argv) >= len(bare)  # the command line is there, every key redacted

@@ -1,0 +1,187 @@
+"""Secret redaction for everything a run writes: environment variables, command lines,
+config values, labels, warnings and error texts.
+
+Three rules, applied in order:
+
+1. passwords in URLs (``https://user:<redacted>@host``);
+2. unbroken runs of 32 or more key characters (letters, digits, ``+ / _ -``) that are 32+
+   hex digits (WandB keys) or look random rather than written by a person (see
+   :func:`looks_like_key`), redacted whole;
+3. known token formats (``hf_``, ``sk-``, ``ghp_``, ``AKIA``, Slack ``xox?-``, JWTs, ...),
+   shorter ones included.
+
+A random key (an AWS secret key, base64 or base64url) may hold ``/`` and ``-``, so a slash
+does not make a run a path. What tells a path, a hub id (``org/model``) or a run name from
+a key is how its characters follow one another: people write words (lowercase runs,
+``Capitalised`` or ``CamelCase`` words, digit groups, a separator every few characters),
+while in a key each character's class (lower, upper, digit, separator) is drawn afresh.
+:func:`randomness` scores a run by the log-likelihood ratio of those two models, per
+character.
+
+Measured on the development machine (2026-11-28, ``scripts/redaction_rates.py --keys
+200000``): of 200,000 random keys of each format in tests/key_alphabets.py (AWS, GitHub,
+Hugging Face, Slack, JWT, hex, base64url) one base64url key scored as written text and was
+kept; of 346,747 runs of 32+ characters in this machine's file paths, 832 (0.24%) scored as
+keys and would be redacted (C intrinsics' file names such as ``_mm512_mask_cvtusepi64_...``,
+CamelCase Perl and CMake module paths, 64-hex digests): a readable path is lost rather than
+a secret leaked.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+REDACTED = "<redacted>"
+
+# Secret-looking names: env names *containing* one of these.
+SECRET_NAME_PARTS = ("TOKEN", "KEY", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "PASS",
+                     "AUTH", "COOKIE", "SESSION", "PRIVATE", "SIGNATURE")
+# Env names that contain such a part but hold no secret.
+HARMLESS_NAMES = frozenset({"TOKENIZERS_PARALLELISM"})
+# Command-line flags are split into words: --hf-token is secret, --max-new-tokens is not.
+_FLAG_WORD_RE = re.compile(
+    r"^(token|key|secret|password|passwd|pass|pwd|credentials?|auth|authorization|apikey|"
+    r"cookie|pat|[a-z]*(token|key|secret|password))$")
+
+_PREFIXED_SECRET = re.compile(
+    r"(?<![A-Za-z0-9])(hf_[A-Za-z0-9]{16,}|sk-[A-Za-z0-9_\-]{16,}|sk_(live|test)_[A-Za-z0-9]{16,}|"
+    r"gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|glpat-[A-Za-z0-9_\-]{16,}|"
+    r"xox[abeprs]-[A-Za-z0-9\-]{10,}|AKIA[0-9A-Z]{16}|AIza[0-9A-Za-z_\-]{30,}|"
+    r"eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,})")
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]+):"
+                              r"(?P<pw>[^@/\s]+)@")
+_UUID = re.compile(r"^(GPU-|MIG-)?[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+# '=' only as base64 padding at the end: NAME=value splits into two runs.
+_TOKEN_RUN = re.compile(r"[A-Za-z0-9+/_\-]{32,}=*")
+_HEX_RUN = re.compile(r"[0-9a-fA-F]{32,}")
+
+# How characters of written names and paths follow one another: P(next class | class),
+# classes l(ower), u(pper), d(igit), s(eparator: + / _ - =). Set by hand to describe
+# identifiers (words of several letters, Capitalised or CamelCase, digit groups, a
+# separator every few characters); the threshold below was chosen on the measurements in
+# the module docstring.
+_WRITTEN = {"l": {"l": .80, "u": .04, "d": .06, "s": .10},
+            "u": {"l": .35, "u": .50, "d": .05, "s": .10},
+            "d": {"l": .05, "u": .05, "d": .75, "s": .15},
+            "s": {"l": .60, "u": .15, "d": .20, "s": .05}}
+# Characters of each class in a key alphabet (base64: 26 + 26 + 10 + 2 separators).
+_CLASS_SIZE = {"l": 26, "u": 26, "d": 10, "s": 2}
+RANDOMNESS_THRESHOLD = -0.3  # bits per character; above it a run is taken for a key
+MIN_ENTROPY = 3.5            # bits per character: 'aaaa...' or 'abababab...' is no key
+MIN_HEX_ENTROPY = 2.5        # random 32-hex keys: 3.2 or more (100,000 drawn); '0' * 40 is 0
+
+
+def _char_class(c: str) -> str:
+    return "l" if c.islower() else "u" if c.isupper() else "d" if c.isdigit() else "s"
+
+
+def _entropy(s: str) -> float:
+    counts = Counter(s)
+    return -sum(c / len(s) * math.log2(c / len(s)) for c in counts.values())
+
+
+def randomness(run: str) -> float:
+    """Bits per character by which a key's model (each character drawn uniformly from the
+    classes the run uses; all of base64 when it mixes cases) explains ``run`` better than
+    the written-name model. Positive: random-looking; negative: written by a person."""
+    classes = [_char_class(c) for c in run]
+    present = set(classes)
+    if {"l", "u"} <= present:
+        present = set(_CLASS_SIZE)  # mixed case: the base64 / alphanumeric alphabets
+    total = sum(_CLASS_SIZE[c] for c in present)
+    bits = sum(math.log2(_CLASS_SIZE[b] / total) - math.log2(_WRITTEN[a][b])
+               for a, b in zip(classes, classes[1:], strict=False))
+    return bits / max(1, len(classes) - 1)
+
+
+def looks_like_key(run: str) -> bool:
+    """Whether an unbroken run of 32+ key characters is a secret: 32+ hex digits (WandB
+    keys; a git SHA too), or a run that mixes letter cases (or letters and digits, without
+    a slash) and scores as random (:func:`randomness`). Slashes do not make a path: AWS
+    secret keys hold them. UUIDs (GPU ids) are kept."""
+    if _UUID.match(run):
+        return False
+    body = run.rstrip("=")
+    if _HEX_RUN.fullmatch(body):
+        return _entropy(body) >= MIN_HEX_ENTROPY
+    lower = any(c.islower() for c in body)
+    upper = any(c.isupper() for c in body)
+    digit = any(c.isdigit() for c in body)
+    if not (lower and upper) and not ((lower or upper) and digit and "/" not in body):
+        return False
+    return _entropy(body) >= MIN_ENTROPY and randomness(body) > RANDOMNESS_THRESHOLD
+
+
+def redact_text(text: str) -> str:
+    """``text`` with secret-looking substrings replaced: known token formats (hf_, sk-,
+    ghp_, AKIA, JWTs, ...), passwords in URLs, and long random-looking runs."""
+    text = _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:{REDACTED}@", text)
+    # Whole random runs first: a key can hold a known prefix by chance ('...7ghs_4ns...'),
+    # and cutting it there would leave the key's head behind.
+    text = _TOKEN_RUN.sub(lambda m: REDACTED if looks_like_key(m.group(0)) else m.group(0),
+                          text)
+    return _PREFIXED_SECRET.sub(REDACTED, text)
+
+
+def is_secret_name(name: str) -> bool:
+    """An environment variable name that suggests a secret (``HF_TOKEN``, ``WANDB_API_KEY``,
+    ``DB_PASSWORD``...)."""
+    upper = name.upper()
+    return upper not in HARMLESS_NAMES and any(p in upper for p in SECRET_NAME_PARTS)
+
+
+def redact_env(mapping: Mapping[str, str]) -> dict[str, str]:
+    """A copy of ``mapping`` (environment variables) with secrets replaced by
+    ``<redacted>``: every value whose name looks secret, and secret-looking parts of the
+    other values."""
+    return {k: REDACTED if is_secret_name(k) else redact_text(str(v))
+            for k, v in mapping.items()}
+
+
+def _is_secret_flag(flag: str) -> bool:
+    words = [w for w in re.split(r"[-_.]+", flag.lstrip("-").lower()) if w]
+    return any(_FLAG_WORD_RE.match(w) for w in words)
+
+
+def redact_argv(argv: Sequence[str]) -> list[str]:
+    """A command line with secrets redacted: the value of a secret-named flag
+    (``--hf-token X``, ``--api-key=X``), ``NAME=value`` pairs with a secret name, and
+    secret-looking text anywhere."""
+    out: list[str] = []
+    redact_next = False
+    for arg in argv:
+        if redact_next:
+            out.append(REDACTED)
+            redact_next = False
+            continue
+        if arg.startswith("-") and len(arg) > 1:
+            flag, eq, value = arg.partition("=")
+            if _is_secret_flag(flag):
+                if eq:
+                    out.append(f"{flag}={REDACTED}")
+                else:
+                    out.append(arg)
+                    redact_next = True
+                continue
+        name, eq, value = arg.partition("=")
+        if eq and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) and is_secret_name(name):
+            out.append(f"{name}={REDACTED}")
+            continue
+        out.append(redact_text(arg))
+    return out
+
+
+def redact_values(obj: Any) -> Any:
+    """Redact secret-looking text inside every string of a JSON-like structure (configs and
+    labels: keys such as ``max_new_tokens`` are not secrets, so only values are checked)."""
+    if isinstance(obj, str):
+        return redact_text(obj)
+    if isinstance(obj, Mapping):
+        return {k: redact_values(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [redact_values(v) for v in obj]
+    return obj
