@@ -26,7 +26,7 @@ from distillmeter.accounting.energy import (
 )
 from distillmeter.accounting.faults import apply_faults, stage_faults, unknown_energy_bound
 from distillmeter.accounting.hardware import read_hardware
-from distillmeter.accounting.idle import IdleOverride, idle_power
+from distillmeter.accounting.idle import IdleOverride, cached_idle_notes, idle_power
 from distillmeter.accounting.ranks import rank_detail
 from distillmeter.accounting.series import DeviceSeries, device_series
 from distillmeter.accounting.uncertainty import device_uncertainty, short_stage_note
@@ -273,6 +273,7 @@ def _account(
                 f"no idle baseline for {d}; its active energy counts all of its energy "
                 "(pass --idle-w to set one)"
             )
+    warnings.extend(cached_idle_notes(ledger))
     wres = stage_windows(ledger, inputs.t_end)
     warnings.extend(wres.warnings)
     windows = shift_windows(wres.windows, boundary_shift, boundary_widen)

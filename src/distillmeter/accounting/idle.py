@@ -26,6 +26,22 @@ def measured_idle_w(ledger: Ledger) -> dict[str, float]:
     return {d: v[0] / v[1] for d, v in acc.items() if v[1] > 0}
 
 
+def cached_idle_notes(ledger: Ledger) -> list[str]:
+    """A note when the idle baseline came from the meter's cache rather than from this
+    run: it then describes the host as it was when measured. Only active energy depends
+    on it (energy and its uncertainty do not), so nothing is widened; the note says how
+    old it is, and ``account(idle_w=...)`` re-accounts with another."""
+    cached = [ev for ev in ledger.of("idle_baseline") if ev.cached]
+    if not cached:
+        return []
+    info = cached[0].cached
+    age_h = float(info.get("age_s") or 0.0) / 3600
+    devices = ", ".join(ev.device for ev in cached)
+    return [f"idle baseline of {devices} reused from the meter's cache (measured "
+            f"{info.get('measured_at')}, {age_h:.1f} h before this run); active energy "
+            "depends on it (--idle-w re-accounts with another)"]
+
+
 def idle_power(
     ledger: Ledger, devices: list[str], override: IdleOverride = None
 ) -> dict[str, float]:

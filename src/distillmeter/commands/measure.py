@@ -62,6 +62,9 @@ def run_command(cmd: tuple[str, ...]) -> int:
                    "student, eval.")
 @click.option("--idle-seconds", type=float, default=3.0, show_default=True,
               help="Measure idle power this long before the command (0 skips).")
+@click.option("--fresh-idle", is_flag=True,
+              help="Measure idle power now even if this host's baseline is cached "
+                   "(it is reused for a day; DISTILLMETER_IDLE_CACHE=off disables the cache).")
 @click.option("--sample-hz", type=float, default=20.0, show_default=True,
               help="Trace sampling rate (0: boundary readings only).")
 @click.option("--devices", default="auto", show_default=True,
@@ -69,8 +72,9 @@ def run_command(cmd: tuple[str, ...]) -> int:
 @click.option("--tokens", type=int, default=0, help="Tokens the command processes (for J/token).")
 @click.option("--no-report", is_flag=True, help="Only write the raw files; do not account.")
 @click.argument("cmd", nargs=-1, type=click.UNPROCESSED)
-def command(out: Path | None, stage: str, idle_seconds: float, sample_hz: float, devices: str,
-            tokens: int, no_report: bool, cmd: tuple[str, ...]) -> int:
+def command(out: Path | None, stage: str, idle_seconds: float, fresh_idle: bool,
+            sample_hz: float, devices: str, tokens: int, no_report: bool,
+            cmd: tuple[str, ...]) -> int:
     """Run CMD as one metered stage; exit with its exit status.
 
     \b
@@ -90,16 +94,22 @@ def command(out: Path | None, stage: str, idle_seconds: float, sample_hz: float,
         raise UserError("--idle-seconds and --sample-hz must be 0 or more")
     run_dir = out or default_run_dir()
     settings = {"command": redact_argv(cmd), "stage": stage, "idle_seconds": idle_seconds,
+                "fresh_idle": fresh_idle,
                 "sample_hz": sample_hz, "devices": devices, "tokens": tokens}
     try:
         meter = EnergyMeter(run_dir, devices=devices, sample_hz=sample_hz,
                             idle_seconds=idle_seconds, task="measure",
-                            config={"measure": settings})
+                            config={"measure": settings}, idle_refresh=fresh_idle)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     if idle_seconds:
-        click.echo(f"distillmeter: measuring idle power for {idle_seconds:g} s ...", err=True)
+        click.echo(f"distillmeter: idle power: measuring for {idle_seconds:g} s unless this "
+                   "host's baseline is cached ...", err=True)
     meter.start()
+    if meter.idle_cached is not None:
+        click.echo(f"distillmeter: idle baseline reused from {meter.idle_cached['path']} "
+                   f"(measured {meter.idle_cached['measured_at']}; --fresh-idle measures "
+                   "it again)", err=True)
     rc, status = 1, "failed"
     try:
         with meter.stage(stage, tokens=tokens) as st:

@@ -14,7 +14,6 @@ monotonic clock that starts with the meter.
 from __future__ import annotations
 
 import os
-import statistics
 import threading
 import time
 import uuid
@@ -26,11 +25,17 @@ from typing import Any
 
 from distillmeter.energy.discovery import discover_sensors
 from distillmeter.energy.environment import redact_text, redact_values
+from distillmeter.energy.idle import default_max_age_s, write_idle_baseline
 from distillmeter.energy.resume import previous_run
 from distillmeter.energy.runfiles import trim_partial_line, write_config, write_environment
 from distillmeter.energy.runlock import RunLock
 from distillmeter.energy.sampler import Sampler
-from distillmeter.energy.sensors import Sensor, contamination_warnings, parse_device_selection
+from distillmeter.energy.sensors import (
+    Sensor,
+    backwards_counters,
+    contamination_warnings,
+    parse_device_selection,
+)
 from distillmeter.energy.stage import Stage
 from distillmeter.energy.sync import sync_devices
 from distillmeter.protocol import (
@@ -49,8 +54,11 @@ class EnergyMeter:
 
     ``devices``: "auto", or selectors such as ``["gpu", "cpu:0"]``; ``sensors``: use these
     instead of discovering; ``idle_seconds``: measure idle power this long before work (0
-    skips); ``sample_hz``: trace rate (0: no trace); ``resume``: continue the run already in
-    ``run_dir`` (same run_id, ``t`` continues from its last event, a ``resumed`` warning)."""
+    skips); ``idle_cache``: the idle-baseline cache file (None: the default location,
+    False: no cache; see energy/idle.py), reused while younger than ``idle_max_age_s``
+    (default 24 h) unless ``idle_refresh``; ``sample_hz``: trace rate (0: no trace);
+    ``resume``: continue the run already in ``run_dir`` (same run_id, ``t`` continues from
+    its last event, a ``resumed`` warning)."""
 
     def __init__(self, run_dir: str | os.PathLike[str], *, devices: str | Iterable[str] = "auto",
                  sample_hz: float = 20.0, idle_seconds: float = 3.0, run_id: str | None = None,
@@ -59,7 +67,9 @@ class EnergyMeter:
                  labels: dict[str, Any] | None = None,
                  upstream: Sequence[dict[str, Any] | UpstreamRef] | None = None,
                  sensors: Sequence[Sensor] | None = None, config: dict[str, Any] | None = None,
-                 write_environment: bool = True, resume: bool = False) -> None:
+                 write_environment: bool = True, resume: bool = False,
+                 idle_cache: str | os.PathLike[str] | bool | None = None,
+                 idle_max_age_s: float | None = None, idle_refresh: bool = False) -> None:
         if not sample_hz >= 0 or not idle_seconds >= 0:
             raise ValueError("sample_hz and idle_seconds must be >= 0")
         self.run_dir = Path(run_dir)
@@ -74,6 +84,9 @@ class EnergyMeter:
                          .model_dump() for u in (upstream or [])]
         self._given_sensors = list(sensors) if sensors is not None else None
         self.config, self.write_environment, self.resume = config, write_environment, resume
+        self.idle_cache, self.idle_refresh = idle_cache, idle_refresh
+        self.idle_cached: dict[str, Any] | None = None  # set when the baseline came cached
+        self.idle_max_age_s = default_max_age_s() if idle_max_age_s is None else idle_max_age_s
         self.sensors: list[Sensor] = []
         self.devices: list[str] = []
         self.sources: dict[str, str] = {}
@@ -82,6 +95,8 @@ class EnergyMeter:
         self._write_lock = threading.Lock()  # ledger writes
         self._warn_lock = threading.Lock()   # the warning counter (sampler and caller)
         self._stage: Stage | None = None
+        self._sync_gpus: list[int] = []
+        self._cuda_order: list[int] | None = None
         self._last_energy: dict[str, float] = {}
         self._latest_power: dict[str, float] = {}
         self._idle_collect: dict[str, list[float]] | None = None
@@ -150,6 +165,9 @@ class EnergyMeter:
                     raise ValueError(f"{d}: unknown source {s.sources[d]!r}")
                 self.sources[d] = s.sources[d]
         self.devices = list(self.sources)
+        self._sync_gpus = [int(d[4:]) for d in self.devices if d.startswith("gpu:")]
+        self._cuda_order = next((s.cuda_order for s in self.sensors
+                                 if getattr(s, "cuda_order", None) is not None), None)
         self._t0 = time.monotonic()
         for s in self.sensors:
             s.start(self.now)
@@ -167,6 +185,8 @@ class EnergyMeter:
             write_config(self.run_dir, self.config)
         if self.write_environment:
             write_environment(self.run_dir, self.sensors, [n for n, _ in notes])
+        for event in prior.closing_events() if prior is not None else []:
+            self._write(event)
         t, readings = self._read()
         if previous is None:
             self._write({"event": "run_start", "t": t, "run_id": self.run_id,
@@ -236,14 +256,14 @@ class EnergyMeter:
     def _read(self) -> tuple[float, dict[str, float | None]]:
         """A boundary reading of every device, after a device synchronize. ``t`` is the
         middle of the reading (NVML's counter read takes ~4 ms)."""
-        problem = sync_devices()
+        problem = sync_devices(self._sync_gpus, self._cuda_order)
         with self._lock:
             t_a = self.now()
             readings: dict[str, float | None] = {}
             for s in self.sensors:
                 readings.update(s.read_energy())
             t = (t_a + self.now()) / 2
-            backwards = self._check_counters(t, readings)
+            backwards = backwards_counters(self._last_energy, t, readings)
         stage = self._stage.name if self._stage else None
         if problem:
             self.warn(problem, stage=stage)
@@ -252,21 +272,9 @@ class EnergyMeter:
         self._flush_sensor_warnings()
         return t, readings
 
-    def _check_counters(self, t: float, readings: dict[str, Any]) -> list[tuple[str, str]]:
-        out = []
-        for d, v in readings.items():
-            if v is None:
-                continue
-            last = self._last_energy.get(d)
-            if last is not None and v < last - 1e-6:
-                out.append((f"energy counter of {d} went backwards at t={t:.3f} ({last:.3f} J "
-                            f"-> {v:.3f} J): the counter was reset; energy across this point "
-                            "is unreliable", d))
-            self._last_energy[d] = v
-        return out
-
     def _on_sample(self, t: float, rows: dict[str, tuple[float | None, float | None]]) -> None:
-        backwards = self._check_counters(t, {d: e for d, (e, _) in rows.items()})
+        backwards = backwards_counters(self._last_energy, t,
+                                       {d: e for d, (e, _) in rows.items()})
         collect = self._idle_collect
         powers = {d: p for d, (_, p) in rows.items() if p is not None}
         # Replaced whole, so latest_power_w() can read it from any thread without a lock.
@@ -290,23 +298,15 @@ class EnergyMeter:
             self.warn(msg, device=dev, stage=self._stage.name if self._stage else None)
 
     def _idle_baseline(self) -> None:
-        t_a, e_a = self._read()
-        self._idle_collect = {}
-        time.sleep(self.idle_seconds)
+        write_idle_baseline(self)
+
+    def _collect_idle(self, start: bool) -> dict[str, list[float]] | None:
+        """Start collecting sampled power (for the idle baseline), or stop and return it."""
+        if start:
+            self._idle_collect = {}
+            return None
         collected, self._idle_collect = self._idle_collect, None
-        t_b, e_b = self._read()
-        for d in self.devices:
-            a, b = e_a.get(d), e_b.get(d)
-            if a is not None and b is not None and t_b > t_a:
-                power = (b - a) / (t_b - t_a)
-            elif collected.get(d):
-                power = statistics.fmean(collected[d])
-            else:
-                self.warn(f"{d}: no idle reading (no counter and no power samples); its idle "
-                          "baseline is unknown", device=d)
-                continue
-            self._write({"event": "idle_baseline", "t": t_b, "device": d, "power_w": power,
-                         "seconds": t_b - t_a})
+        return collected
 
     def _check_contamination(self, stage: str | None = None) -> None:
         with self._lock:

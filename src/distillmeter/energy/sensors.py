@@ -118,3 +118,20 @@ def contamination_warnings(found: dict[str, list[int]], seen: dict[str, set[int]
         out.append((f"other processes on {d} (pids {', '.join(map(str, new))}){note}: "
                     f"possible contamination, their work is counted in {d}'s energy", d))
     return out
+
+
+def backwards_counters(last: dict[str, float], t: float, readings: dict[str, Any]
+                       ) -> list[tuple[str, str]]:
+    """Warnings ``(message, device)`` for counters that went backwards since ``last``
+    (the last value seen per device, updated in place): a reset or a driver reload."""
+    out = []
+    for d, v in readings.items():
+        if v is None:
+            continue
+        prev = last.get(d)
+        if prev is not None and v < prev - 1e-6:
+            out.append((f"energy counter of {d} went backwards at t={t:.3f} ({prev:.3f} J "
+                        f"-> {v:.3f} J): the counter was reset; energy across this point "
+                        "is unreliable", d))
+        last[d] = v
+    return out

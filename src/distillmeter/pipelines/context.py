@@ -34,7 +34,10 @@ class Context:
         from distillmeter.energy import EnergyMeter
 
         m = self.cfg.meter
+        # idle_refresh: a pipeline run lasts minutes to hours, so a fresh idle baseline
+        # (3 s by default) is cheap next to it; the fresh value also updates the cache.
         kwargs = dict(devices=m.devices, sample_hz=m.sample_hz, idle_seconds=m.idle_seconds,
+                      idle_refresh=True,
                       method=method, seed=seed, config_id=config_id, task=self.cfg.task.name,
                       labels=labels or {}, upstream=upstream or [], config=self.cfg.resolved())
         if self.dist is not None and self.dist.active:

@@ -58,6 +58,9 @@ class IdleBaseline(_Event):
     device: str
     power_w: float
     seconds: float
+    # Set when the baseline came from the meter's idle cache instead of being measured in
+    # this run: {"measured_at": ISO 8601, "age_s": seconds since, "path": the cache file}.
+    cached: dict[str, Any] | None = None
 
 
 class StageStart(_Event):
@@ -72,7 +75,8 @@ class StageEnd(_Event):
     readings: dict[str, float | None] = {}
     tokens: int = 0
     samples: int = 0
-    status: Literal["ok", "failed"] = "ok"
+    # incomplete: written by a resumed meter for a stage a crash left open (energy/resume.py)
+    status: Literal["ok", "failed", "incomplete"] = "ok"
     error: str | None = None
     # What ran in the stage, for the analysis (e.g. params, batch_size, backend).
     info: dict[str, Any] = {}
