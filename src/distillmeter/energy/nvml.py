@@ -120,6 +120,7 @@ class NvmlSensor(Sensor):
         for n in notes:
             self._warn(n)
         self._check_order(indices, cvd)
+        self.cuda_order = list(indices)  # the NVML index of each CUDA ordinal
         self._handles: dict[str, Any] = {}
         self._instant: dict[str, bool] = {}
         for i in indices:

@@ -50,17 +50,36 @@ def trim_partial_line(path: Path) -> bool:
 
 
 
-def last_trace_t(path: Path) -> float:
-    """The largest ``t`` among a trace's last rows (0 if none): a resumed run's clock
-    starts after it so the trace stays in time order."""
+def _trace_tail(path: Path) -> list[str]:
+    """The trace's last rows (its last 64 KiB), header excluded when it is in there."""
     if not path.exists():
-        return 0.0
+        return []
     with open(path, "rb") as f:
         size = f.seek(0, os.SEEK_END)
         f.seek(max(0, size - 65536))
-        lines = f.read().decode("utf-8", "replace").splitlines()[1:]
+        lines = f.read().decode("utf-8", "replace").splitlines()
+    return lines[1:]
+
+
+def last_trace_energy(path: Path) -> dict[str, float]:
+    """Each device's last energy counter value among a trace's last rows."""
+    out: dict[str, float] = {}
+    for line in _trace_tail(path):
+        parts = line.split(",")
+        if len(parts) != 4 or not parts[2]:
+            continue
+        try:
+            out[parts[1]] = float(parts[2])
+        except ValueError:
+            continue
+    return out
+
+
+def last_trace_t(path: Path) -> float:
+    """The largest ``t`` among a trace's last rows (0 if none): a resumed run's clock
+    starts after it so the trace stays in time order."""
     best = 0.0
-    for line in lines:
+    for line in _trace_tail(path):
         try:
             best = max(best, float(line.split(",", 1)[0]))
         except ValueError:
