@@ -78,10 +78,11 @@ def test_report_has_stage_windows_tokens_and_energy(trained):
     assert cb.report is not None and cb.report.run_id == report.run_id
     assert report.method == "sft" and report.seed == 0
     names = [s.name for s in report.stages]
-    # evaluation at steps 3 and 6 splits training into windows; the last window is the
-    # end of train() after the final evaluation
-    assert names == ["student.train", "eval.student", "student.train", "eval.student",
-                     "student.train"]
+    # the callback was made before the model: setup.load until training begins; the
+    # evaluations at steps 3 and 6 split training into windows, and none follows the last
+    # one (nothing is left to do: no step, no checkpoint), so no window is left empty
+    assert names == ["setup.load", "student.train", "eval.student", "student.train",
+                     "eval.student"]
     train = [s for s in report.stages if s.name == "student.train"]
     # one epoch exactly: the training tokens are every example's non-padding tokens
     assert sum(s.tokens for s in train) == _tokens(trainer.train_dataset)
@@ -108,8 +109,14 @@ def test_quality_labels_and_config(trained):
     assert "max_steps: 6" in (run_dir / "config.yaml").read_text()
 
 
-def test_other_ranks_write_nothing(tmp_path):
-    cb = DistillMeterCallback(tmp_path / "run", idle_seconds=0)
+def test_other_ranks_write_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("RANK", "1")  # as torchrun and accelerate set it
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    cb = DistillMeterCallback(tmp_path / "run", idle_seconds=0)  # made on rank 1: no meter
+    assert not (tmp_path / "run").exists()
+    # (accelerate's process state is a singleton: it must not see the variables)
+    monkeypatch.delenv("RANK")
+    monkeypatch.delenv("WORLD_SIZE")
     args = TrainingArguments(output_dir=str(tmp_path / "hf"), report_to=[], use_cpu=True)
     state, control = TrainerState(), TrainerControl()
     state.is_world_process_zero = False
@@ -141,10 +148,10 @@ def test_crash_in_training_is_recorded_as_failed(tmp_path):
     with pytest.raises(RuntimeError, match="collator exploded"), cb:
         trainer.train()
     report = load_report(tmp_path / "run")
-    assert [s.name for s in report.stages] == ["student.train"]
-    assert report.stages[0].status == "failed"
+    assert [s.name for s in report.stages] == ["setup.load", "student.train"]
+    assert report.stages[1].status == "failed"
     assert report.status == "failed"
-    assert report.stages[0].tokens > 0  # the steps that did run were counted
+    assert report.stages[1].tokens > 0  # the steps that did run were counted
 
 
 def test_evaluate_after_training_when_kept_open(tmp_path):
@@ -156,11 +163,11 @@ def test_evaluate_after_training_when_kept_open(tmp_path):
     metrics = trainer.evaluate()
     report = cb.finish()
     assert report is not None and (tmp_path / "run" / "report.json").exists()
-    assert [s.name for s in report.stages] == ["student.train", "eval.student"]
+    assert [s.name for s in report.stages] == ["setup.load", "student.train", "eval.student"]
     assert report.quality.value == pytest.approx(metrics["eval_loss"])
     with pytest.warns(UserWarning, match="already finished"):
         trainer.evaluate()  # after finish: not metered, and said so
-    assert len(load_report(tmp_path / "run").stages) == 2
+    assert len(load_report(tmp_path / "run").stages) == 3
 
 
 def test_dataset_tokens_reads_masks_ids_and_refuses_the_rest():

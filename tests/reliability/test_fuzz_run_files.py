@@ -69,6 +69,9 @@ def events(draw) -> dict:
                       "run_id": st.text(max_size=6), "run_dir": paths,
                       "stages": st.lists(stage_names, max_size=3)}), max_size=2)),
                   seed=draw(st.one_of(st.none(), st.integers(-5, 5))))
+    elif kind == "run_labels":
+        ev.update(seed=draw(st.one_of(st.none(), st.integers(-5, 5), st.text(max_size=3))),
+                  labels=draw(st.dictionaries(st.text(max_size=5), json_values, max_size=3)))
     elif kind == "idle_baseline":
         ev.update(device=draw(devices), power_w=draw(numbers), seconds=draw(numbers))
     elif kind in ("stage_start", "stage_end"):

@@ -354,6 +354,20 @@ class EnergyMeter:
                      "value": float(value), "n": int(n),
                      "details": redact_values(dict(details or {}))})
 
+    def add_labels(self, *, method: str | None = None, seed: int | None = None,
+                   config_id: str | None = None, task: str | None = None,
+                   labels: dict[str, Any] | None = None) -> None:
+        """Labels learnt after the run started (a ``run_labels`` event; readers apply it to
+        run_start): given fields replace the run's, ``labels`` are merged in."""
+        self._require_running()
+        ev = {"method": method, "seed": None if seed is None else int(seed),
+              "config_id": config_id, "task": task}
+        ev = {k: v for k, v in ev.items() if v is not None}
+        self.labels.update(ev)
+        extra = redact_values(dict(labels or {}))
+        self.labels["labels"] = {**self.labels["labels"], **extra}
+        self._write({"event": "run_labels", "t": self.now(), **ev, "labels": extra})
+
     def latest_power_w(self) -> float | None:
         """Sum over devices of the last sampled power, or None before any sample."""
         values = list(self._latest_power.values())

@@ -1,15 +1,21 @@
 """``DistillMeterCallback``: a stage-wise energy report from a transformers ``Trainer``.
 
     from distillmeter.integrations import DistillMeterCallback
-    trainer = Trainer(model=model, args=args, ...,
-                      callbacks=[DistillMeterCallback("runs/my-sft", method="sft")])
+    meter = DistillMeterCallback("runs/my-sft", method="sft")   # metering starts here
+    model, data = load(...)                                     # -> setup.load
+    trainer = Trainer(model=model, args=args, ..., callbacks=[meter])
     trainer.train()          # -> runs/my-sft/{ledger.jsonl,trace.csv,report.json}
 
 TRL's ``SFTTrainer`` and ``GKDTrainer`` are ``Trainer`` subclasses, so the same callback
 works there (GKD's teacher forward passes and on-policy generations happen inside training
 steps, so they count in ``student.train``, like distillmeter's online-teacher KD).
 
-What is metered, and how:
+What is metered, and how (the windows, trainer_windows.py, are one open at a time):
+- ``setup_stage`` (``setup.load``): from the callback's creation to ``on_train_begin``:
+  the model, tokenizer and dataset preparation done after it was made. The meter starts
+  when the callback is made (on the world's process zero, as the launcher's ``RANK`` says);
+  its idle baseline comes from the per-host cache after the first run (energy/idle.py).
+  ``setup_stage=None`` starts the meter at the first Trainer event instead;
 - training runs inside ``train_stage`` (``student.train``), from ``on_train_begin`` to
   ``on_train_end``;
 - evaluation runs inside ``eval_stage`` (``eval.student``). ``Trainer`` has no "evaluation
@@ -17,14 +23,19 @@ What is metered, and how:
   ``on_step_end``/``on_epoch_end`` when ``control.should_evaluate`` is set (the Trainer runs
   the evaluation right after these events), or failing that at the first
   ``on_prediction_step`` (then one evaluation batch is counted in training). It switches
-  back at ``on_evaluate``. So ``student.train`` may be several windows; the report lists
-  each and the analysis sums them by name;
+  back at ``on_evaluate``, but only while training has steps left or still has saving to
+  do (a checkpoint, the best model loaded back): no window is opened that would stay
+  empty. So ``student.train`` may be several windows; the report lists each and the
+  analysis sums them by name;
 - training tokens come from ``state.num_input_tokens_seen``: the callback turns on the
   Trainer's own counter (``include_num_input_tokens_seen="non_padding"``: the attention
   mask's sum, gathered over all ranks) when it is off. Evaluation tokens are counted from
   the evaluation dataset's ``attention_mask``/``input_ids`` when it has them;
 - samples: optimizer steps x the global batch size (an upper bound when an epoch ends on
   a partial batch);
+- labels learnt only when training begins (the seed from the TrainingArguments, the
+  model's parameter count, how tokens are counted) are written then, as a ``run_labels``
+  event; the TrainingArguments become config.yaml;
 - only the world's process zero meters and writes (it meters every GPU its node shows;
   one meter per node for multi-node jobs is not done here);
 - at ``on_train_end`` the meter closes and the run is accounted into ``report.json``
@@ -32,87 +43,59 @@ What is metered, and how:
   call :meth:`DistillMeterCallback.finish`). If the program ends without that (a crash in
   training), an exit handler closes the run (an open stage is marked failed) and
   accounts it.
+
+To add a phase (say TRL's on-policy generation as ``student.generate``): call
+``self._windows.switch("student.generate")`` where the phase begins (counting what the
+window being closed did) and switch back where it ends; :class:`Windows` keeps one window
+open at a time.
 """
 
 from __future__ import annotations
 
 import atexit
-import json
 import sys
 import warnings
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 
+from distillmeter.integrations.trainer_support import (
+    args_config,
+    count_params,
+    counts_non_padding,
+    dataset_len,
+    dataset_tokens,
+    saves_at_end,
+    training_done,
+)
+from distillmeter.integrations.trainer_windows import Windows
 from distillmeter.protocol import Report, stage_side
+
+__all__ = ["DistillMeterCallback", "dataset_tokens"]
 
 # Preferred quality metrics when the caller names none (first present wins); the loss is
 # the fallback every evaluation has.
 _QUALITY_KEYS = ("eval_accuracy", "eval_exact_match", "eval_f1", "eval_loss")
 
 
-def dataset_tokens(dataset: Any) -> int | None:
-    """Non-padding tokens in a tokenized dataset (sum of ``attention_mask``, else lengths
-    of ``input_ids``), or None when its examples carry neither."""
-    if dataset is None:
-        return None
-    columns = getattr(dataset, "column_names", None)  # a datasets.Dataset: read columns
-    if isinstance(columns, list):
-        for col in ("attention_mask", "input_ids"):
-            if col in columns:
-                rows = dataset[col]
-                return int(sum(sum(r) if col == "attention_mask" else len(r) for r in rows))
-        return None
-    try:
-        n = len(dataset)
-    except TypeError:
-        return None  # an iterable dataset: not read twice
-    total = 0
-    for i in range(n):
-        ex = dataset[i]
-        if not isinstance(ex, Mapping):
-            return None
-        mask = ex.get("attention_mask")
-        ids = ex.get("input_ids")
-        if mask is not None:
-            total += int(sum(int(x) for x in _flat(mask)))
-        elif ids is not None:
-            total += len(_flat(ids))
-        else:
-            return None
-    return total
-
-
-def _flat(x: Any) -> list:
-    if hasattr(x, "tolist"):
-        x = x.tolist()
-    return list(x) if not (x and isinstance(x[0], list)) else [v for row in x for v in row]
-
-
-def _dataset_len(dataset: Any) -> int:
-    try:
-        return len(dataset)
-    except TypeError:
-        return 0
-
-
 class DistillMeterCallback(TrainerCallback):
     """Meters a ``Trainer`` run into ``run_dir`` (see the module docstring).
 
-    ``run_dir``: the run directory (the callback makes its own ``EnergyMeter``), or
-    ``meter``: an ``EnergyMeter`` you manage (already started or not; the callback only
-    opens and closes stages in it and never closes it). ``method``/``seed``/``labels``/
-    ``config`` label the run (``seed`` defaults to ``args.seed``; ``config`` to the
-    TrainingArguments). ``quality_metric``: the evaluation metric recorded as the run's
-    quality (default: accuracy, exact match or F1 when reported, else the loss).
-    ``account``: keyword arguments for ``distillmeter.accounting.account`` (grid intensity,
-    PUE, price). Other keyword arguments go to ``EnergyMeter`` (``devices``,
-    ``sample_hz``, ``idle_seconds``, ``run_id``, ``task``, ``upstream``, ...)."""
+    ``run_dir``: the run directory (the callback makes its own ``EnergyMeter`` and starts
+    it at once, metering what follows as ``setup_stage``), or ``meter``: an
+    ``EnergyMeter`` you manage (already started or not; the callback only opens and closes
+    stages in it and never closes it). ``method``/``seed``/``labels``/``config`` label the
+    run (``seed`` defaults to ``args.seed``; ``config`` to the TrainingArguments).
+    ``quality_metric``: the evaluation metric recorded as the run's quality (default:
+    accuracy, exact match or F1 when reported, else the loss). ``account``: keyword
+    arguments for ``distillmeter.accounting.account`` (grid intensity, PUE, price). Other
+    keyword arguments go to ``EnergyMeter`` (``devices``, ``sample_hz``, ``idle_seconds``,
+    ``idle_cache``, ``run_id``, ``task``, ``upstream``, ...)."""
 
     def __init__(self, run_dir: str | Path | None = None, *, meter: Any = None,
                  train_stage: str = "student.train", eval_stage: str = "eval.student",
+                 setup_stage: str | None = "setup.load",
                  method: str | None = None, seed: int | None = None,
                  labels: dict[str, Any] | None = None, config: dict[str, Any] | None = None,
                  quality_metric: str | None = None, finish_at_train_end: bool = True,
@@ -124,12 +107,14 @@ class DistillMeterCallback(TrainerCallback):
                                   or config):
             raise ValueError("DistillMeterCallback: with your own meter, label it when you "
                              "make it (method, seed, labels, config go to EnergyMeter)")
-        stage_side(train_stage)  # raises ValueError on a malformed stage name
-        stage_side(eval_stage)
+        for name in (train_stage, eval_stage, setup_stage):
+            if name is not None:
+                stage_side(name)  # raises ValueError on a malformed stage name
         self.run_dir = Path(run_dir) if run_dir is not None else Path(meter.run_dir)
         self.meter = meter
         self._owns_meter = meter is None
         self.train_stage, self.eval_stage = train_stage, eval_stage
+        self.setup_stage = setup_stage if meter is None else None
         self.method, self.seed = method, seed
         self.labels, self.config = dict(labels or {}), config
         self.quality_metric = quality_metric
@@ -137,82 +122,102 @@ class DistillMeterCallback(TrainerCallback):
         self.account_kwargs = dict(account or {})
         self.meter_kwargs = meter_kwargs
         self.report: Report | None = None
-        self._active: bool | None = None  # None until the first event says which rank we are
+        self._active: bool | None = None  # None until we know which rank we are
+        self._windows: Windows | None = Windows(meter) if meter is not None else None
         self._training = False
-        self._stage: Any = None
+        self._labelled = False
         self._tokens_seen = 0
         self._token_counter = "non_padding"
         self._eval_tokens: dict[int, int | None] = {}
         self._finished = False
+        if self.setup_stage is not None:
+            from distillmeter.energy.ranks import RankInfo
+
+            self._active = RankInfo.from_env().rank == 0  # the launcher's RANK
+            if self._active:
+                self._start_meter()
+                self._windows.open(self.setup_stage)
 
     # ------------------------------------------------------------------ plumbing
     def _is_main(self, state: Any) -> bool:
+        main = bool(getattr(state, "is_world_process_zero", True))
         if self._active is None:
-            self._active = bool(getattr(state, "is_world_process_zero", True))
-        return self._active
+            self._active = main
+        elif self._active and not main and not self._finished:
+            # metering began on the launcher's rank 0, but the Trainer says otherwise
+            warnings.warn("DistillMeterCallback: the Trainer says this process is not the "
+                          "world's process zero; stopping the meter started here",
+                          stacklevel=3)
+            self.finish("failed")
+            self._active = False
+        return bool(self._active)
+
+    def _start_meter(self) -> None:
+        from distillmeter.energy import EnergyMeter
+
+        labels = {"integration": "transformers.Trainer", **self.labels}
+        meter = EnergyMeter(self.run_dir, method=self.method, seed=self.seed, labels=labels,
+                            config=self.config, **self.meter_kwargs)
+        meter.start()
+        self.meter, self._windows = meter, Windows(meter)
+        atexit.register(self._at_exit)
 
     def _ensure_started(self, args: Any, model: Any) -> bool:
-        """Make and start the meter at the first event that needs it (a meter you passed
-        is used as it is). False once the run is finished."""
+        """Make and start the meter at the first event that needs it (unless it already
+        runs), and write what the Trainer tells about the run. False once finished."""
         if self._finished:
             warnings.warn("DistillMeterCallback: the run was already finished; this work "
                           "is not metered (use finish_at_train_end=False to meter a later "
                           "trainer.evaluate())", stacklevel=3)
             return False
         if self.meter is None:
-            from distillmeter.energy import EnergyMeter
-
-            labels = {"integration": "transformers.Trainer",
-                      "tokens_counted": self._token_counter, **self.labels}
-            params = _count_params(model)
-            if params:
-                role = "teacher" if stage_side(self.train_stage) == "teacher" else "student"
-                labels.setdefault(f"{role}_params", params)
-            seed = self.seed if self.seed is not None else getattr(args, "seed", None)
-            config = self.config if self.config is not None else _args_config(args)
-            meter = EnergyMeter(self.run_dir, method=self.method, seed=seed,
-                                labels=labels, config=config, **self.meter_kwargs)
-            meter.start()
-            self.meter = meter
-            atexit.register(self._at_exit)
+            self._start_meter()
+        if self._owns_meter and not self._labelled:
+            self._labelled = True
+            self._learn_labels(args, model)
         return True
 
-    def _open(self, name: str) -> None:
-        self._stage = self.meter.begin_window(name)
+    def _learn_labels(self, args: Any, model: Any) -> None:
+        """Labels only the Trainer knows (a ``run_labels`` event) and config.yaml."""
+        from distillmeter.energy.runfiles import write_config
 
-    def _close(self, tokens: int = 0, samples: int = 0) -> None:
-        if self._stage is not None:
-            st, self._stage = self._stage, None
-            self.meter.end_window(st.name, tokens=tokens, samples=samples)
+        labels: dict[str, Any] = {"tokens_counted": self._token_counter}
+        params = count_params(model)
+        if params and f"{self._role()}_params" not in self.labels:
+            labels[f"{self._role()}_params"] = params
+        seed = getattr(args, "seed", None) if self.seed is None else None
+        self.meter.add_labels(seed=seed, labels=labels)
+        config = self.config if self.config is not None else args_config(args)
+        if config is not None:
+            write_config(self.run_dir, config)
 
-    def _in(self, name: str) -> bool:
-        return self._stage is not None and self._stage.name == name
+    def _role(self) -> str:
+        return "teacher" if stage_side(self.train_stage) == "teacher" else "student"
 
     def _count_train(self, args: Any, state: Any, steps: int = 0) -> None:
         """Add the tokens seen since the last call (and ``steps`` x global batch samples)
         to the open training window."""
         seen = int(getattr(state, "num_input_tokens_seen", 0) or 0)
         delta, self._tokens_seen = seen - self._tokens_seen, seen
-        if self._in(self.train_stage):
+        if self._windows.is_open(self.train_stage):
             global_batch = (int(getattr(args, "train_batch_size", 0) or 0)
                             * int(getattr(args, "gradient_accumulation_steps", 1) or 1)
                             * int(getattr(args, "world_size", 1) or 1))
-            self._stage.add(tokens=max(0, delta), samples=steps * global_batch)
+            self._windows.add(tokens=max(0, delta), samples=steps * global_batch)
 
     def _to_eval(self, args: Any, state: Any) -> None:
-        if self._in(self.eval_stage):
+        if self._windows.is_open(self.eval_stage):
             return
         self._count_train(args, state)
-        self._close()
-        self._open(self.eval_stage)
+        self._windows.switch(self.eval_stage)
 
-    def _end_eval(self, dataloader: Any) -> int:
+    def _end_eval(self, dataloader: Any, args: Any, state: Any) -> int:
         """Close the evaluation window with its token and sample counts (none when
         ``dataloader`` is None: an announced evaluation that did not run); reopen training
-        if it is going on. Returns the number of evaluated examples (0 if unknown)."""
+        if it has work left. Returns the number of evaluated examples (0 if unknown)."""
         dataset = getattr(dataloader, "dataset", None)
-        n = _dataset_len(dataset)
-        if self._in(self.eval_stage):
+        n = dataset_len(dataset)
+        if self._windows.is_open(self.eval_stage):
             tokens = None
             if dataset is not None:
                 key = id(dataset)
@@ -222,9 +227,10 @@ class DistillMeterCallback(TrainerCallback):
                 if tokens is None:
                     self.meter.warn("evaluation tokens unknown: the evaluation dataset has "
                                     "no attention_mask or input_ids", stage=self.eval_stage)
-            self._close(tokens=tokens or 0, samples=n)
-        if self._training and self._stage is None:
-            self._open(self.train_stage)
+            self._windows.close(tokens=tokens or 0, samples=n)
+        if (self._training and not self._windows.is_open()
+                and (not training_done(state) or saves_at_end(args))):
+            self._windows.open(self.train_stage)
         return n
 
     # ------------------------------------------------------------------ Trainer events
@@ -234,7 +240,7 @@ class DistillMeterCallback(TrainerCallback):
         # The Trainer's own token counter, gathered over ranks. "no" -> count non-padding
         # (transformers 4.57+; older versions only count every token, padding included).
         if getattr(args, "include_num_input_tokens_seen", "no") in ("no", False, None):
-            if _counts_non_padding():
+            if counts_non_padding():
                 args.include_num_input_tokens_seen = "non_padding"
             else:
                 args.include_num_input_tokens_seen = True
@@ -245,14 +251,13 @@ class DistillMeterCallback(TrainerCallback):
             return
         self._training = True
         self._tokens_seen = int(getattr(state, "num_input_tokens_seen", 0) or 0)
-        self._close()
-        self._open(self.train_stage)
+        self._windows.switch(self.train_stage)  # closes setup.load
 
     def on_step_begin(self, args, state, control, **kwargs):
         # An evaluation window still open at the next step means the Trainer skipped the
         # evaluation it had announced: back to training.
-        if self._active and self._training and self._in(self.eval_stage):
-            self._end_eval(None)
+        if self._active and self._training and self._windows.is_open(self.eval_stage):
+            self._end_eval(None, args, state)
 
     def on_step_end(self, args, state, control, **kwargs):
         if not (self._active and self._training):
@@ -266,7 +271,8 @@ class DistillMeterCallback(TrainerCallback):
             self._to_eval(args, state)
 
     def on_prediction_step(self, args, state, control, **kwargs):
-        if not self._is_main(state) or self._in(self.eval_stage):
+        if not self._is_main(state) or (self._windows and self._windows.is_open(
+                self.eval_stage)):
             return
         if not self._ensure_started(args, kwargs.get("model")):
             return
@@ -275,19 +281,20 @@ class DistillMeterCallback(TrainerCallback):
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if not self._active or self.meter is None or self._finished:
             return
-        n = self._end_eval(kwargs.get("eval_dataloader"))
+        n = self._end_eval(kwargs.get("eval_dataloader"), args, state)
         self._record_quality(metrics or {}, n, state)
 
     def on_predict(self, args, state, control, metrics=None, **kwargs):
         if not self._active or self.meter is None or self._finished:
             return
-        self._end_eval(kwargs.get("test_dataloader") or kwargs.get("eval_dataloader"))
+        self._end_eval(kwargs.get("test_dataloader") or kwargs.get("eval_dataloader"),
+                       args, state)
 
     def on_train_end(self, args, state, control, **kwargs):
         if not (self._active and self._training):
             return
         self._count_train(args, state)
-        self._close()
+        self._windows.close()
         self._training = False
         if self.finish_at_train_end:
             self.finish()
@@ -313,10 +320,8 @@ class DistillMeterCallback(TrainerCallback):
         if self._finished or not self._active or self.meter is None:
             return self.report
         self._finished = True
-        if self._stage is not None:
-            if status == "failed":
-                self._stage.fail("the run ended while this stage was running")
-            self._close()
+        self._windows.close(failed="the run ended while this stage was running"
+                            if status == "failed" else None)
         if not self._owns_meter:
             return None
         self.meter.close(status)
@@ -339,7 +344,7 @@ class DistillMeterCallback(TrainerCallback):
     def _at_exit(self) -> None:
         if not self._finished and self.meter is not None and self._active:
             try:
-                self.finish("failed" if self._stage is not None else None)
+                self.finish("failed" if self._windows.is_open() else None)
             except Exception as exc:  # at exit: say what happened, never raise
                 print(f"distillmeter: could not finish {self.run_dir}: {exc}", file=sys.stderr)
 
@@ -350,26 +355,3 @@ class DistillMeterCallback(TrainerCallback):
         if self._active:
             self.finish("failed" if exc is not None else None)
         return False
-
-
-def _counts_non_padding() -> bool:
-    """Whether this transformers counts non-padding tokens (``"non_padding"``, 4.57+)."""
-    import transformers
-    from packaging.version import Version
-
-    return Version(transformers.__version__).release >= (4, 57)
-
-
-def _count_params(model: Any) -> int | None:
-    try:
-        return int(sum(p.numel() for p in model.parameters()))
-    except Exception:  # no model, or not a torch module
-        return None
-
-
-def _args_config(args: Any) -> dict[str, Any] | None:
-    """The TrainingArguments as plain data (tokens are masked by ``to_dict``)."""
-    to_dict = getattr(args, "to_dict", None)
-    if to_dict is None:
-        return None
-    return {"trainer": json.loads(json.dumps(to_dict(), default=str))}

@@ -53,6 +53,20 @@ class RunStart(_Event):
     labels: dict[str, Any] = {}
 
 
+class RunLabels(_Event):
+    """``run_labels``: labels learnt after ``run_start`` was written (a Trainer callback
+    starts metering before the model exists, and learns the seed and the model's size when
+    training begins). :attr:`Ledger.run_start` applies them: a field given here replaces
+    run_start's, ``labels`` are merged in, later events win."""
+
+    event: Literal["run_labels"] = "run_labels"
+    method: str | None = None
+    seed: int | None = None
+    config_id: str | None = None
+    task: str | None = None
+    labels: dict[str, Any] = {}
+
+
 class IdleBaseline(_Event):
     event: Literal["idle_baseline"] = "idle_baseline"
     device: str
@@ -109,6 +123,7 @@ class RunEnd(_Event):
 
 EVENT_MODELS: dict[str, type[_Event]] = {
     "run_start": RunStart,
+    "run_labels": RunLabels,
     "idle_baseline": IdleBaseline,
     "stage_start": StageStart,
     "stage_end": StageEnd,
@@ -159,10 +174,20 @@ class Ledger:
 
     @property
     def run_start(self) -> RunStart:
+        """The first ``run_start``, with any later ``run_labels`` events applied."""
         starts = self.of("run_start")
         if not starts:
             raise ProtocolError(f"{self.path}: no run_start event")
-        return starts[0]
+        updates = self.of("run_labels")
+        if not updates:
+            return starts[0]
+        merged = starts[0].model_copy(deep=True)
+        for u in updates:
+            for key in ("method", "seed", "config_id", "task"):
+                if getattr(u, key) is not None:
+                    setattr(merged, key, getattr(u, key))
+            merged.labels = {**merged.labels, **u.labels}
+        return merged
 
     @property
     def run_end(self) -> RunEnd | None:

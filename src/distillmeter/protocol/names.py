@@ -37,6 +37,7 @@ ESTIMATED_SOURCES = frozenset({"estimate"})
 
 EVENTS = (
     "run_start",
+    "run_labels",
     "idle_baseline",
     "stage_start",
     "stage_end",

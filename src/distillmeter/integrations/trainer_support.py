@@ -1,0 +1,92 @@
+"""What the Trainer callback reads from transformers' objects: token counts of a dataset,
+the model's size, the TrainingArguments as plain data, whether the Trainer can count
+non-padding tokens. No transformers import at module level."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+
+def dataset_tokens(dataset: Any) -> int | None:
+    """Non-padding tokens in a tokenized dataset (sum of ``attention_mask``, else lengths
+    of ``input_ids``), or None when its examples carry neither."""
+    if dataset is None:
+        return None
+    columns = getattr(dataset, "column_names", None)  # a datasets.Dataset: read columns
+    if isinstance(columns, list):
+        for col in ("attention_mask", "input_ids"):
+            if col in columns:
+                rows = dataset[col]
+                return int(sum(sum(r) if col == "attention_mask" else len(r) for r in rows))
+        return None
+    try:
+        n = len(dataset)
+    except TypeError:
+        return None  # an iterable dataset: not read twice
+    total = 0
+    for i in range(n):
+        ex = dataset[i]
+        if not isinstance(ex, Mapping):
+            return None
+        mask = ex.get("attention_mask")
+        ids = ex.get("input_ids")
+        if mask is not None:
+            total += int(sum(int(x) for x in _flat(mask)))
+        elif ids is not None:
+            total += len(_flat(ids))
+        else:
+            return None
+    return total
+
+
+def _flat(x: Any) -> list:
+    if hasattr(x, "tolist"):
+        x = x.tolist()
+    return list(x) if not (x and isinstance(x[0], list)) else [v for row in x for v in row]
+
+
+def dataset_len(dataset: Any) -> int:
+    """``len(dataset)``, or 0 for an iterable dataset (or none)."""
+    try:
+        return len(dataset)
+    except TypeError:
+        return 0
+
+
+def counts_non_padding() -> bool:
+    """Whether this transformers counts non-padding tokens (``"non_padding"``, 4.57+)."""
+    import transformers
+    from packaging.version import Version
+
+    return Version(transformers.__version__).release >= (4, 57)
+
+
+def count_params(model: Any) -> int | None:
+    """The model's parameter count, or None (no model, or not a torch module)."""
+    try:
+        return int(sum(p.numel() for p in model.parameters()))
+    except Exception:
+        return None
+
+
+def args_config(args: Any) -> dict[str, Any] | None:
+    """The TrainingArguments as plain data (tokens are masked by ``to_dict``)."""
+    to_dict = getattr(args, "to_dict", None)
+    if to_dict is None:
+        return None
+    return {"trainer": json.loads(json.dumps(to_dict(), default=str))}
+
+
+def training_done(state: Any) -> bool:
+    """Whether the Trainer's loop has run its last step (``max_steps`` reached)."""
+    max_steps = int(getattr(state, "max_steps", 0) or 0)
+    return max_steps > 0 and int(getattr(state, "global_step", 0) or 0) >= max_steps
+
+
+def saves_at_end(args: Any) -> bool:
+    """Whether ``train()`` still has saving to do after its last step or evaluation (a
+    checkpoint on the last step, or loading the best model back)."""
+    return (str(getattr(args, "save_strategy", "no")).split(".")[-1].lower() != "no"
+            or bool(getattr(args, "load_best_model_at_end", False)))
