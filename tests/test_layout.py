@@ -31,7 +31,7 @@ ALLOWED: dict[str, set[str]] = {
     "tables": BASE,
     "engines": BASE | {"models", "tasks"},
     "analysis": BASE | {"accounting"},
-    "report": BASE | {"analysis", "accounting"},
+    "report": BASE | {"analysis", "accounting", "tables"},
     "pipelines": BASE | {"energy", "accounting", "tasks", "models", "engines"},
     "integrations": BASE | {"energy", "accounting", "tables"},
     "commands": BASE | {"energy", "accounting", "tasks", "models", "engines", "analysis",

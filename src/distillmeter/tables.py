@@ -1,9 +1,20 @@
 """Terminal tables for a run's report (rich). ``account``, ``show``, ``measure`` and ``run``
-all print a report the same way through :func:`print_report`."""
+all print a report the same way through :func:`print_report`.
+
+:func:`fit` keeps any table readable in a narrow console: a training log, a Slurm ``.out``
+file or a CI log is 80 columns wide (rich's width when output is piped), where rich would
+cut headers and cells to ``ene…``. The table is printed as it is when it fits; else without
+the columns the caller marked optional; else stacked, one block per row of ``header value``
+pairs wrapped to the width. No stage name or header is ever cut.
+"""
 
 from __future__ import annotations
 
-from rich.console import Console
+import copy
+from collections.abc import Iterable, Iterator, Sequence
+
+from rich.console import Console, ConsoleOptions, RenderableType
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -11,6 +22,84 @@ from distillmeter.protocol import ESTIMATED_SOURCES, Report, StageReport
 
 _SHORT_SOURCE = {"nvml_counter": "counter", "nvml_instant": "instant", "rapl": "rapl",
                  "estimate": "estimate*"}
+
+
+class Fit:
+    """``table``, readable at any width: as it is when it fits, else without the columns
+    whose headers are in ``optional`` (dropped in that order, as few as needed), else
+    stacked (see the module docstring). Print it like any renderable:
+    ``console.print(fit(table))``."""
+
+    def __init__(self, table: Table, optional: Sequence[str] = ()) -> None:
+        self.table = table
+        self.optional = list(optional)
+
+    def _fits(self, table: Table, console: Console, options: ConsoleOptions) -> bool:
+        wide = options.update_width(1_000_000)
+        return Measurement.get(console, wide, table).maximum <= options.max_width
+
+    def _without(self, drop: set[str]) -> Table:
+        table = copy.copy(self.table)
+        table.columns = [c for c in self.table.columns if _plain(c.header) not in drop]
+        return table
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions
+                         ) -> Iterator[RenderableType]:
+        if self._fits(self.table, console, options):
+            yield self.table
+            return
+        for k in range(1, len(self.optional) + 1):
+            reduced = self._without(set(self.optional[:k]))
+            if self._fits(reduced, console, options):
+                yield reduced
+                return
+        yield from stacked(self.table, console, options.max_width)
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        natural = Measurement.get(console, options.update_width(1_000_000), self.table)
+        return Measurement(min(natural.minimum, options.max_width),
+                           min(natural.maximum, options.max_width))
+
+
+def fit(table: Table, optional: Iterable[str] = ()) -> Fit:
+    """``table`` made readable at any console width (see :class:`Fit`)."""
+    return Fit(table, list(optional))
+
+
+def _plain(x: object) -> str:
+    return x.plain if isinstance(x, Text) else str(x)
+
+
+def stacked(table: Table, console: Console, width: int) -> Iterator[Text]:
+    """``table`` as blocks: each row's first cell on a line of its own, then the other
+    cells as ``header value`` pairs, packed into lines of at most ``width`` characters
+    (a pair longer than a line wraps; nothing is cut). Empty cells are left out."""
+    if table.title:
+        yield Text(_plain(table.title), style="bold")
+    headers = [_plain(c.header) if table.show_header else "" for c in table.columns]
+    columns = [[_cell(console, x) for x in c.cells] for c in table.columns]
+    for i in range(table.row_count):
+        cells = [col[i] if i < len(col) else Text() for col in columns]
+        yield Text.assemble(cells[0], style="bold") if cells else Text()
+        pairs = [Text.assemble((h, "dim"), " " if h else "", v) if h else v
+                 for h, v in zip(headers[1:], cells[1:], strict=False) if v.plain.strip()]
+        line = Text("  ")
+        for pair in pairs:
+            if line.plain.strip() and len(line.plain) + 3 + len(pair.plain) > width:
+                yield line
+                line = Text("  ")
+            line.append_text(Text("   ") if line.plain.strip() else Text())
+            line.append_text(pair)
+        if line.plain.strip():
+            yield line
+
+
+def _cell(console: Console, x: object) -> Text:
+    if isinstance(x, Text):
+        return x
+    if isinstance(x, str):
+        return console.render_str(x)
+    return Text(str(x))
 
 
 def _j(x: float) -> str:
@@ -129,11 +218,17 @@ def totals_table(report: Report) -> Table:
     return table
 
 
+# Columns of the stage table dropped first when it does not fit (the per-device figures
+# are in the totals below it), before the table is stacked.
+def _optional_columns(report: Report) -> list[str]:
+    return [f"{d} J" for d in report.devices] + ["active J"]
+
+
 def print_report(report: Report, console: Console | None = None) -> None:
-    """Print the stage table, totals, stage notes and warnings."""
+    """Print the stage table, totals, stage notes and warnings, readable at any width."""
     console = console or Console()
-    console.print(stage_table(report))
-    console.print(totals_table(report))
+    console.print(fit(stage_table(report), _optional_columns(report)))
+    console.print(fit(totals_table(report)))
     if report.estimated:
         console.print(Text("* estimated: some energy comes from a model (utilisation x TDP), "
                            "not a counter; see the +- column", style="yellow"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
@@ -39,9 +38,9 @@ def _watts(text: str, what: str) -> float:
 
 
 def report_console() -> Console:
-    """A console for report tables: the terminal's width, or a wide one when piped so the
-    stage table does not wrap."""
-    return Console() if sys.stdout.isatty() else Console(width=160)
+    """A console for report tables: the terminal's width, or $COLUMNS (80 by default) when
+    piped; the tables fit themselves to it (tables.fit)."""
+    return Console()
 
 
 @click.command("account")

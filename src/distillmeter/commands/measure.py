@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -134,7 +133,7 @@ def _report(run_dir: Path) -> None:
     from distillmeter.errors import USER_ERRORS
     from distillmeter.tables import print_report
 
-    console = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=160)
+    console = Console(stderr=True)  # the tables fit its width (80 columns when piped)
     try:
         report = account(run_dir)
         write_report(run_dir, report)

@@ -49,9 +49,10 @@ def command(sweep_file: Path, out_dir: Path, ray_address: str | None, resume: bo
         return
 
     from distillmeter.pipelines.scale.sweep_run import run_sweep, summary_table
+    from distillmeter.tables import fit
 
     records = run_sweep(sweep, out_dir, resume=resume, quiet=quiet, ray_address=ray_address)
-    console.print(summary_table(records))
+    console.print(fit(summary_table(records)))
     failed = [r for r in records if r.status == "failed"]
     for r in failed:
         console.print(f"[red]failed[/] {r.point}/{r.method}-s{r.seed}: {r.note}",

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from distillmeter.analysis.rules import fmt_j_pm, fmt_pm
 from distillmeter.analysis.summary import Analysis
+from distillmeter.tables import fit
 
 
 def print_summary(a: Analysis, console: Console | None = None) -> None:
@@ -45,7 +46,7 @@ def print_summary(a: Analysis, console: Console | None = None) -> None:
                 fmt_j_pm(c.energy_j.mean, c.energy_j.half_width), share,
                 fmt_pm(c.quality.mean, c.quality.half_width),
                 fmt_pm(c.q.mean, None), mark)
-        console.print(table)
+        console.print(fit(table))
         if any(c.estimated for c in cs):
             console.print("* some energy estimated (no counter or sensor on a device)")
         console.print("Pareto: yes = on the energy-quality frontier; ~X = not separable from "
