@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import io
 import sys
 
 import click
@@ -73,17 +74,27 @@ def main(argv: list[str] | None = None) -> int:
         click.echo("aborted", err=True)
         return 130
     except click.ClickException as exc:
-        exc.show()
+        # click echoes what it could not parse ("unexpected extra argument (...)"), which
+        # may be a secret pasted on the command line: redacted like everything we write
+        buf = io.StringIO()
+        exc.show(file=buf)
+        click.echo(_redacted(buf.getvalue()), err=True, nl=False)
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except USER_ERRORS as exc:
-        click.secho(f"error: {exc}", fg="red", err=True)
+        click.secho(f"error: {_redacted(str(exc))}", fg="red", err=True)
         return 2
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         return 130
     return rv if isinstance(rv, int) else 0
+
+
+def _redacted(text: str) -> str:
+    from distillmeter.energy.redact import redact_text
+
+    return redact_text(text)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -283,3 +283,23 @@ def test_no_secret_in_any_file_of_a_measurement(tmp_path, secret_env):
     assert "--hf-token" in config and "<redacted>" in config  # recorded, redacted
     argv = json.loads((run_dir / "environment.json").read_text())["command"]["argv"]
     assert len(argv) >= len(bare)  # the command line is there, every key redacted
+
+
+def test_no_secret_echoed_when_run_refuses_its_command_line(tmp_path):
+    """`distillmeter run` takes no free arguments; keys pasted after the config are refused,
+    and click's message, which quotes what it could not parse, is redacted: N_KEYS keys of
+    each alphabet appear in no byte of the console output."""
+    config = write_config(tmp_path / "tiny.yaml", TINY_RUN)
+    bare = [k for drawn in keys(N_KEYS, SEED + 4).values() for k in drawn]
+    # after `--` click quotes them all; without it, a key that starts with "-" is taken
+    # for an option, and the refusal quotes that
+    dashed = next(k for k in bare if k.startswith("--")) if any(
+        k.startswith("--") for k in bare) else "--" + bare[0]
+    for args, said in (([ "--", *bare], "unexpected extra argument"),
+                       ([dashed, *bare], "No such option")):
+        res = cli_run("run", str(config), "--out", str(tmp_path / "runs"), *args)
+        assert res.returncode == 2
+        assert said in res.stderr and "<redacted>" in res.stderr, res.stderr[:300]
+        (tmp_path / "console.log").write_text(res.stdout + res.stderr)
+        assert not _leaks(tmp_path, KeyIndex([*bare, dashed])), said
+        assert not (tmp_path / "runs").exists()  # refused before any work
