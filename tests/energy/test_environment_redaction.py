@@ -196,6 +196,11 @@ def test_a_thousand_seeded_keys_of_each_alphabet():
     "meta-llama/Meta-Llama-3.1-70B-Instruct-AWQ-INT4",
     "TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T",
     "org/model",
+    "HuggingFaceTB/SmolLM2-135M-Instruct",  # the example configs' models
+    "HuggingFaceTB/SmolLM2-1.7B-Instruct",
+    "Qwen/Qwen2.5-1.5B-Instruct",
+    "nvidia/Llama-3.1-Nemotron-Nano-8B-v1",
+    "unsloth/Llama-3.2-1B-Instruct-bnb-4bit",
     "CUDA_VISIBLE_DEVICES=GPU-8f6b3f2a-8b7e-4d2a-9c1f-0123456789ab,1",
     "/var/lib/kubelet/pods/8f6b3f2a-8b7e-4d2a-9c1f-0123456789ab/volumes",
 ])

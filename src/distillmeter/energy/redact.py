@@ -18,13 +18,13 @@ while in a key each character's class (lower, upper, digit, separator) is drawn 
 :func:`randomness` scores a run by the log-likelihood ratio of those two models, per
 character.
 
-Measured on the development machine (2026-11-28, ``scripts/redaction_rates.py --keys
-200000``): of 200,000 random keys of each format in tests/key_alphabets.py (AWS, GitHub,
-Hugging Face, Slack, JWT, hex, base64url) one base64url key scored as written text and was
-kept; of 346,747 runs of 32+ characters in this machine's file paths, 832 (0.24%) scored as
-keys and would be redacted (C intrinsics' file names such as ``_mm512_mask_cvtusepi64_...``,
-CamelCase Perl and CMake module paths, 64-hex digests): a readable path is lost rather than
-a secret leaked.
+Measured on the development machine (2026-11-29, ``scripts/redaction_rates.py --keys
+50000``): of 50,000 random keys of each format in tests/key_alphabets.py (AWS, GitHub,
+Hugging Face, Slack, JWT, hex, base64url) none was kept; of 128,783 runs of 32+ characters
+in this machine's file paths, 41 (0.03%) scored as keys and would be redacted (CamelCase
+Perl and CMake module names such as ``CMakeExtraGeneratorDetermineCompilerMacros...``): a
+readable path is lost rather than a secret leaked. Paths and hub ids made of short words
+(``HuggingFaceTB/SmolLM2-135M-Instruct``) are kept by structure (:func:`_reads_as_words`).
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def looks_like_key(run: str) -> bool:
     keys; a git SHA too), or a run that mixes letter cases (or letters and digits, without
     a slash) and scores as random (:func:`randomness`). Slashes do not make a path: AWS
     secret keys hold them. UUIDs (GPU ids) are kept."""
-    if _UUID.match(run):
+    if _UUID.match(run) or _reads_as_words(run):
         return False
     body = run.rstrip("=")
     if _HEX_RUN.fullmatch(body):
@@ -114,6 +114,22 @@ def looks_like_key(run: str) -> bool:
     if not (lower and upper) and not ((lower or upper) and digit and "/" not in body):
         return False
     return _entropy(body) >= MIN_ENTROPY and randomness(body) > RANDOMNESS_THRESHOLD
+
+
+_WORD_SPLIT = re.compile(r"[/_.\-]")
+MAX_WORD = 16  # a hub id's or path's parts between separators: words, not key-length runs
+
+
+def _reads_as_words(run: str) -> bool:
+    """A path or hub id built of words: it holds a slash, also ``-``, ``_`` or ``.`` (so
+    more parts than the slashes alone make), and no part longer than MAX_WORD characters
+    (``HuggingFaceTB/SmolLM2-135M-Instruct``). No key format matches: base64 keys hold
+    ``/`` and ``+`` only (parts between slashes alone), base64url keys ``-`` and ``_`` but
+    never ``/``, and a random run's parts are long."""
+    if "/" not in run:
+        return False
+    parts = [p for p in _WORD_SPLIT.split(run) if p]
+    return len(parts) >= run.count("/") + 2 and max(map(len, parts)) <= MAX_WORD
 
 
 def redact_text(text: str) -> str:
