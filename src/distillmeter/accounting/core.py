@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from distillmeter.accounting.carbon import J_PER_KWH, carbon, cost
+from distillmeter.accounting.conservation import check_conservation
 from distillmeter.accounting.energy import (
     DeviceEnergy,
     ReadingPoint,
@@ -26,10 +27,19 @@ from distillmeter.accounting.energy import (
 )
 from distillmeter.accounting.faults import apply_faults, stage_faults, unknown_energy_bound
 from distillmeter.accounting.hardware import read_hardware
-from distillmeter.accounting.idle import IdleOverride, cached_idle_notes, idle_power
+from distillmeter.accounting.idle import (
+    IdleOverride,
+    cached_idle_notes,
+    idle_power,
+    idle_uncertainty_w,
+)
 from distillmeter.accounting.ranks import rank_detail
 from distillmeter.accounting.series import DeviceSeries, device_series
-from distillmeter.accounting.uncertainty import device_uncertainty, short_stage_note
+from distillmeter.accounting.uncertainty import (
+    UncertaintyParts,
+    device_uncertainty_parts,
+    short_stage_note,
+)
 from distillmeter.accounting.upstream import resolve_upstream
 from distillmeter.accounting.windows import StageWindow, shift_windows, stage_windows
 from distillmeter.errors import UserError
@@ -143,7 +153,7 @@ def stage_report(
     per_dev: list[DeviceEnergy] = []
     energy: dict[str, float] = {}
     source: dict[str, str] = {}
-    unc = 0.0
+    parts = UncertaintyParts()
     notes = list(w.notes)
     path = str(inputs.ledger.path)
     for d in inputs.devices:
@@ -151,11 +161,12 @@ def stage_report(
         per_dev.append(e)
         energy[d] = e.joules
         source[d] = e.source
-        unc += device_uncertainty(e, inputs.series[d], w.start, w.end)
+        parts += device_uncertainty_parts(e, inputs.series[d], w.start, w.end, idle_w.get(d))
         if e.method == "missing":  # unknown, not zero: as much as it drew elsewhere
-            unc += unknown_energy_bound(inputs.series[d], w.seconds,
-                                        (run_w or {}).get(d), idle_w.get(d))
+            parts += UncertaintyParts(random=unknown_energy_bound(
+                inputs.series[d], w.seconds, (run_w or {}).get(d), idle_w.get(d)))
         notes.extend(e.notes)
+    unc = parts.total
     total = math.fsum(energy.values())
     energy["total"] = total
     seconds = w.seconds
@@ -175,7 +186,8 @@ def stage_report(
         status = "degraded"
     report = StageReport(
         name=w.name, side=w.side, t_start=w.start, t_end=w.end, seconds=seconds,
-        energy_j=energy, active_energy_j=active, uncertainty_j=unc, tokens=w.tokens,
+        energy_j=energy, active_energy_j=active, uncertainty_j=unc,
+        uncertainty_parts=parts.as_dict(), tokens=w.tokens,
         samples=w.samples, j_per_token=(total / w.tokens) if w.tokens > 0 else None,
         source=source, status=status, notes=notes, info=dict(w.info),
     )
@@ -300,10 +312,12 @@ def _account(
         estimated |= e.estimated
         degraded |= e.degraded
     energy_j = math.fsum(e.joules for e in by_dev.values())
-    total_unc = math.fsum(
-        device_uncertainty(e, inputs.series[d], inputs.t_begin, inputs.t_end)
-        for d, e in by_dev.items()
-    )
+    total_parts = sum((device_uncertainty_parts(e, inputs.series[d], inputs.t_begin,
+                                                inputs.t_end, idle.get(d))
+                       for d, e in by_dev.items()), UncertaintyParts())
+    total_unc = total_parts.total
+    conservation, cons_warn = check_conservation(inputs, by_dev)
+    warnings.extend(cons_warn)
     stages_j = math.fsum(s.energy_j["total"] for s in stages)
     unattributed = energy_j - stages_j
     tolerance = total_unc + math.fsum(s.uncertainty_j for s in stages)
@@ -338,6 +352,7 @@ def _account(
     totals = Totals(
         energy_j=energy_j, kwh=energy_j / J_PER_KWH, seconds=inputs.t_end - inputs.t_begin,
         stages_j=stages_j, unattributed_j=unattributed, uncertainty_j=total_unc,
+        uncertainty_parts=total_parts.as_dict(),
         upstream_j=upstream_j, with_upstream_j=energy_j + upstream_j, by_side=by_side,
         by_device={d: e.joules for d, e in by_dev.items()},
         tokens=sum(s.tokens for s in stages),
@@ -362,6 +377,8 @@ def _account(
         method=rs.method, seed=rs.seed, config_id=rs.config_id, task=rs.task,
         labels=dict(rs.labels), hardware=hardware, devices=inputs.devices,
         sources=inputs.sources, idle_power_w=idle, stages=stages, upstream=upstream,
+        idle_uncertainty_w=idle_uncertainty_w(ledger, inputs.series, inputs.sources, idle),
+        conservation=conservation,
         totals=totals,
         carbon=carbon(energy_j, with_up, grid_gco2_per_kwh=grid_gco2_per_kwh,
                       country=country, pue=pue),

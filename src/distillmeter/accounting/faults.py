@@ -111,8 +111,12 @@ def apply_faults(stages: list[StageReport], faults: dict[int, StageFaults],
         if extra > 0:
             notes.append(f"meter faults in this stage widen its uncertainty by {extra:.3g} J")
         status = "degraded" if f.degrades and s.status == "ok" else s.status
+        parts = dict(s.uncertainty_parts)
+        if parts:  # a fault is this run's own: it does not repeat in the next run
+            parts["random"] = parts.get("random", 0.0) + extra
         out[i] = s.model_copy(update={"status": status, "notes": notes,
-                                      "uncertainty_j": s.uncertainty_j + extra})
+                                      "uncertainty_j": s.uncertainty_j + extra,
+                                      "uncertainty_parts": parts})
     return out
 
 

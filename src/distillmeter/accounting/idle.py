@@ -1,12 +1,39 @@
-"""Idle power per device: measured before work starts, or given by the user."""
+"""Idle power per device: measured before work starts, or given by the user; and how far
+off that baseline can be (``idle_uncertainty_w``).
+
+The idle baseline is one short measurement (``idle_baseline``: ``power_w`` over
+``seconds``) taken before the work. Its error, in watts, is the largest of:
+
+- the counter's quantisation over the window: two edges of the sensor's update period
+  (0.1 s for NVML and the estimate, 1 ms for RAPL) x the power, over the window's seconds
+  (3 s of NVML: +-6.7%);
+- the spread of the trace's power samples inside the window (their standard deviation):
+  how much the device wandered while idle;
+- a floor of ``IDLE_DRIFT_REL`` (10%) of the idle power, because idle power drifts with
+  what ran before: the H100 readout study's four idle windows of one session drew 121.9,
+  141.9, 126.7 and 135.1 W (``tests/data/h100-nvml-probe.json``, 2026), +-8% around their
+  mean, so one baseline stands for the run's idle only to about 10%.
+
+An estimated device is the exception: its idle power is the model's own constant read from
+an exact (modelled) counter, so only the spread term applies; the model's error is the
+estimate's, carried by its energy (``accounting/uncertainty.py``).
+
+A baseline reused from the meter's cache (``idle_baseline.cached``) was measured in another
+session, so this run's trace holds no samples of it: it gets the quantisation term and the
+floor. A baseline given by the user (``--idle-w``) gets the floor alone. The error reaches every
+figure that subtracts idle power (active energy, energy above idle); the energy totals are
+counter deltas with idle included, and do not depend on it.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
 
+from distillmeter.accounting.series import DeviceSeries
+from distillmeter.accounting.uncertainty import BOUNDARY_QUANTUM_S
 from distillmeter.errors import UserError
-from distillmeter.protocol import Ledger, is_device
+from distillmeter.protocol import ESTIMATED_SOURCES, Ledger, is_device
 
 IdleOverride = float | int | Mapping[str, float] | None
 
@@ -72,3 +99,50 @@ def _check_w(w: object, what: str) -> float:
     if not math.isfinite(x) or x < 0:
         raise UserError(f"idle power for {what} must be a non-negative number of watts, got {w!r}")
     return x
+
+
+IDLE_DRIFT_REL = 0.10  # the floor: idle power drifts with what ran before (module docstring)
+
+
+def _event_error_w(power_w: float, seconds: float, t_end: float, source: str,
+                   series: DeviceSeries | None) -> float:
+    p = abs(power_w)
+    spread = 0.0
+    if series is not None and series.has_power and math.isfinite(seconds) and seconds > 0:
+        inside = (series.t >= t_end - seconds) & (series.t <= t_end)
+        if int(inside.sum()) >= 2:
+            spread = float(series.power[inside].std())
+    if source in ESTIMATED_SOURCES:
+        # the model's idle is its own constant, read from an exact counter: only what this
+        # process did while idle moves it (the model's error is the estimate's, elsewhere)
+        return spread
+    q = BOUNDARY_QUANTUM_S.get(source, 0.1)
+    quant = 2.0 * q * p / seconds if math.isfinite(seconds) and seconds > 0 else p
+    return max(quant, spread, IDLE_DRIFT_REL * p)
+
+
+def idle_uncertainty_w(ledger: Ledger, series: Mapping[str, DeviceSeries],
+                       sources: Mapping[str, str], idle: Mapping[str, float]
+                       ) -> dict[str, float]:
+    """+- watts of each device's idle power in ``idle`` (see the module docstring). Several
+    baselines of one device: their errors weighted by seconds, as the power is."""
+    measured = measured_idle_w(ledger)
+    acc: dict[str, list[float]] = {}
+    for ev in ledger.of("idle_baseline"):
+        if not math.isfinite(ev.power_w):
+            continue
+        # a baseline reused from the meter's cache was measured in another session: this
+        # run's trace does not hold its window, so it gets no spread term
+        err = _event_error_w(ev.power_w, ev.seconds, ev.t, sources.get(ev.device, ""),
+                             None if ev.cached else series.get(ev.device))
+        weight = ev.seconds if math.isfinite(ev.seconds) and ev.seconds > 0 else 1.0
+        a = acc.setdefault(ev.device, [0.0, 0.0])
+        a[0] += err * weight
+        a[1] += weight
+    out: dict[str, float] = {}
+    for d, w in idle.items():
+        if d in acc and d in measured and math.isclose(measured[d], w, rel_tol=1e-12):
+            out[d] = acc[d][0] / acc[d][1]
+        else:  # the user's figure (or none measured): the drift floor alone
+            out[d] = IDLE_DRIFT_REL * abs(w)
+    return out

@@ -16,9 +16,24 @@ Two terms per device, added (worst case: at a shared boundary the errors are cor
    "busy" with launch-bound generation against 683-687 W on full matmuls, a factor of
    4-5 at the same utilisation. An estimate therefore carries +-50% of its energy: wide
    enough to be honest, and flagged ``estimated`` in the report.
+
+How the total splits, for the analysis across runs (``UncertaintyParts``):
+
+- ``random``: the boundary term (and, added later, faults): it differs from one run to the
+  next, so it shrinks when repeats are averaged;
+- ``systematic``: the integration or estimate term for the work the device did above its
+  idle power. It is the model's error for *this* work (an estimate cannot tell a
+  launch-bound stage from a compute-bound one), so repeats of the same work share it;
+- ``machine``: for an estimate, the share of that +-50% that falls on its idle part (idle
+  watts x seconds). The estimate's idle part is a machine constant (TDP x idle fraction,
+  W/GiB x RAM) times the wall time: every run on the machine carries the same relative
+  error there. It moves every configuration measured on the machine together, so it
+  counts in an absolute figure and cancels in a comparison within the machine.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from distillmeter.accounting.energy import DeviceEnergy
 from distillmeter.accounting.series import DeviceSeries
@@ -38,20 +53,51 @@ def edge_power(series: DeviceSeries, t: float, quantum: float, fallback_w: float
     return abs(p) if p is not None else abs(fallback_w)
 
 
-def device_uncertainty(
-    e: DeviceEnergy, series: DeviceSeries, start: float, end: float
-) -> float:
-    """Uncertainty (J) of one device's energy over [start, end]: the boundary term at both
-    edges plus the integration or estimate term."""
+@dataclass(frozen=True)
+class UncertaintyParts:
+    """An uncertainty (J) split by how it behaves across runs (see the module docstring)."""
+
+    random: float = 0.0
+    systematic: float = 0.0
+    machine: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.random + self.systematic + self.machine
+
+    def __add__(self, other: UncertaintyParts) -> UncertaintyParts:
+        return UncertaintyParts(self.random + other.random,
+                                self.systematic + other.systematic,
+                                self.machine + other.machine)
+
+    def as_dict(self) -> dict[str, float]:
+        return {"random": self.random, "systematic": self.systematic, "machine": self.machine}
+
+
+def device_uncertainty_parts(
+    e: DeviceEnergy, series: DeviceSeries, start: float, end: float,
+    idle_w: float | None = None,
+) -> UncertaintyParts:
+    """Uncertainty (J) of one device's energy over [start, end], split: the boundary term at
+    both edges (random) plus the integration or estimate term (systematic; for an estimate,
+    the share on ``idle_w x seconds`` is the machine's)."""
     seconds = max(end - start, 0.0)
     mean_w = e.joules / seconds if seconds > 0 else 0.0
     q = BOUNDARY_QUANTUM_S.get(e.source, 0.1)
     boundary = q * (edge_power(series, start, q, mean_w) + edge_power(series, end, q, mean_w))
     if e.source in ESTIMATED_SOURCES:
-        spread = ESTIMATE_REL * abs(e.joules)
-    else:
-        spread = INTEGRATION_REL * abs(e.integrated_j)
-    return boundary + spread
+        idle_part = min(abs(e.joules), max(idle_w or 0.0, 0.0) * seconds)
+        machine = ESTIMATE_REL * idle_part
+        return UncertaintyParts(boundary, ESTIMATE_REL * abs(e.joules) - machine, machine)
+    return UncertaintyParts(boundary, INTEGRATION_REL * abs(e.integrated_j), 0.0)
+
+
+def device_uncertainty(
+    e: DeviceEnergy, series: DeviceSeries, start: float, end: float
+) -> float:
+    """Uncertainty (J) of one device's energy over [start, end]: the boundary term at both
+    edges plus the integration or estimate term (the sum of ``device_uncertainty_parts``)."""
+    return device_uncertainty_parts(e, series, start, end).total
 
 
 def short_stage_note(seconds: float, energy_j: float, uncertainty_j: float) -> str | None:

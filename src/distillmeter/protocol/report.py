@@ -29,6 +29,11 @@ class StageReport(BaseModel):
     energy_j: dict[str, float]
     active_energy_j: float
     uncertainty_j: float
+    # how uncertainty_j splits (accounting/uncertainty.py): "random" (boundary quantisation
+    # and faults, independent between runs), "systematic" (an estimate's or an integral's
+    # model error for this work: does not shrink with repeats) and "machine" (the part of
+    # an estimate that is a machine constant x time: shared by every run on the machine)
+    uncertainty_parts: dict[str, float] = {}
     tokens: int = 0
     samples: int = 0
     j_per_token: float | None = None
@@ -51,6 +56,7 @@ class Totals(BaseModel):
     stages_j: float
     unattributed_j: float
     uncertainty_j: float
+    uncertainty_parts: dict[str, float] = {}  # as StageReport's
     upstream_j: float = 0.0
     with_upstream_j: float
     by_side: dict[str, float]
@@ -101,6 +107,7 @@ class Report(BaseModel):
     devices: list[str] = []
     sources: dict[str, str] = {}
     idle_power_w: dict[str, float] = {}
+    idle_uncertainty_w: dict[str, float] = {}  # +- watts of each idle baseline
     stages: list[StageReport]
     upstream: list[StageReport] = []
     totals: Totals
@@ -110,6 +117,8 @@ class Report(BaseModel):
     estimated: bool = False
     status: str = "ok"
     warnings: list[str] = []
+    # the independent check of the run total: counter vs trace integral, per device
+    conservation: list[dict[str, Any]] = []
 
     def to_json(self) -> str:
         """The report as pretty JSON, with the ``schema`` key spelled as in the protocol."""
