@@ -82,5 +82,6 @@ def toy_campaign(with_teacher: bool = True) -> list[tuple[str, Report]]:
     for seed in range(2):
         reps.append(report(f"sft-{seed}", method="sft_synth", seed=seed, config_id="sft",
                            stages={"student.train": 1800.0, "eval.student": (100.0, 1000)},
-                           upstream={(T, "teacher.generate"): 2000.0}, quality=0.5))
+                           upstream={(T, "teacher.generate"): 2000.0}, quality=0.5,
+                           teacher_quality=0.8))
     return [(r.run_id, r) for r in reps]

@@ -72,6 +72,7 @@ def make_run(
     quality: tuple[str, float, int, dict[str, Any]] | None = None,
     gpu: str = GPU,
     idle: bool = True,
+    source: str = "nvml_counter",
 ) -> Path:
     """Write RUN_DIR/{ledger.jsonl,trace.csv,environment.json} for a window of run a."""
     t0, t1 = window
@@ -80,7 +81,7 @@ def make_run(
         "event": "run_start", "t": t0, "run_id": run_id,
         "wall_time": "2026-11-27T22:05:03+00:00", "devices": ["gpu:0"],
         "schema": "distillmeter/1", "readings": {"gpu:0": counter_at(t0)},
-        "sources": {"gpu:0": "nvml_counter"}, "upstream": upstream or [],
+        "sources": {"gpu:0": source}, "upstream": upstream or [],
         "method": method, "seed": seed, "config_id": config_id, "task": task,
         "labels": labels or {},
     }]
@@ -119,12 +120,14 @@ EVAL = (29.964764717999998, 32.975464688)
 GENERATE = (34.227458526, 47.278098414999995)
 
 
-def build_campaign(root: Path, *, seeds: int = 3) -> Path:
+def build_campaign(root: Path, *, seeds: int = 3, source: str = "nvml_counter") -> Path:
     """A directory of runs like the default pipeline writes: one teacher run and student
     runs of three methods (kd, sft_synth, baseline) over ``seeds`` seeds each, the students
-    naming the teacher run's stages as upstream."""
+    naming the teacher run's stages as upstream. ``source="estimate"`` declares the GPU's
+    (same, measured) readings an estimate, as a machine without a counter would."""
     teacher_dir = root / "teacher-0001"
     make_run(teacher_dir, window=(0.0, 49.28), run_id=TEACHER_ID, method="teacher",
+             source=source,
              labels={"teacher_params": TEACHER_PARAMS, "teacher_batch_size": 48},
              stages=[("setup.load", *LOAD, 0),
                      ("teacher.logits", *LOGITS, 663552),
@@ -158,6 +161,7 @@ def build_campaign(root: Path, *, seeds: int = 3) -> Path:
             q = qualities[seed]
             make_run(root / f"{method}-s{seed}", window=window, run_id=f"{method}-s{seed}",
                      method=method, seed=seed, config_id=f"{method}-cfg", labels=labels,
+                     source=source,
                      upstream=up(*up_stages) if up_stages else None,
                      stages=[("student.train", a, b, 876544),
                              ("eval.student", b, c, 1851392)],

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from reportfactory import T
 from reportfactory import toy_campaign as campaign
 
 from distillmeter.analysis.breakeven import n_star, payback_tokens
 from distillmeter.analysis.runs import campaign_total_j, figures
+from distillmeter.analysis.stats import t_quantile
 from distillmeter.analysis.summary import analyse
 
 
@@ -20,7 +23,7 @@ def test_formulas() -> None:
 
 
 def test_break_even_in_an_analysis() -> None:
-    a = analyse(campaign())
+    a = analyse(campaign(), min_q=0.6)  # kd's Q is 0.61 / 0.8 = 0.76, sft's 0.625
     be = a.break_even["g1"]
     assert be["baseline"] == "base"
     assert be["baseline_j_per_student"] == pytest.approx(1100.0)
@@ -35,8 +38,12 @@ def test_break_even_in_an_analysis() -> None:
     assert kd["payback_tokens"] == pytest.approx(3700.0 / 0.4)
     sft = next(e for e in be["configs"] if e["config"] == "sft")
     assert sft["n_star"] is None and "saves no energy" in sft["statement"]
+    # the saving's range: both t-intervals (seeds 10 J apart on both sides) allow
+    half = t_quantile(0.975, 2) * 10.0 / math.sqrt(3)
+    saving = (300.0 - 2 * half, 300.0 + 2 * half)
+    assert kd["n_star_range"] == pytest.approx([3000 / saving[1], 3000 / saving[0]])
     rules = " | ".join(a.rules["g1"])
-    assert "training 11 students brings kd below the baseline" in rules
+    assert "N* = 10 students (range 8.58-12; 11 or more)" in rules
     assert "teacher-side energy is 79% of the kd total" in rules  # 3000 / 3800
 
 
@@ -72,7 +79,7 @@ def test_teacher_run_is_not_a_configuration() -> None:
 
 def test_no_baseline_says_so() -> None:
     reps = [(i, r) for i, r in campaign() if not r.run_id.startswith("base")]
-    be = analyse(reps).break_even["g1"]
+    be = analyse(reps, min_q=0.6).break_even["g1"]
     assert be["baseline"] is None
     kd = next(e for e in be["configs"] if e["config"] == "kd")
     assert "no baseline" in kd["statement"]

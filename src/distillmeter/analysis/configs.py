@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from distillmeter.analysis.quality import quality_summary
 from distillmeter.analysis.runs import SIDE_ORDER, RunFigures
 from distillmeter.analysis.stats import Summary, summarize
+from distillmeter.analysis.uncertainty import combine
 
 
 @dataclass
@@ -27,9 +29,9 @@ class ConfigStats:
     task: str | None
     hardware: str
     runs: list[RunFigures]
-    energy_j: Summary
+    energy_j: Summary  # seeds and measurement uncertainty (analysis/uncertainty.py)
     by_side: dict[str, Summary]
-    marginal_j: Summary  # per-student energy without teacher-side work
+    marginal_j: Summary  # per-student energy without shared (upstream) teacher work
     co2e_g: Summary
     quality: Summary
     q: Summary
@@ -37,9 +39,12 @@ class ConfigStats:
     metric: str | None
     estimated: bool
     upstream_stages: list[str]
+    active_j: Summary | None = None  # energy above idle, with the idle baseline's error
+    per_student_teacher_stages: list[str] = field(default_factory=list)
     # filled by the Pareto analysis
     pareto: bool = False
-    dominated_by: str | None = None
+    dominated_by: str | None = None  # on the means (Pareto)
+    dominated_separably: bool = False  # ... and separable on both axes
     not_separable_from: list[str] = field(default_factory=list)
     label: str = ""  # what tables and sentences call it (set by group_runs)
 
@@ -92,6 +97,8 @@ def config_stats(config: str, group: str, runs: list[RunFigures], *, amortize: f
     stage_names = sorted({name for r in runs for name in r.stage_j})
     methods = sorted({r.method for r in runs if r.method})
     metrics = sorted({r.metric for r in runs if r.metric})
+    metric = metrics[0] if len(metrics) == 1 else None
+    quality = quality_summary(metric, [r.quality for r in runs], [r.quality_n for r in runs])
     return ConfigStats(
         config=config,
         group=group,
@@ -99,18 +106,42 @@ def config_stats(config: str, group: str, runs: list[RunFigures], *, amortize: f
         task=runs[0].task,
         hardware=runs[0].hardware,
         runs=runs,
-        energy_j=summarize([r.total_j(amortize) for r in runs]),
+        energy_j=combine([r.measured_total(amortize) for r in runs]),
         by_side={s: summarize([r.side_j(s, amortize) for r in runs]) for s in sides},
-        marginal_j=summarize([r.marginal_j() for r in runs]),
-        co2e_g=summarize([r.co2e_g(amortize, grid, pue) for r in runs]),
-        quality=summarize([r.quality for r in runs]),
-        q=summarize([r.q for r in runs]),
+        marginal_j=combine([r.measured_marginal() for r in runs]),
+        co2e_g=combine([r.measured_total(amortize).scaled(_co2_per_j(r, grid, pue))
+                        for r in runs]),
+        quality=quality,
+        q=_q_summary(runs, quality),
         stage_j={n: summarize([_stage_share(r, n, amortize) for r in runs])
                  for n in stage_names},
         metric=metrics[0] if len(metrics) == 1 else ("/".join(metrics) or None),
         estimated=any(r.estimated for r in runs),
         upstream_stages=sorted({n for r in runs for n in r.upstream_stage_names}),
+        active_j=combine([r.measured_active(amortize) for r in runs]),
+        per_student_teacher_stages=sorted({n for r in runs for n in r.own_teacher_stages}),
     )
+
+
+def _co2_per_j(run: RunFigures, grid: float | None, pue: float | None) -> float:
+    g = run.grid_gco2_per_kwh if grid is None else grid
+    p = run.pue if pue is None else pue
+    return p * g / 3.6e6
+
+
+def _q_summary(runs: list[RunFigures], quality: Summary) -> Summary:
+    """Q = quality / teacher quality. With one teacher figure for every seed (one teacher)
+    Q's interval is the quality interval over it; otherwise the t-interval of the seeds' Q."""
+    teachers = {r.teacher_quality for r in runs}
+    plain = summarize([r.q for r in runs])
+    if len(teachers) != 1 or not next(iter(teachers)) or quality.mean is None:
+        return plain
+    tq = next(iter(teachers))
+    s = quality.scaled(1.0 / tq)
+    if s.lo is None or s.hi is None or plain.mean is None:
+        return plain
+    return Summary(s.n, plain.mean, plain.std, min(s.lo, plain.mean), max(s.hi, plain.mean),
+                   quality.method)
 
 
 def _stage_share(run: RunFigures, name: str, amortize: float) -> float:

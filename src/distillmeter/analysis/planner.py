@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from distillmeter.analysis.configs import ConfigStats
-from distillmeter.analysis.rules import fmt_j, fmt_pm
+from distillmeter.analysis.rules import fmt_j, fmt_q
 from distillmeter.analysis.stats import Summary, summarize
 from distillmeter.analysis.summary import Analysis
 
@@ -84,13 +84,16 @@ def plan_group(a: Analysis, group_id: str, budget: Budget, *, on_mean: bool = Fa
                            "choice": None, "rules": a.rules.get(group_id, [])}
     fitting = [c for c, row in zip(cs, cands, strict=True) if row["fits"]]
     what = "upper 95% bound" if not on_mean else "mean"
+    if any(c.estimated for c in cs):
+        out["estimated"] = ("~: estimated energy (no counter or sensor on a device); its "
+                            "interval carries the estimate's error")
     if not fitting:
         cheapest = min(cs, key=lambda c: c.energy_j.mean or float("inf"))
         row = cands[cs.index(cheapest)]
         out["cheapest"] = cheapest.config
         out["verdict"] = (f"nothing fits the budget ({'; '.join(_limits(budget))} per "
                           f"student, judged on each configuration's {what}). The cheapest "
-                          f"is {_name(cheapest)} at {fmt_j(cheapest.energy_j.mean)} per "
+                          f"is {_name(cheapest)} at {_e(cheapest, cheapest.energy_j.mean)} per "
                           f"student ({'; '.join(row['over'])}).")
         return out
     with_q = [c for c in fitting if c.quality.mean is not None]
@@ -99,17 +102,19 @@ def plan_group(a: Analysis, group_id: str, budget: Budget, *, on_mean: bool = Fa
                                     c.config))
     out["choice"] = pick.config
     row = cands[cs.index(pick)]
-    q = fmt_pm(pick.quality.mean, pick.quality.half_width)
+    q = fmt_q(pick.quality.mean)
     ci = "" if pick.quality.lo is None else \
         f", 95% CI {pick.quality.lo:.3g}-{pick.quality.hi:.3g}"
     e_ci = "" if pick.energy_j.lo is None else \
-        f", 95% CI {fmt_j(pick.energy_j.lo)}-{fmt_j(pick.energy_j.hi)}"
+        f", 95% CI {_e(pick, pick.energy_j.lo)}-{_e(pick, pick.energy_j.hi)}"
     out["choice_label"] = _name(pick)
     out["verdict"] = (f"pick {_name(pick)}{_id_note(pick)}: "
                       f"{pick.metric or 'quality'} {q}{ci}; "
-                      f"{fmt_j(pick.energy_j.mean)} per student{e_ci}.")
+                      f"{_e(pick, pick.energy_j.mean)} per student{e_ci}"
+                      + (" (estimated energy)." if pick.estimated else "."))
     why = [f"fits: its {what} per student is " + "; ".join(
-        f"{_fmt(u, row[f'{u}_bound'])} <= {_fmt(u, lim)}" for u, lim in budget.limits())]
+        ("~" if pick.estimated else "") + f"{_fmt(u, row[f'{u}_bound'])} <= {_fmt(u, lim)}"
+        for u, lim in budget.limits())]
     others = [c for c in fitting if c is not pick]
     if with_q:
         why.append(f"highest mean {pick.metric or 'quality'} of the {len(fitting)} "
@@ -126,7 +131,7 @@ def plan_group(a: Analysis, group_id: str, budget: Budget, *, on_mean: bool = Fa
         if c.quality.mean is None or c.energy_j.mean is None or pick.energy_j.mean is None:
             continue
         if c.energy_j.mean < pick.energy_j.mean and _q_overlap(c, pick):
-            why.append(f"{_name(c)} costs {fmt_j(pick.energy_j.mean - c.energy_j.mean)} less "
+            why.append(f"{_name(c)} costs {_e(c, pick.energy_j.mean - c.energy_j.mean)} less "
                        f"per student and its quality interval overlaps {_name(pick)}'s: "
                        "the measurements cannot rule out that it is as good")
     for c, r in zip(cs, cands, strict=True):
@@ -138,6 +143,11 @@ def plan_group(a: Analysis, group_id: str, budget: Budget, *, on_mean: bool = Fa
 
 def _name(c: ConfigStats) -> str:
     return c.label or c.config
+
+
+def _e(c: ConfigStats, j: float | None) -> str:
+    """An energy of ``c``, marked ``~`` when it is (partly) an estimate."""
+    return f"~{fmt_j(j)}" if c.estimated else fmt_j(j)
 
 
 def _id_note(c: ConfigStats) -> str:
@@ -165,8 +175,9 @@ def plan(a: Analysis, budget: Budget, *, on_mean: bool = False) -> dict[str, Any
                      "budget (--on-mean: about half the repeats would exceed it).")
     else:
         criterion = ("A configuration fits when the upper end of the 95% interval of its "
-                     "cost per student is within the budget; one seed gives no interval, "
-                     "and then its single measurement is used.")
+                     "cost per student (seeds and measurement uncertainty) is within the "
+                     "budget; one seed gives no interval, and then its single measurement "
+                     "is used.")
     return {"budget": {"kwh": budget.kwh, "co2_kg": budget.co2_kg, "usd": budget.usd,
                        "price_per_kwh": budget.price_per_kwh},
             "on_mean": on_mean, "amortize": a.amortize, "criterion": criterion + amort,

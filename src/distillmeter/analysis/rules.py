@@ -1,10 +1,21 @@
-"""Plain-words rules that the measured frontier supports, each with its numbers."""
+"""Plain-words rules that the measured frontier supports, each with its numbers.
+
+Every rule that compares two configurations says whether the difference is separable
+(``analysis/compare.py``: their 95% intervals do not overlap) and gives the range both
+intervals allow; a difference that is not separable is said to be one that cannot be told
+apart, never claimed. Energies that came from an estimate are marked with ``~``.
+"""
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from distillmeter.analysis.compare import (
+    Difference,
+    energy_difference,
+    quality_difference,
+)
 from distillmeter.analysis.configs import ConfigStats
 
 if TYPE_CHECKING:
@@ -34,11 +45,46 @@ def fmt_j_pm(mean: float | None, half: float | None) -> str:
         return text
     value, unit = text.split(" ", 1)
     scale = {"J": 1.0, "kJ": 1e3, "MJ": 1e6, "kWh": 3.6e6}[unit]
-    return f"{value} ± {half / scale:.2g} {unit}"
+    return f"{value} ± {sig2(half / scale)} {unit}"
+
+
+def sig2(x: float) -> str:
+    """``x`` to 2 significant digits, without an exponent for everyday sizes: 150, 3.6,
+    0.027."""
+    if x == 0 or not math.isfinite(x):
+        return f"{x:g}"
+    digits = 1 - math.floor(math.log10(abs(x)))
+    r = round(x, digits)
+    if abs(r) >= 1e6 or abs(r) < 1e-4:
+        return f"{x:.2g}"
+    return f"{r:.{max(digits, 0)}f}"
+
+
+def fmt_ci(s: Any, fmt=None) -> str:
+    """A summary as ``mean (lo-hi)`` (its interval need not be symmetric), or the mean
+    alone without an interval."""
+    fmt = fmt or fmt_q
+    if s.mean is None:
+        return "n/a"
+    if s.lo is None or s.hi is None:
+        return fmt(s.mean)
+    return f"{fmt(s.mean)} ({sig2(s.lo)}-{sig2(s.hi)})"
 
 
 def fmt_q(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3g}"
+
+
+def fmt_e(c: ConfigStats, j: float | None) -> str:
+    """An energy of configuration ``c``, marked ``~`` when it is (partly) an estimate."""
+    return ("~" if c.estimated else "") + fmt_j(j)
+
+
+def fmt_d(d: float | None, fmt=fmt_j) -> str:
+    """A signed difference: ``+3.2 kJ``, ``-0.05``."""
+    if d is None:
+        return "n/a"
+    return ("+" if d >= 0 else "-") + fmt(abs(d))
 
 
 def fmt_pm(mean: float | None, half: float | None, fmt=fmt_q) -> str:
@@ -46,11 +92,107 @@ def fmt_pm(mean: float | None, half: float | None, fmt=fmt_q) -> str:
     there is no interval."""
     if mean is None:
         return "n/a"
-    return fmt(mean) if half is None else f"{fmt(mean)} ± {half:.2g}"
+    return fmt(mean) if half is None else f"{fmt(mean)} ± {sig2(half)}"
 
 
 def _label(c: ConfigStats) -> str:
     return c.label or c.config
+
+
+def _range(d: Difference, fmt=fmt_j) -> str:
+    return "" if not d.known else f"range {fmt_d(d.lo, fmt)} to {fmt_d(d.hi, fmt)}"
+
+
+def _sep(d: Difference, fmt=fmt_j) -> str:
+    if not d.known:
+        return "one seed: no interval"
+    return ("separable" if d.separable else "cannot be told apart") + f", {_range(d, fmt)}"
+
+
+def compare_sentence(a: ConfigStats, b: ConfigStats) -> str:
+    """One sentence comparing two configurations of a group (``a`` the cheaper on the
+    means), saying on each axis whether the difference is separable."""
+    if (b.energy_j.mean or 0.0) < (a.energy_j.mean or 0.0):
+        a, b = b, a
+    de = energy_difference(b.energy_j, a.energy_j)
+    dq = quality_difference(b.quality, a.quality)
+    la, lb = _label(a), _label(b)
+    metric = b.metric or a.metric or "quality"
+    tilde = "~" if a.estimated or b.estimated else ""
+    e_pct = f"{100 * de.mean / a.energy_j.mean:+.0f}%" if a.energy_j.mean else "n/a"
+    e_vals = f"{fmt_e(b, b.energy_j.mean)} vs {fmt_e(a, a.energy_j.mean)}"
+    q_vals = f"{fmt_q(b.quality.mean)} vs {fmt_q(a.quality.mean)}"
+    if de.separable and dq.separable:
+        if (dq.mean or 0.0) > 0:
+            return (f"going from {la} to {lb} costs {tilde}{fmt_j(de.mean)} more per student "
+                    f"({e_pct}, {e_vals}; {_sep(de)}) for {fmt_d(dq.mean, fmt_q)} {metric} "
+                    f"({_sep(dq, fmt_q)})")
+        return (f"{la} dominates {lb}: {lb} costs {tilde}{fmt_j(de.mean)} more per student "
+                f"({e_pct}, {e_vals}; {_sep(de)}) for {fmt_d(dq.mean, fmt_q)} {metric} "
+                f"({_sep(dq, fmt_q)})")
+    if de.separable:
+        return (f"{lb} costs {tilde}{fmt_j(de.mean)} more per student than {la} ({e_pct}, "
+                f"{e_vals}; {_sep(de)}), and their {metric} cannot be told apart ({q_vals}; "
+                f"{_range(dq, fmt_q)}): the extra energy buys no measurable {metric}")
+    if dq.separable:
+        better, worse = (lb, la) if (dq.mean or 0.0) > 0 else (la, lb)
+        return (f"{better} gives {fmt_d(abs(dq.mean), fmt_q)} {metric} over {worse} "
+                f"({q_vals}; {_sep(dq, fmt_q)}) at an energy per student that cannot be "
+                f"told apart ({e_vals}; {_range(de)})")
+    why = "one of them has one seed" if not (de.known and dq.known) else \
+        "their 95% intervals overlap on both"
+    return (f"{la} and {lb} cannot be told apart ({why}): energy per student {e_vals}, "
+            f"{metric} {q_vals}")
+
+
+def _frontier_rules(cs: list[ConfigStats], front: list[ConfigStats], amort: str,
+                    said: set[tuple[str, str]]) -> list[str]:
+    out: list[str] = []
+    if front:
+        steps = " -> ".join(
+            f"{_label(c)} ({fmt_q(c.quality.mean)} {c.metric or 'quality'}, "
+            f"{fmt_e(c, c.energy_j.mean)})" for c in front)
+        out.append(f"measured frontier (on the means), cheapest first{amort}: {steps}")
+        for lo, hi in zip(front, front[1:], strict=False):
+            said.add(tuple(sorted((lo.config, hi.config))))
+            out.append(compare_sentence(lo, hi))
+    return out
+
+
+def _teacher_rules(cs: list[ConfigStats], amort: str) -> list[str]:
+    out: list[str] = []
+    for c in cs:
+        t = c.side_mean("teacher")
+        total = c.energy_j.mean or 0.0
+        if t > 0 and total > 0:
+            own = f"; done per student, not shareable: {', '.join(c.per_student_teacher_stages)}" \
+                if c.per_student_teacher_stages else ""
+            out.append(f"teacher-side energy is {100 * t / total:.0f}% of the {_label(c)} "
+                       f"total ({fmt_e(c, t)} of {fmt_e(c, total)} per student{amort}{own})")
+    return out
+
+
+def _baseline_rules(a: Analysis, group_id: str, by_id: dict[str, ConfigStats]) -> list[str]:
+    out: list[str] = []
+    be = a.break_even.get(group_id, {})
+    base = by_id.get(be.get("baseline") or "")
+    below = [by_id[e["config"]] for e in be.get("configs", []) if not e.get("candidate")]
+    if below:
+        names = ", ".join(f"{_label(c)} (Q {fmt_q(c.q.mean)})" for c in below)
+        out.append(f"no break-even or payback stated for {names}: a student below Q = "
+                   f"{a.min_q:g} (--min-q), or of unknown Q, is not a candidate to serve in "
+                   "the teacher's place")
+    for e in be.get("configs", []):
+        c = by_id[e["config"]]
+        if e.get("statement") and e.get("candidate"):
+            gain = ""
+            if base is not None and c is not base and e.get("candidate"):
+                dq = quality_difference(c.quality, base.quality)
+                if dq.mean is not None:
+                    gain = (f"; it buys {fmt_d(dq.mean, fmt_q)} {c.metric or 'quality'} over "
+                            f"{_label(base)} ({_sep(dq, fmt_q)})")
+            out.append(e["statement"] + gain)
+    return out
 
 
 def rules_for_group(a: Analysis, group_id: str) -> list[str]:
@@ -58,84 +200,55 @@ def rules_for_group(a: Analysis, group_id: str) -> list[str]:
     cs = [c for c in a.configs if c.group == group_id]
     if not cs:
         return ["no student configurations in this group"]
-    out: list[str] = []
     by_id = {c.config: c for c in cs}
     res = a.pareto[group_id]
     amort = "" if a.amortize == 1 else f" (teacher-side work shared by {a.amortize:g} students)"
-    front = [by_id[i] for i in res.frontier]
-    if front:
-        steps = " -> ".join(
-            f"{_label(c)} ({fmt_q(c.quality.mean)} {c.metric or 'quality'}, "
-            f"{fmt_j(c.energy_j.mean)})" for c in front)
-        out.append(f"measured frontier, cheapest first{amort}: {steps}")
-        for lo, hi in zip(front, front[1:], strict=False):
-            de = hi.energy_j.mean - lo.energy_j.mean
-            dq = hi.quality.mean - lo.quality.mean
-            out.append(f"going from {_label(lo)} to {_label(hi)} costs {fmt_j(de)} more per "
-                       f"student (+{100 * de / lo.energy_j.mean:.0f}%) for "
-                       f"{dq:+.3g} {hi.metric or 'quality'}")
-    for c in cs:
-        t = c.side_mean("teacher")
-        total = c.energy_j.mean or 0.0
-        if t > 0 and total > 0:
-            out.append(f"teacher-side energy is {100 * t / total:.0f}% of the {_label(c)} "
-                       f"total ({fmt_j(t)} of {fmt_j(total)} per student{amort})")
+    said: set[tuple[str, str]] = set()
+    out = _frontier_rules(cs, [by_id[i] for i in res.frontier], amort, said)
+    out += _teacher_rules(cs, amort)
+    out += _baseline_rules(a, group_id, by_id)
+    pairs = [(by_id[c.dominated_by], c) for c in cs if c.dominated_by]
+    pairs += [(c, by_id[f]) for c in cs for f in c.not_separable_from]
+    for x, y in pairs:
+        key = tuple(sorted((x.config, y.config)))
+        if key not in said:
+            said.add(key)
+            out.append(compare_sentence(x, y))
     be = a.break_even.get(group_id, {})
-    base = by_id.get(be.get("baseline") or "")
     for e in be.get("configs", []):
-        c = by_id[e["config"]]
-        if e.get("students_needed") and base is not None:
-            n = e["students_needed"]
-            per = e["marginal_j"] + e["teacher_side_j"] / n
-            out.append(f"caching the teacher-side work once and training {n} students brings "
-                       f"{_label(c)} below the baseline's energy per student ({fmt_j(per)} vs "
-                       f"{fmt_j(be['baseline_j_per_student'])}; N* = {e['n_star']:.3g})")
-        elif e.get("statement") and "saves no energy" in e["statement"]:
-            gain = ""
-            if base is not None and c.quality.mean is not None and base.quality.mean is not None:
-                gain = (f"; it buys {c.quality.mean - base.quality.mean:+.3g} "
-                        f"{c.metric or 'quality'} over {_label(base)}")
-            out.append(e["statement"] + gain)
-    for c in cs:
-        if c.dominated_by:
-            d = by_id[c.dominated_by]
-            saving = 100 * (1 - d.energy_j.mean / c.energy_j.mean) if c.energy_j.mean else 0
-            out.append(f"{_label(c)} is dominated by {_label(d)}: {_label(d)} uses "
-                       f"{saving:.0f}% less energy for {d.quality.mean - c.quality.mean:+.3g} "
-                       f"{c.metric or 'quality'}")
-    pairs = set()
-    for c in cs:
-        for f in c.not_separable_from:
-            pair = tuple(sorted((_label(c), _label(by_id[f]))))
-            if pair in pairs:
-                continue
-            pairs.add(pair)
-            out.append(f"{pair[0]} and {pair[1]} cannot be told apart with these seeds: their "
-                       "95% intervals overlap on both energy and quality")
-    for e in be.get("configs", []):
-        if e.get("payback_tokens"):
+        if e.get("candidate") and e.get("payback"):
             out.append(f"{_label(by_id[e['config']])}: {e['payback']}")
+    out += _sensitivity_rule(a)
+    out += _efficiency_rule(a, group_id, cs)
+    return out
+
+
+def _sensitivity_rule(a: Analysis) -> list[str]:
     sens = a.sensitivity or {}
     mx = sens.get("max") or {}
     moves = [(k, v["max_rel_change"]) for k, v in mx.items()
              if v.get("max_rel_change") is not None]
-    if moves:
-        k, v = max(moves, key=lambda kv: kv[1])
-        verdict = "robust" if v < 0.05 else "sensitive: read stage splits with care"
-        out.append(f"moving every stage boundary by {100 * sens.get('shift', 0.05):.0f}% of "
-                   f"its length changes the {k} total by at most {100 * v:.1f}% (run "
-                   f"{mx[k].get('run_dir') or mx[k]['run_id']}; {verdict})")
+    if not moves:
+        return []
+    k, v = max(moves, key=lambda kv: kv[1])
+    verdict = "robust" if v < 0.05 else "sensitive: read stage splits with care"
+    return [f"moving every stage boundary by {100 * sens.get('shift', 0.05):.0f}% of "
+            f"its length changes the {k} total by at most {100 * v:.1f}% (run "
+            f"{mx[k].get('run_dir') or mx[k]['run_id']}; {verdict})"]
+
+
+def _efficiency_rule(a: Analysis, group_id: str, cs: list[ConfigStats]) -> list[str]:
     owners = {_label(c) for c in cs} | {f"teacher run {t.run_dir or t.run_id}"
                                        for t in a.grouping.teacher_runs
                                        if t.run_id in _group_teachers(a, group_id)}
     eff = [r for r in a.efficiency if r.get("x_floor") and r.get("owner") in owners]
-    if eff:
-        worst = max(eff, key=lambda r: r["x_floor"])
-        out.append(f"{worst['stage']} ({worst['owner']}) runs at {worst['x_floor']:.3g}x its "
-                   f"floor on {worst.get('floor_device') or worst.get('hardware')} "
-                   f"({worst['j_per_token']:.3g} J/token vs {worst['floor_j_per_token']:.3g})"
-                   ": the stage furthest from its intrinsic cost")
-    return out
+    if not eff:
+        return []
+    worst = max(eff, key=lambda r: r["x_floor"])
+    return [f"{worst['stage']} ({worst['owner']}) runs at {worst['x_floor']:.3g}x its "
+            f"floor on {worst.get('floor_device') or worst.get('hardware')} "
+            f"({worst['j_per_token']:.3g} J/token vs {worst['floor_j_per_token']:.3g})"
+            ": the stage furthest from its intrinsic cost"]
 
 
 def _group_teachers(a: Analysis, group_id: str) -> list[str]:

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from distillmeter.analysis.uncertainty import IDLE_DRIFT_REL, Measured, parts_of
 from distillmeter.protocol import Report
 
 SIDE_ORDER = ("setup", "teacher", "student", "eval", "unattributed")
@@ -49,6 +50,19 @@ class RunFigures:
     estimated: bool
     has_student_stages: bool
     labels: dict[str, Any] = field(default_factory=dict)
+    quality_n: int | None = None  # test items the quality was measured on
+    teacher_quality: float | None = None
+    # measurement uncertainty (random, systematic, machine), J: the run's own total, and
+    # its upstream stages in full (analysis/uncertainty.py)
+    own_unc: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    upstream_unc: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    # idle power x seconds, and its error, J: own run, and upstream stages in full
+    own_idle_j: float = 0.0
+    own_idle_err_j: float = 0.0
+    upstream_idle_j: float = 0.0
+    upstream_idle_err_j: float = 0.0
+    stage_unc: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+    own_teacher_stages: frozenset[str] = frozenset()  # teacher-side work done per student
 
     def total_j(self, amortize: float = 1.0) -> float:
         """Own energy plus upstream energy divided among ``amortize`` students."""
@@ -58,10 +72,42 @@ class RunFigures:
         """Energy on one side (teacher, student, eval, setup, unattributed)."""
         return self.own_by_side.get(side, 0.0) + self.upstream_by_side.get(side, 0.0) / amortize
 
+    def shared_teacher_j(self, amortize: float = 1.0) -> float:
+        """Teacher-side work that other students can share: the upstream stages (run once
+        in their own run directory and named by every student that uses them)."""
+        return self.upstream_by_side.get("teacher", 0.0) / amortize
+
     def marginal_j(self) -> float:
-        """Energy of one more student when the teacher-side work already exists: the total
-        less every teacher-side stage (own or upstream)."""
-        return self.total_j() - self.side_j("teacher")
+        """Energy of one more student when the shareable teacher-side work already exists:
+        the total less the upstream (shared) stages. Teacher-side stages run inside the
+        student's own run (a teacher scoring each student's samples) are work this student
+        needs, so they stay in."""
+        return self.total_j() - self.shared_teacher_j()
+
+    def measured_total(self, amortize: float = 1.0) -> Measured:
+        """``total_j`` with its measurement uncertainty (analysis/uncertainty.py): the
+        upstream stages' whole uncertainty is common to every student that reuses them."""
+        r, s, m = self.own_unc
+        ur, us, um = self.upstream_unc
+        return Measured(self.total_j(amortize), r, s + (ur + us) / amortize,
+                        m + um / amortize)
+
+    def active_j(self, amortize: float = 1.0) -> float:
+        """Energy above idle: the total less idle power x time (own and upstream)."""
+        return (self.own_j - self.own_idle_j
+                + (self.upstream_j - self.upstream_idle_j) / amortize)
+
+    def measured_active(self, amortize: float = 1.0) -> Measured:
+        """``active_j`` with its uncertainty: the idle baseline's error enters here. An
+        estimate's machine term falls on its idle part, which is subtracted: none left."""
+        t = self.measured_total(amortize)
+        return Measured(self.active_j(amortize), t.random, t.systematic, 0.0,
+                        self.own_idle_err_j, self.upstream_idle_err_j / amortize)
+
+    def measured_marginal(self) -> Measured:
+        """``marginal_j`` with the run's own uncertainty (no upstream work in it)."""
+        r, s, m = self.own_unc
+        return Measured(self.marginal_j(), r, s, m)
 
     def co2e_g(self, amortize: float = 1.0, grid: float | None = None,
                pue: float | None = None) -> float:
@@ -168,14 +214,17 @@ def figures(report: Report, run_dir: str | None = None) -> RunFigures:
         stage_tokens[st.name] = stage_tokens.get(st.name, 0) + int(st.tokens)
         key = (st.run_id or "?", st.name)
         up_stages[key] = up_stages.get(key, 0.0) + e
-    quality = metric = q = None
+    quality = metric = q = teacher_quality = quality_n = None
     if report.quality is not None:
         quality, metric = float(report.quality.value), report.quality.metric
+        quality_n = int(report.quality.n) if report.quality.n else None
         details = report.quality.details or {}
+        if isinstance(details.get("teacher_value"), (int, float)):
+            teacher_quality = float(details["teacher_value"])
         if isinstance(details.get("q"), (int, float)):
             q = float(details["q"])
-        elif isinstance(details.get("teacher_value"), (int, float)) and details["teacher_value"]:
-            q = quality / float(details["teacher_value"])
+        elif teacher_quality:
+            q = quality / teacher_quality
     return RunFigures(
         run_id=report.run_id,
         run_dir=run_dir or report.run_dir or "",
@@ -201,7 +250,45 @@ def figures(report: Report, run_dir: str | None = None) -> RunFigures:
         estimated=bool(report.estimated),
         has_student_stages=any(s.side == "student" for s in report.stages),
         labels=dict(report.labels),
+        quality_n=quality_n,
+        teacher_quality=teacher_quality,
+        **_uncertainty_fields(report),
     )
+
+
+def _stage_parts(st: Any) -> tuple[float, float, float]:
+    return parts_of(getattr(st, "uncertainty_parts", None), st.uncertainty_j, st.energy_j,
+                    st.source)
+
+
+def _uncertainty_fields(report: Report) -> dict[str, Any]:
+    """The measurement uncertainty and idle figures of a run (analysis/uncertainty.py)."""
+    t = report.totals
+    own = parts_of(getattr(t, "uncertainty_parts", None), t.uncertainty_j,
+                   {**t.by_device, "total": t.energy_j}, report.sources)
+    up = [0.0, 0.0, 0.0]
+    stage_unc: dict[str, tuple[float, float, float]] = {}
+    for st in [*report.stages, *report.upstream]:
+        p = _stage_parts(st)
+        prev = stage_unc.get(st.name, (0.0, 0.0, 0.0))
+        stage_unc[st.name] = (prev[0] + p[0], prev[1] + p[1], prev[2] + p[2])
+    for st in report.upstream:
+        for i, x in enumerate(_stage_parts(st)):
+            up[i] += x
+    idle_w = math.fsum(report.idle_power_w.values())
+    idle_err = getattr(report, "idle_uncertainty_w", None) or {
+        d: IDLE_DRIFT_REL * w for d, w in report.idle_power_w.items()}
+    err_w = math.fsum(idle_err.get(d, IDLE_DRIFT_REL * w)
+                      for d, w in report.idle_power_w.items())
+    rel = err_w / idle_w if idle_w > 0 else IDLE_DRIFT_REL
+    up_idle = math.fsum(_stage_total(s) - s.active_energy_j for s in report.upstream)
+    return {
+        "own_unc": own, "upstream_unc": (up[0], up[1], up[2]),
+        "own_idle_j": idle_w * t.seconds, "own_idle_err_j": err_w * t.seconds,
+        "upstream_idle_j": up_idle, "upstream_idle_err_j": rel * abs(up_idle),
+        "stage_unc": stage_unc,
+        "own_teacher_stages": frozenset(s.name for s in report.stages if s.side == "teacher"),
+    }
 
 
 def campaign_total_j(runs: list[RunFigures]) -> dict[str, float]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 
 def t_two_sided_mass(t: float, df: int) -> float:
@@ -63,23 +64,50 @@ def t_quantile(p: float, df: int) -> float:
     return 0.5 * (lo + hi)
 
 
+T_METHOD = "t-interval over seeds"
+
+
 @dataclass(frozen=True)
 class Summary:
-    """n, mean, sample std (ddof=1) and the two-sided 95% t-interval of the mean.
-    With one value the std and the interval are None: one seed gives no spread."""
+    """n, mean, sample std (ddof=1) and a two-sided 95% interval of the mean (by default
+    the t-interval over seeds). With one value the std and the interval are None: one seed
+    gives no spread.
+
+    ``method`` names how the interval was made. An energy interval that carries the
+    measurements' own uncertainty (``analysis/uncertainty.py``) also has ``cmp_lo`` /
+    ``cmp_hi``, the interval for comparisons within one machine (without the error every
+    configuration on the machine shares), and ``parts``, its components' half-widths."""
 
     n: int
     mean: float | None
     std: float | None
     lo: float | None
     hi: float | None
+    method: str = T_METHOD
+    cmp_lo: float | None = None
+    cmp_hi: float | None = None
+    parts: tuple[tuple[str, float], ...] = ()
 
     @property
     def half_width(self) -> float | None:
         return None if self.lo is None or self.hi is None else (self.hi - self.lo) / 2.0
 
-    def to_dict(self) -> dict[str, float | int | None]:
-        return asdict(self)
+    @property
+    def comparison(self) -> tuple[float, float] | None:
+        """The interval to compare configurations measured on one machine with."""
+        if self.cmp_lo is not None and self.cmp_hi is not None:
+            return (self.cmp_lo, self.cmp_hi)
+        return None if self.lo is None or self.hi is None else (self.lo, self.hi)
+
+    @property
+    def comparison_half_width(self) -> float | None:
+        c = self.comparison
+        return None if c is None else (c[1] - c[0]) / 2.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["parts"] = dict(self.parts)
+        return d
 
     def scaled(self, factor: float) -> Summary:
         """The same summary in other units (J -> kWh, g -> kg)."""
@@ -89,7 +117,10 @@ class Summary:
 
         std = None if self.std is None else self.std * abs(factor)
         lo, hi = (f(self.lo), f(self.hi)) if factor >= 0 else (f(self.hi), f(self.lo))
-        return Summary(self.n, f(self.mean), std, lo, hi)
+        clo, chi = ((f(self.cmp_lo), f(self.cmp_hi)) if factor >= 0
+                    else (f(self.cmp_hi), f(self.cmp_lo)))
+        parts = tuple((k, v * abs(factor)) for k, v in self.parts)
+        return Summary(self.n, f(self.mean), std, lo, hi, self.method, clo, chi, parts)
 
 def summarize(values: Sequence[float | None], confidence: float = 0.95) -> Summary:
     """Summarise the finite values of ``values`` (None and NaN are left out)."""

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from distillmeter.analysis import breakeven, pareto
+from distillmeter.analysis.breakeven import DEFAULT_MIN_Q
+from distillmeter.analysis.compare import dominance_separable
 from distillmeter.analysis.configs import ConfigStats, Grouping, group_runs
 from distillmeter.analysis.efficiency import efficiency
 from distillmeter.analysis.runs import RunFigures, campaign_total_j, figures
@@ -40,6 +42,8 @@ class Analysis:
     grid: float | None
     pue: float | None
     notes: list[str] = field(default_factory=list)
+    min_q: float = DEFAULT_MIN_Q
+    verdict: list[dict[str, Any]] = field(default_factory=list)
     rules: dict[str, list[str]] = field(default_factory=dict)  # by group id
     run_paths: dict[str, str] = field(default_factory=dict)  # run_id -> directory, if known
 
@@ -58,6 +62,11 @@ def _ci(s: Summary) -> tuple[float, float] | None:
     return None if s.lo is None or s.hi is None else (s.lo, s.hi)
 
 
+def _check_min_q(min_q: float) -> None:
+    if not math.isfinite(min_q) or min_q < 0:
+        raise ValueError(f"min_q must be a Q (student / teacher quality) >= 0, got {min_q!r}")
+
+
 def analyse(
     reports: list[tuple[str, Report]],
     *,
@@ -68,8 +77,11 @@ def analyse(
     floors: list[dict[str, Any]] | None = None,
     sensitivity: dict[str, Any] | None = None,
     skipped: list[dict[str, str]] | None = None,
+    min_q: float = DEFAULT_MIN_Q,
 ) -> Analysis:
-    """Analyse reports given as (run directory label, report) pairs."""
+    """Analyse reports given as (run directory label, report) pairs. ``min_q``: the Q a
+    student needs for break-even and payback to be stated (analysis/breakeven.py)."""
+    _check_min_q(min_q)
     if amortize < 1:
         raise ValueError("amortize must be at least 1 (the number of students sharing "
                          "the teacher-side work)")
@@ -79,7 +91,8 @@ def analyse(
     be_by_group: dict[str, dict[str, Any]] = {}
     for g in grouping.groups:
         cs = [c for c in grouping.configs if c.group == g.id]
-        pts = [pareto.Point(c.config, c.energy_j.mean, c.quality.mean, _ci(c.energy_j),
+        # one machine: energies compare on their comparison intervals (analysis/compare)
+        pts = [pareto.Point(c.config, c.energy_j.mean, c.quality.mean, c.energy_j.comparison,
                             _ci(c.quality))
                for c in cs if c.energy_j.mean is not None and c.quality.mean is not None]
         res = pareto.analyse(pts)
@@ -88,9 +101,13 @@ def analyse(
             c.pareto = c.config in res.frontier
             c.dominated_by = res.dominated_by.get(c.config)
             c.not_separable_from = res.not_separable_from.get(c.config, [])
+        by_id = {c.config: c for c in cs}
+        for c in cs:  # dominance on the means; said only when both axes separate
+            c.dominated_separably = bool(c.dominated_by) and dominance_separable(
+                by_id[c.dominated_by], c)
         teachers = [t for t in grouping.teacher_runs if t.run_id in g.teacher_runs]
         be_by_group[g.id] = breakeven.break_even(cs, teachers, amortize=amortize,
-                                                 baseline_method=baseline_method)
+                                                 baseline_method=baseline_method, min_q=min_q)
     owner = {r.run_id: c.label or c.config for c in grouping.configs for r in c.runs}
     for t in grouping.teacher_runs:
         owner[t.run_id] = f"teacher run {t.run_dir or t.run_id}"
@@ -98,7 +115,8 @@ def analyse(
     analysis = Analysis(runs=runs, reports={rep.run_id: rep for _, rep in reports},
                         grouping=grouping, pareto=pareto_by_group, break_even=be_by_group,
                         efficiency=eff, sensitivity=sensitivity, skipped=list(skipped or []),
-                        amortize=amortize, grid=grid, pue=pue, notes=list(grouping.notes))
+                        amortize=amortize, grid=grid, pue=pue, notes=list(grouping.notes),
+                        min_q=min_q)
     if any(c.n_seeds == 1 for c in grouping.configs):
         analysis.notes.append("configurations with one seed have no interval: they are "
                               "never separable from a frontier point")
@@ -106,16 +124,25 @@ def analyse(
         analysis.notes.append("some energies are estimates (no counter or sensor on a device)"
                               ": see the sources table")
     from distillmeter.analysis.rules import rules_for_group
+    from distillmeter.analysis.verdict import verdict
 
     for g in grouping.groups:
         analysis.rules[g.id] = rules_for_group(analysis, g.id)
+    analysis.verdict = verdict(analysis)
     return analysis
 
 
 def _stat(prefix: str, s: Summary, scale: float = 1.0) -> dict[str, Any]:
     s = s.scaled(scale) if scale != 1.0 else s
-    return {f"{prefix}_mean": s.mean, f"{prefix}_std": s.std,
-            f"{prefix}_ci95": None if s.lo is None else [s.lo, s.hi]}
+    out = {f"{prefix}_mean": s.mean, f"{prefix}_std": s.std,
+           f"{prefix}_ci95": None if s.lo is None else [s.lo, s.hi]}
+    if s.parts:  # an energy interval: the comparison interval and its components
+        cmp = s.comparison
+        out[f"{prefix}_ci95_within_group"] = None if cmp is None else [cmp[0], cmp[1]]
+        out[f"{prefix}_ci95_parts"] = dict(s.parts)
+    if s.lo is not None:
+        out[f"{prefix}_ci95_method"] = s.method
+    return out
 
 
 def config_record(c: ConfigStats) -> dict[str, Any]:
@@ -136,10 +163,14 @@ def config_record(c: ConfigStats) -> dict[str, Any]:
     rec["by_side"] = {k: v.to_dict() for k, v in c.by_side.items()}
     rec["by_stage_j_mean"] = {k: v.mean for k, v in c.stage_j.items()}
     rec.update(_stat("marginal_j", c.marginal_j))
+    if c.active_j is not None:
+        rec.update(_stat("active_j", c.active_j))
+    rec["per_student_teacher_stages"] = c.per_student_teacher_stages
     rec.update(_stat("co2e_g", c.co2e_g))
     rec["quality_metric"] = c.metric
     rec.update(_stat("quality", c.quality))
     rec.update(_stat("q", c.q))
+    rec["dominated_separably"] = c.dominated_separably
     rec.update(pareto=c.pareto, dominated_by=c.dominated_by,
                not_separable_from=c.not_separable_from, estimated=c.estimated,
                upstream_stages=c.upstream_stages)
@@ -168,8 +199,10 @@ def summary_dict(a: Analysis, runs_dir: str = "") -> dict[str, Any]:
         h["sources"].update(rep.sources)
     out = {
         "schema": SUMMARY_SCHEMA,
+        "verdict": a.verdict,
         "runs_dir": runs_dir,
         "amortize": a.amortize,
+        "min_q": a.min_q,
         "grid_gco2_per_kwh": a.grid,
         "pue": a.pue,
         "n_runs": len(a.runs),
