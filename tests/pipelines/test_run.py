@@ -4,6 +4,8 @@ double-counts measured energy, and measured data is never overwritten."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
 
@@ -24,9 +26,13 @@ def tiny_yaml(tmp_path_factory, tiny_run_dict):
 
 @pytest.fixture(scope="module")
 def done(tmp_path_factory, tiny_yaml):
-    """One finished tiny run (teacher + baseline, synthetic, kd at seed 0)."""
+    """One finished tiny run (teacher + baseline, synthetic, kd at seed 0); what it printed
+    is kept next to OUT, in OUT.stdout."""
     out = tmp_path_factory.mktemp("runs")
-    assert main(["run", str(tiny_yaml), "--out", str(out), "--quiet"]) == 0
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["run", str(tiny_yaml), "--out", str(out), "--quiet"]) == 0
+    out.with_name(out.name + ".stdout").write_text(printed.getvalue())
     return out
 
 
@@ -222,3 +228,12 @@ def test_run_ends_with_the_analysis_across_its_runs(done):
     assert (done / "summary.csv").read_text().count("\n") == 4  # header + 3 configurations
     html = (done / "report.html").read_text()
     assert html.lstrip().lower().startswith("<!doctype html") and "<svg" in html
+    # the verdict (each method against the baseline) is in summary.json, opens the page,
+    # and is the last thing the run prints
+    assert sorted(v["label"] for v in summary["verdict"]) == ["kd", "synthetic"]
+    assert html.index('class="verdict"') < html.index("<h2>Group")
+    printed = done.with_name(done.name + ".stdout").read_text().rstrip().splitlines()
+    heading = max(i for i, line in enumerate(printed) if line.startswith("verdict"))
+    assert heading > max(i for i, line in enumerate(printed) if line.startswith("wrote "))
+    rest = "\n".join(printed[heading:])
+    assert "  - kd: " in rest and "  - synthetic: " in rest

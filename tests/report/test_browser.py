@@ -26,7 +26,8 @@ svgs.forEach(function(s,i){var r=s.getBoundingClientRect(),
 n=s.querySelectorAll('rect,circle,line,polyline,path').length;
 if(!(r.width>0&&r.height>0&&n>2))bad.push(i);});
 document.body.setAttribute('data-svg-check',(bad.length?'bad:'+bad.join(','):'ok')+':'+
-svgs.length);})();</script>"""
+svgs.length);document.body.setAttribute('data-overflow',
+document.documentElement.scrollWidth+'/'+window.innerWidth);})();</script>"""
 
 
 def chromium(page: Path, tmp: Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -52,6 +53,17 @@ def test_console_detection_catches_an_error(tmp_path: Path) -> None:
     assert any("deliberate" in m for m in console_messages(res.stderr)), res.stderr[-2000:]
 
 
+def test_overflow_check_sees_a_wide_page(tmp_path: Path) -> None:
+    # the 800 px check below would pass vacuously if a too-wide page read as fitting
+    page = tmp_path / "wide.html"
+    page.write_text('<!DOCTYPE html><html><head><meta name="viewport" content="width=device-'
+                    'width, initial-scale=1"></head><body><div style="width:1500px">x</div>'
+                    + CHECK + "</body></html>")
+    res = chromium(page, tmp_path, "--dump-dom", "--window-size=800,1000")
+    width = re.search(r'data-overflow="(\d+)/(\d+)"', res.stdout)
+    assert width is not None and int(width.group(1)) > int(width.group(2)), res.stdout[-500:]
+
+
 @pytest.mark.slow
 def test_report_renders_in_chromium(campaign_dir: Path, tmp_path: Path) -> None:
     assert main(["report", str(campaign_dir), "--no-sensitivity"]) == 0
@@ -69,8 +81,15 @@ def test_report_renders_in_chromium(campaign_dir: Path, tmp_path: Path) -> None:
     assert marker.group(1) == f"ok:{n_svg}"
     assert console_messages(res.stderr) == []
 
+    # the page opens with the verdict, before any group's table
+    assert html.index('class="verdict"') < html.index("<h2>Group")
+    # at 800 px the page itself does not scroll sideways (wide tables scroll in their box)
+    res = chromium(checked, tmp_path, "--dump-dom", "--window-size=800,1000")
+    width = re.search(r'data-overflow="(\d+)/(\d+)"', res.stdout)
+    assert width is not None and int(width.group(1)) <= int(width.group(2)), width
+
     shot = tmp_path / "shot.png"
-    res = chromium(page, tmp_path, f"--screenshot={shot}", "--window-size=1000,1000",
+    res = chromium(page, tmp_path, f"--screenshot={shot}", "--window-size=1000,2000",
                    "--hide-scrollbars")
     assert shot.exists(), res.stderr[-2000:]
     assert console_messages(res.stderr) == []

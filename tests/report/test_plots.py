@@ -73,3 +73,49 @@ def test_labels_are_escaped_and_svg_parses() -> None:
 def test_shade() -> None:
     assert svg.shade("#000000", 0.5) == "#808080"
     assert svg.shade("#2b7bb9", 0.0) == "#2b7bb9"
+
+
+def test_quality_axis_stays_inside_a_rate_range() -> None:
+    pts = [svg.ParetoPoint("a", 1.0, 0.98, 0.9, 1.1, 0.94, 1.0, True),
+           svg.ParetoPoint("b", 2.0, 0.05, 1.8, 2.2, 0.0, 0.09, True)]
+    bounded = ET.fromstring(svg.pareto_svg(pts, xlabel="kJ", ylabel="q",
+                                           y_bounds=(0.0, 1.0)))
+    free = ET.fromstring(svg.pareto_svg(pts, xlabel="kJ", ylabel="q"))
+
+    def y_range(root) -> tuple[float, float]:
+        """The quality values at the bottom and top of the y axis, from the tick labels'
+        positions (a linear map) and the axis line's ends."""
+        ticks = [(float(t.text), float(t.get("y")) - 4) for t in root.iter()
+                 if t.tag.endswith("text") and t.get("text-anchor") == "end" and t.text]
+        (v0, y0), (v1, y1) = ticks[0], ticks[-1]
+        axis = next(e for e in root.iter() if e.tag.endswith("line")
+                    and e.get("x1") == e.get("x2") and e.get("stroke") == "#333")
+        top, bottom = float(axis.get("y1")), float(axis.get("y2"))
+
+        def value(y: float) -> float:
+            return v0 + (v1 - v0) * (y - y0) / (y1 - y0)
+
+        return value(bottom), value(top)
+
+    lo, hi = y_range(bounded)
+    assert lo >= -1e-9 and hi <= 1 + 1e-9
+    lo, hi = y_range(free)
+    assert hi > 1.0 or lo < 0.0  # without bounds the padding runs past the range
+
+
+def test_timeline_legend_names_devices_sources_and_idle() -> None:
+    doc = svg.timeline_svg({"cpu:0": ([0.0, 1.0, 2.0], [2.0, 3.0, 2.5]),
+                            "dram:0": ([0.0, 1.0, 2.0], [8.8, 8.8, 8.8]),
+                            "gpu:0": ([0.0, 1.0, 2.0], [120.0, 400.0, 130.0])},
+                           [("student.train", 0.5, 1.5, "student")], title="run",
+                           idle_w={"cpu:0": 0.45, "dram:0": 8.77, "gpu:0": 120.5},
+                           sources={"cpu:0": "estimate", "dram:0": "estimate",
+                                    "gpu:0": "nvml_counter"})
+    root = ET.fromstring(doc)
+    legend = next(g for g in root.iter() if g.get("class") == "legend")
+    text = " ".join(t.text or "" for t in legend.iter() if t.tag.endswith("text"))
+    assert "cpu:0 (estimate)" in text and "dram:0 (estimate)" in text
+    assert "gpu:0 (counter)" in text and "idle baseline" in text and "student" in text
+    idle = [e for e in root.iter() if e.get("class") == "idle"]
+    assert len(idle) == 3  # one dashed line per device, in its colour
+    assert len({e.get("stroke") for e in idle}) == 3

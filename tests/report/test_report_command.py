@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from runbuilder import build_campaign
 
 from distillmeter.cli import main
 
@@ -43,6 +44,13 @@ def test_report_writes_the_three_files(campaign_dir: Path, capsys) -> None:
     assert html.startswith("<!DOCTYPE html>") and "http" not in html.lower().replace(
         'xmlns="http://www.w3.org/2000/svg"', "")
     assert html.count("<svg") >= 3 + 10  # Pareto, two bar charts, one timeline per run
+    # the verdict: first in summary.json and on the page, last in the terminal
+    assert list(summary)[1] == "verdict" and len(summary["verdict"]) == 2  # kd, sft_synth
+    assert html.index('class="verdict"') < html.index("<h2>Group")
+    tail = out.rstrip().splitlines()
+    start = max(i for i, line in enumerate(tail) if line.startswith("verdict"))
+    assert start > max(i for i, line in enumerate(tail) if line.startswith("wrote "))
+    assert tail[start + 1].startswith("  - kd: ") and "baseline's energy" in out[-900:]
 
 
 def test_amortize_grid_and_pue(campaign_dir: Path) -> None:
@@ -113,3 +121,37 @@ def test_report_on_a_single_run_directory(campaign_dir: Path) -> None:
     assert [c["n_seeds"] for c in summary["configs"]] == [1]
     html = (one / "report.html").read_text()
     assert "No trace to plot" not in html and html.count("<svg") >= 4  # timeline included
+
+
+def test_dash_only_tables_collapse_to_a_line(campaign_dir: Path) -> None:
+    # every student is below Q 0.9 and the H100 has a floor: no break-even table, but
+    # the efficiency table stays
+    assert main(["report", str(campaign_dir), "--no-sensitivity"]) == 0
+    html = (campaign_dir / "report.html").read_text()
+    assert "No break-even or payback stated: no student here reaches Q = 0.9" in html
+    assert "<th" in html.split("Efficiency")[1].split("<h2>")[0]
+    # a CPU with no known floor: the efficiency table is one line saying why
+    for env in campaign_dir.glob("*/environment.json"):
+        env.write_text(json.dumps({"hardware": {"cpu": {"model": "AMD EPYC"}}}))
+    for rep in campaign_dir.glob("*/report.json"):
+        rep.unlink()
+    assert main(["report", str(campaign_dir), "--no-sensitivity", "--min-q", "0.5"]) == 0
+    html = (campaign_dir / "report.html").read_text()
+    eff = html.split("Efficiency")[1].split("<h2>")[0]
+    assert "<table" not in eff and "No stage can be held against a hardware floor" in eff
+    assert "no floor known for" in eff
+    assert "<th" in html.split("<h3>Break-even")[1].split("<h2>")[0]  # candidates now
+
+
+def test_estimates_are_marked_in_report_and_plan(tmp_path: Path, capsys) -> None:
+    runs = build_campaign(tmp_path / "runs", source="estimate")
+    assert main(["report", str(runs), "--no-sensitivity"]) == 0
+    out = capsys.readouterr().out
+    assert "~ ... est.: estimated energy" in out and " est. vs ~" in out
+    html = (runs / "report.html").read_text()
+    assert "(estimate)" in html and " est. vs ~" in html
+    assert main(["plan", str(runs), "--budget-kwh", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "(estimated energy)" in out and "~: estimated energy" in out
+    assert main(["report", str(runs), "--min-q", "-1"]) == 2
+    assert "--min-q" in capsys.readouterr().err

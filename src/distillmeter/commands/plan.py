@@ -35,13 +35,15 @@ def _positive(name: str, value: float | None) -> None:
 @click.option("--pue", type=float, default=None, metavar="X", help="Power usage effectiveness.")
 @click.option("--baseline", "baseline_method", default=None, metavar="METHOD",
               help="The baseline method (default: a method named *baseline*).")
+@click.option("--min-q", type=float, default=0.9, show_default=True, metavar="Q",
+              help="Q a student needs for its break-even and payback to be stated.")
 @click.option("--on-mean", is_flag=True,
               help="Judge fit on the mean cost instead of the upper 95% bound.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 def command(runs_dir: Path, budget_kwh: float | None, budget_co2_kg: float | None,
             budget_usd: float | None, price_per_kwh: float | None, amortize: float,
             grid: float | None, pue: float | None, baseline_method: str | None,
-            on_mean: bool, as_json: bool) -> None:
+            min_q: float, on_mean: bool, as_json: bool) -> None:
     """Pick the best-quality configuration that fits a budget per student."""
     from distillmeter.analysis.planner import Budget, plan
     from distillmeter.commands.report import analyse_dir
@@ -53,7 +55,7 @@ def command(runs_dir: Path, budget_kwh: float | None, budget_co2_kg: float | Non
                     ("--budget-usd", budget_usd), ("--price-per-kwh", price_per_kwh)):
         _positive(name, v)
     a = analyse_dir(runs_dir, amortize=amortize, grid=grid, pue=pue,
-                    baseline_method=baseline_method, with_sensitivity=False)
+                    baseline_method=baseline_method, with_sensitivity=False, min_q=min_q)
     if budget_usd is not None and price_per_kwh is None:
         unpriced = [r.run_dir or r.run_id for r in a.runs if r.price_per_kwh is None]
         if unpriced:

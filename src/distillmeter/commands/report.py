@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from distillmeter.analysis.breakeven import DEFAULT_MIN_Q
 from distillmeter.analysis.efficiency import load_floors
 from distillmeter.analysis.loading import load_runs
 from distillmeter.analysis.runs import figures
@@ -23,8 +24,11 @@ from distillmeter.errors import UserError
 from distillmeter.protocol import ProtocolError, read_trace
 
 
-def check_options(amortize: float, grid: float | None, pue: float | None) -> None:
+def check_options(amortize: float, grid: float | None, pue: float | None,
+                  min_q: float = DEFAULT_MIN_Q) -> None:
     """Reject option values that make no sense, with a message that says why."""
+    if not math.isfinite(min_q) or min_q < 0:
+        raise UserError(f"--min-q must be a Q (student / teacher quality) >= 0, got {min_q:g}")
     if not math.isfinite(amortize) or amortize < 1:
         raise UserError(f"--amortize must be a number of students >= 1, got {amortize:g}")
     if grid is not None and (not math.isfinite(grid) or grid < 0):
@@ -35,9 +39,9 @@ def check_options(amortize: float, grid: float | None, pue: float | None) -> Non
 
 def analyse_dir(runs_dir: Path, *, amortize: float = 1.0, grid: float | None = None,
                 pue: float | None = None, baseline_method: str | None = None,
-                with_sensitivity: bool = True) -> Analysis:
+                with_sensitivity: bool = True, min_q: float = DEFAULT_MIN_Q) -> Analysis:
     """Load (accounting where needed) and analyse every run below ``runs_dir``."""
-    check_options(amortize, grid, pue)
+    check_options(amortize, grid, pue, min_q)
     loaded, skipped = load_runs(runs_dir)
     if not loaded:
         if not skipped:
@@ -52,7 +56,7 @@ def analyse_dir(runs_dir: Path, *, amortize: float = 1.0, grid: float | None = N
                             for r in loaded], default_account_shifted)
     a = analyse(reports, amortize=amortize, grid=grid, pue=pue,
                 baseline_method=baseline_method, floors=load_floors(), sensitivity=sens,
-                skipped=[s.to_dict() for s in skipped])
+                skipped=[s.to_dict() for s in skipped], min_q=min_q)
     a.run_paths = {r.report.run_id: str(r.run_dir) for r in loaded}
     return a
 
@@ -121,13 +125,20 @@ def write_outputs(a: Analysis, runs_dir: Path) -> dict[str, Path]:
               help="The baseline method for break-even (default: a method named *baseline*).")
 @click.option("--no-sensitivity", is_flag=True,
               help="Skip re-accounting every run with boundaries moved by +-5%.")
+@click.option("--min-q", type=float, default=DEFAULT_MIN_Q, show_default=True, metavar="Q",
+              help="Q (student / teacher quality) a student needs for its break-even and "
+                   "payback to be stated.")
 def command(runs_dir: Path, amortize: float, grid: float | None, pue: float | None,
-            baseline_method: str | None, no_sensitivity: bool) -> None:
-    """Analyse all runs under RUNS_DIR: summary.json, summary.csv and report.html."""
+            baseline_method: str | None, no_sensitivity: bool, min_q: float) -> None:
+    """Analyse all runs under RUNS_DIR: summary.json, summary.csv and report.html. The
+    verdict (each method against the baseline) is printed last."""
     from distillmeter.report.console import print_summary
+    from distillmeter.report.verdict import print_verdict
 
     a = analyse_dir(runs_dir, amortize=amortize, grid=grid, pue=pue,
-                    baseline_method=baseline_method, with_sensitivity=not no_sensitivity)
+                    baseline_method=baseline_method, with_sensitivity=not no_sensitivity,
+                    min_q=min_q)
     paths = write_outputs(a, runs_dir)
     print_summary(a)
     click.echo("wrote " + ", ".join(str(p) for p in paths.values()))
+    print_verdict(a)

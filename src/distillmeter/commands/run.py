@@ -29,7 +29,8 @@ def command(config: Path | None, out_dir: Path, seeds: int | None, resume: bool,
     distilled into a smaller student by baseline SFT, synthetic-data SFT and logit KD,
     over 3 seeds (see `distillmeter/configs/default.yaml`). At the end the runs in OUT are
     analysed as `distillmeter report OUT` does: the Pareto table and rules are printed and
-    OUT/summary.json, OUT/summary.csv and OUT/report.html written."""
+    OUT/summary.json, OUT/summary.csv and OUT/report.html written, and the verdict (each
+    method against the baseline) is printed last."""
     from rich.console import Console
 
     from distillmeter.pipelines.config import RunConfig
@@ -51,6 +52,7 @@ def command(config: Path | None, out_dir: Path, seeds: int | None, resume: bool,
     if not no_report:
         from distillmeter.commands.report import analyse_dir, write_outputs
         from distillmeter.report.console import print_summary as print_analysis
+        from distillmeter.report.verdict import print_verdict
 
         console.print()
         analysis = analyse_dir(out_dir)
@@ -58,6 +60,7 @@ def command(config: Path | None, out_dir: Path, seeds: int | None, resume: bool,
         print_analysis(analysis, console)
         console.print(f"wrote {paths['html']} (open it in a browser), "
                       f"{paths['json']}, {paths['csv']}", highlight=False)
+        print_verdict(analysis, console)
 
 
 def print_outcome(summary: Any, console: Any, *, analysed: bool) -> None:

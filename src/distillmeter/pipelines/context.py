@@ -9,6 +9,7 @@ from typing import Any
 
 from distillmeter.pipelines.config import MethodConfig, RunConfig
 from distillmeter.pipelines.progress import StageProgress
+from distillmeter.protocol import ESTIMATED_SOURCES
 
 
 @dataclass
@@ -47,6 +48,8 @@ class Context:
         else:
             meter = EnergyMeter(run_dir, **kwargs)
         self.ui.power = meter.latest_power_w
+        self.ui.power_estimated = lambda: any(
+            src in ESTIMATED_SOURCES for src in meter.sources.values())
         return meter
 
 

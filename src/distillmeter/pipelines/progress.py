@@ -19,15 +19,25 @@ def _short(x: float) -> str:
     return f"{x:.0f}"
 
 
+def power_text(watts: float | None, estimated: bool = False) -> str:
+    """The bar's power figure: ``611.8 W`` measured; ``~12 W est`` when any of it comes from
+    an estimate (a model, not a counter: +-50%, so whole watts, which also keeps the line
+    within 80 columns); ``- W`` before the first sample."""
+    if watts is None:
+        return "- W"
+    if estimated:
+        return f"~{watts:.0f} W est" if abs(watts) >= 0.95 else f"~{watts:.1f} W est"
+    return f"{watts:.1f} W"
+
+
 class _RateColumn(ProgressColumn):
-    """Tokens per second and the meter's latest power reading."""
+    """Tokens per second and the meter's latest power reading (marked when estimated)."""
 
     def render(self, task) -> Text:
         tokens = task.fields.get("tokens", 0)
         elapsed = task.elapsed or 0.0
         rate = f"{_short(tokens / elapsed)} tok/s" if elapsed > 0 and tokens else "- tok/s"
-        watts = task.fields.get("watts")
-        power = f"{watts:.1f} W" if watts is not None else "- W"
+        power = power_text(task.fields.get("watts"), bool(task.fields.get("estimated")))
         return Text(f"{rate:>11} {power:>7}", style="cyan")
 
 
@@ -48,8 +58,10 @@ class StageBar:
     """One stage's bar: ``advance(tokens, samples)`` as work completes; the bar moves by
     ``items`` (default: the samples)."""
 
-    def __init__(self, progress: Progress | None, task_id, power: Callable[[], float | None]):
+    def __init__(self, progress: Progress | None, task_id, power: Callable[[], float | None],
+                 estimated: Callable[[], bool] | None = None):
         self._progress, self._task, self._power = progress, task_id, power
+        self._estimated = estimated or (lambda: False)
         self.tokens = 0
         self.samples = 0
 
@@ -59,17 +71,20 @@ class StageBar:
         items = samples if items is None else items
         if self._progress is not None:
             self._progress.update(self._task, advance=items, tokens=self.tokens,
-                                  watts=self._power())
+                                  watts=self._power(), estimated=self._estimated())
 
 
 class StageProgress:
     """Bars for a run's stages. ``label`` prefixes each (the run directory's name)."""
 
     def __init__(self, console: Console | None = None, *, quiet: bool = False,
-                 power: Callable[[], float | None] | None = None):
+                 power: Callable[[], float | None] | None = None,
+                 power_estimated: Callable[[], bool] | None = None):
         self.console = console or Console(stderr=True)
         self.quiet = quiet
         self.power = power or (lambda: None)
+        # whether the power figure comes (in part) from an estimate: marked on the bar
+        self.power_estimated = power_estimated or (lambda: False)
 
     @contextmanager
     def stage(self, label: str, name: str, total: int | None, unit: str = "seq"
@@ -85,8 +100,9 @@ class StageProgress:
             _RateColumn(), TimeElapsedColumn(),
             console=self.console, transient=False, refresh_per_second=8)
         with progress:
-            task_id = progress.add_task(name, total=total, tokens=0, watts=self.power())
-            bar = StageBar(progress, task_id, self.power)
+            task_id = progress.add_task(name, total=total, tokens=0, watts=self.power(),
+                                        estimated=self.power_estimated())
+            bar = StageBar(progress, task_id, self.power, self.power_estimated)
             yield bar
             if total is not None:
                 progress.update(task_id, completed=total)

@@ -8,7 +8,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from distillmeter.analysis.rules import fmt_j_pm, fmt_pm
+from distillmeter.analysis.rules import fmt_ci, fmt_j_pm, fmt_pm
 from distillmeter.analysis.summary import Analysis
 from distillmeter.tables import fit
 
@@ -44,13 +44,16 @@ def print_summary(a: Analysis, console: Console | None = None) -> None:
             table.add_row(
                 names[c.config] + (" *" if c.estimated else ""), str(c.n_seeds),
                 fmt_j_pm(c.energy_j.mean, c.energy_j.half_width), share,
-                fmt_pm(c.quality.mean, c.quality.half_width),
+                fmt_ci(c.quality),
                 fmt_pm(c.q.mean, None), mark)
         console.print(fit(table))
         if any(c.estimated for c in cs):
             console.print("* some energy estimated (no counter or sensor on a device)")
+        shared = ("; energies compared without the error the machine's estimate shares"
+                  if any(c.estimated for c in cs) else "")
         console.print("Pareto: yes = on the energy-quality frontier; ~X = not separable from "
-                      "frontier point X (95% intervals overlap on both axes)", highlight=False)
+                      f"frontier point X (95% intervals overlap on both axes{shared})",
+                      highlight=False)
         for r in a.rules.get(g.id, []):
             console.print(f"  - {r}", highlight=False, soft_wrap=True)
 
@@ -66,6 +69,8 @@ def print_plan(plan: dict[str, Any], console: Console | None = None) -> None:
             console.print("why:", highlight=False)
             for line in g["why"]:
                 console.print(f"  - {line}", highlight=False, soft_wrap=True)
+        if g.get("estimated"):
+            console.print(g["estimated"], highlight=False, soft_wrap=True)
         if g.get("rules"):
             console.print("what the measured frontier says:", highlight=False)
             for line in g["rules"]:

@@ -6,17 +6,24 @@ from collections.abc import Iterable, Sequence
 from html import escape
 from typing import Any
 
+from distillmeter.analysis.compare import dominance_separable
 from distillmeter.analysis.configs import ConfigStats
-from distillmeter.analysis.rules import fmt_j, fmt_j_pm, fmt_pm
+from distillmeter.analysis.quality import is_proportion
+from distillmeter.analysis.rules import fmt_ci, fmt_j, fmt_j_pm, fmt_pm
 from distillmeter.analysis.runs import SIDE_ORDER
 from distillmeter.analysis.summary import Analysis
 from distillmeter.report import svg
+from distillmeter.report.verdict import verdict_html
 
 Series = dict[str, tuple[list[float], list[float]]]
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;
 color:#222;max-width:1200px}
+.verdict{background:#eef5fb;border-left:5px solid #2b7bb9;padding:4px 16px 8px;margin:12px 0}
+.verdict h2{margin-top:8px;border:none}.verdict li{margin:6px 0;line-height:1.4}
+.small{font-size:12px;color:#555}.scroll{overflow-x:auto;max-width:100%}
+svg.plot{max-width:100%;height:auto}
 h1{font-size:1.5em}h2{font-size:1.25em;margin-top:2em;border-bottom:1px solid #ddd}
 h3{font-size:1.05em}
 table{border-collapse:collapse;margin:8px 0 16px;font-size:13px}
@@ -26,15 +33,32 @@ th{background:#f4f4f4}td.l,th.l{text-align:left}
 .skip{background:#fdecea;border-left:4px solid #c44a3a;padding:6px 10px;margin:6px 0}
 .est{color:#b00;font-weight:bold}.front{font-weight:bold;color:#2b7bb9}
 .plots{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}
-figure{margin:0}figcaption{font-size:12px;color:#555;max-width:640px}
+figure{margin:0;display:table}figcaption{font-size:12px;color:#555;display:table-caption;
+caption-side:bottom;padding-top:4px}
+td.num{white-space:nowrap}
 ul.rules li{margin:4px 0}
 """
+
+
+def _empty(v: Any) -> bool:
+    return v is None or v == ""
+
+
+def _table_or_note(headers: Sequence[str], rows: Sequence[Sequence[Any]], left: int,
+                   why: str) -> str:
+    """A table without its columns that hold only dashes; one line saying ``why`` when no
+    column past the first ``left`` holds anything."""
+    keep = [i for i in range(len(headers))
+            if i < left or any(not _empty(r[i]) for r in rows)]
+    if not rows or len(keep) <= left:
+        return f'<p class="note">{escape(why)}</p>'
+    return _table([headers[i] for i in keep], [[r[i] for i in keep] for r in rows], left)
 
 
 def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], left: int = 1,
            cls: str = "") -> str:
     """An HTML table; the first ``left`` columns left-aligned. Cells are escaped text."""
-    out = [f'<table class="{escape(cls)}"><thead><tr>']
+    out = [f'<div class="scroll"><table class="{escape(cls)}"><thead><tr>']
     out += [f'<th class="{"l" if i < left else ""}">{escape(h)}</th>'
             for i, h in enumerate(headers)]
     out.append("</tr></thead><tbody>")
@@ -43,10 +67,10 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], left: int = 1,
         for i, cell in enumerate(row):
             # prose cells read better left-aligned, numbers right-aligned
             is_text = isinstance(cell, str) and len(cell) > 24
-            out.append(f'<td class="{"l" if i < left or is_text else ""}">'
-                       f'{escape(_cell(cell))}</td>')
+            cls = "l" if i < left or is_text else "num"
+            out.append(f'<td class="{cls}">{escape(_cell(cell))}</td>')
         out.append("</tr>")
-    out.append("</tbody></table>")
+    out.append("</tbody></table></div>")
     return "".join(out)
 
 
@@ -64,9 +88,15 @@ def _half(s: Any) -> float | None:
     return s.half_width
 
 
-def _pareto_mark(c: ConfigStats, names: dict[str, str]) -> str:
+def _pareto_mark(c: ConfigStats, names: dict[str, str],
+                 by_id: dict[str, ConfigStats] | None = None) -> str:
+    d = (by_id or {}).get(c.dominated_by or "")
     if c.pareto:
         mark = "frontier"
+    elif d is not None and not dominance_separable(d, c):
+        # on the means only: no claim of dominance the intervals do not support
+        mark = "" if d.config in c.not_separable_from else \
+            f"below the frontier on the means only (vs {names.get(d.config, d.config)})"
     elif c.dominated_by:
         mark = f"dominated by {names.get(c.dominated_by, c.dominated_by)}"
     elif c.quality.mean is None:
@@ -82,40 +112,68 @@ def _pareto_mark(c: ConfigStats, names: dict[str, str]) -> str:
 def config_table(cs: list[ConfigStats]) -> str:
     """The configurations of one group with their statistics."""
     names = {c.config: c.label or c.config for c in cs}
-    headers = ["configuration", "config id", "seeds", "energy (mean ± 95% CI)", "kWh",
-               "teacher side", "student side", "eval", "CO2e (g)", "quality ± 95% CI",
-               "Q (student/teacher)", "Pareto"]
+    by_id = {c.config: c for c in cs}
+    headers = ["configuration", "seeds", "energy per student (± 95%)",
+               "± within group", "above idle", "teacher side", "student side",
+               "eval", "CO2e (g)", "quality (95% CI)", "Q (student/teacher)", "Pareto"]
     rows = []
     for c in cs:
+        est = "~" if c.estimated else ""
+        label = (c.label or c.config) + (" *" if c.estimated else "")
+        cmp = c.energy_j.comparison_half_width
+        active = c.active_j
         rows.append([
-            (c.label or c.config) + (" *" if c.estimated else ""), c.config, c.n_seeds,
-            fmt_j_pm(c.energy_j.mean, _half(c.energy_j)),
-            None if c.energy_j.mean is None else f"{c.energy_j.mean / 3.6e6:.3g}",
-            fmt_j(c.side_mean("teacher")), fmt_j(c.side_mean("student")),
-            fmt_j(c.side_mean("eval")), fmt_pm(c.co2e_g.mean, _half(c.co2e_g)),
-            fmt_pm(c.quality.mean, _half(c.quality)), fmt_pm(c.q.mean, _half(c.q)),
-            _pareto_mark(c, names)])
-    note = ('<p class="note">* some energy in this configuration is estimated (no counter '
-            'or sensor); see the sources below.</p>' if any(c.estimated for c in cs) else "")
-    return _table(headers, rows, left=2) + note
+            label, c.n_seeds, est + fmt_j_pm(c.energy_j.mean, _half(c.energy_j)),
+            None if cmp is None else f"± {fmt_j(cmp)}",
+            None if active is None else est + fmt_j_pm(active.mean, _half(active)),
+            est + fmt_j(c.side_mean("teacher")), est + fmt_j(c.side_mean("student")),
+            est + fmt_j(c.side_mean("eval")), fmt_pm(c.co2e_g.mean, _half(c.co2e_g)),
+            fmt_ci(c.quality), fmt_ci(c.q), _pareto_mark(c, names, by_id)])
+    methods = sorted({c.quality.method for c in cs if c.quality.lo is not None})
+    ids = "; ".join(f"{c.label or c.config} = {c.config}" for c in cs
+                    if (c.label or c.config) != c.config)
+    note = (f'<p class="small">Config ids (summary.json): {escape(ids)}.</p>' if ids else "")
+    note += ('<p class="small">Energy ± : the 95% interval of the mean over seeds with the '
+            'runs\' own measurement uncertainty (analysis.md, "Statistics"). "± within '
+            'group" leaves out the error every configuration measured on this machine '
+            'shares (an estimate\'s idle part); configurations here are compared on it. '
+            '"Above idle" subtracts the idle baseline and carries its error. Quality '
+            f'interval: {escape("; ".join(methods) or "none (one seed)")}.</p>')
+    if any(c.estimated for c in cs):
+        note += ('<p class="note">* ~: some energy in this configuration is estimated (no '
+                 'counter or sensor); see the sources below.</p>')
+    return _table(headers, rows, left=1) + note
+
+
+def _pareto_point(c: ConfigStats) -> svg.ParetoPoint:
+    e = c.energy_j
+    cmp = e.comparison if e.parts else None
+    k = 1e-3
+    return svg.ParetoPoint(
+        c.label or c.config, e.mean * k, c.quality.mean,
+        None if e.lo is None else e.lo * k, None if e.hi is None else e.hi * k,
+        c.quality.lo, c.quality.hi, c.pareto,
+        None if cmp is None else cmp[0] * k, None if cmp is None else cmp[1] * k)
 
 
 def _pareto_plot(a: Analysis, gid: str, cs: list[ConfigStats]) -> str:
-    pts = [svg.ParetoPoint(c.label or c.config, c.energy_j.mean / 1e3, c.quality.mean,
-                           None if c.energy_j.lo is None else c.energy_j.lo / 1e3,
-                           None if c.energy_j.hi is None else c.energy_j.hi / 1e3,
-                           c.quality.lo, c.quality.hi, c.pareto)
-           for c in cs if c.energy_j.mean is not None and c.quality.mean is not None]
+    pts = [_pareto_point(c) for c in cs
+           if c.energy_j.mean is not None and c.quality.mean is not None]
     if not pts:
         return '<p class="note">No configuration reports a quality: no Pareto plot.</p>'
     metric = next((c.metric for c in cs if c.metric), "quality")
     amort = "" if a.amortize == 1 else f", teacher side / {a.amortize:g}"
+    bounded = is_proportion(metric, [c.quality.mean for c in cs])
     body = svg.pareto_svg(pts, xlabel=f"energy per student (kJ{amort})",
                           ylabel=f"{metric} (higher is better)",
-                          title=f"Pareto frontier, group {gid}")
-    return (f"<figure>{body}<figcaption>Means with 95% t-intervals (bars); filled squares "
-            "are on the frontier (dashed). Lower energy and higher quality are better."
-            "</figcaption></figure>")
+                          title=f"Pareto frontier, group {gid}",
+                          y_bounds=(0.0, 1.0) if bounded else None)
+    return (f"<figure>{body}<figcaption>Means with 95% intervals: thin energy bars are the "
+            "absolute interval, thick ones the interval configurations are compared on "
+            "within this group; quality bars "
+            + ("stay inside the metric's range [0, 1]" if bounded else "are t-intervals")
+            + ". Filled squares are on the frontier (dashed). Lower energy and higher "
+            "quality are better.</figcaption></figure>")
 
 
 def _side_bars(cs: list[ConfigStats]) -> str:
@@ -152,27 +210,44 @@ def _stage_bars(cs: list[ConfigStats]) -> str:
 
 def _break_even(be: dict[str, Any], names: dict[str, str]) -> str:
     rows = []
+    below = [e for e in be.get("configs", []) if not e.get("candidate")]
+    if below and len(below) == len(be.get("configs", [])):
+        qs = ", ".join(f"{names.get(e['config'], e['config'])} (Q "
+                       f"{'unknown' if e.get('q') is None else format(e['q'], '.3g')})"
+                       for e in below)
+        return (f'<p class="note">No break-even or payback stated: no student here reaches '
+                f'Q = {escape(format(be.get("min_q", 0.9), "g"))} ({escape(qs)}), so none is '
+                "a candidate to serve in the teacher's place (--min-q sets the threshold)."
+                "</p>")
     for e in be.get("configs", []):
         rows.append([names.get(e["config"], e["config"]), fmt_j(e.get("teacher_side_j")),
                      fmt_j(e.get("marginal_j")),
                      fmt_j(e.get("saved_per_student_j")) if "saved_per_student_j" in e else None,
                      e.get("n_star"), e.get("statement") or "",
-                     e.get("payback_tokens"), e.get("payback") or ""])
+                     e.get("payback_tokens"),
+                     "" if e.get("payback") == e.get("statement") else e.get("payback") or ""])
     base = be.get("baseline")
     head = (f"<p>Baseline: {escape(names.get(base, base) if base else 'none found')} "
             f"({escape(fmt_j(be.get('baseline_j_per_student')))} per student).</p>")
-    return head + _table(["config", "teacher side", "per student without teacher side",
-                          "saved per student", "N*", "break-even", "payback tokens",
-                          "served-token payback"], rows, left=1)
+    return head + _table_or_note(
+        ["config", "shared teacher side", "per student without it", "saved per student",
+         "N*", "break-even", "payback tokens", "served-token payback"], rows, 1,
+        "no break-even figures in this group")
 
 
 def _efficiency(rows: list[dict[str, Any]]) -> str:
+    if not any(r.get("x_floor") for r in rows):
+        why = "; ".join(sorted({r.get("note") or "no floor" for r in rows})) or "no stages"
+        return (f'<p class="note">No stage can be held against a hardware floor here '
+                f'({escape(why)}). Each stage\'s J/token is in summary.json '
+                '("efficiency").</p>')
     out = [[r["owner"], r["stage"], r.get("hardware"), r.get("params"), r.get("tokens"),
             r.get("j_per_token"), r.get("floor_j_per_token"),
             None if r.get("x_floor") is None else f"{r['x_floor']:.3g}x",
             r.get("basis"), r.get("note") or ""] for r in rows]
-    return _table(["owner", "stage", "hardware", "params", "tokens", "J/token", "floor J/token",
-                   "x floor", "floor basis", "note"], out, left=3)
+    return _table_or_note(["owner", "stage", "hardware", "params", "tokens", "J/token",
+                           "floor J/token", "x floor", "floor basis", "note"], out, 3,
+                          "no efficiency figures")
 
 
 def _sensitivity(sens: dict[str, Any] | None) -> str:
@@ -225,14 +300,16 @@ def _timelines(a: Analysis, timelines: dict[str, Series], limit: int) -> str:
             break
         rep = a.reports[r.run_id]
         stages = [(s.name, s.t_start, s.t_end, s.side) for s in rep.stages]
-        idle = sum(rep.idle_power_w.values()) if len(series) == 1 and rep.idle_power_w \
-            else None
         label = r.run_dir or r.run_id
-        out.append(f"<figure>{svg.timeline_svg(series, stages, title=label, idle_w=idle)}"
+        plot = svg.timeline_svg(series, stages, title=label, idle_w=dict(rep.idle_power_w),
+                                sources=dict(rep.sources))
+        est = (" Estimated devices' power is the model's, not a reading."
+               if any(s == "estimate" for s in rep.sources.values()) else "")
+        out.append(f"<figure>{plot}"
                    f"<figcaption>{escape(label)} ({escape(names.get(r.run_id, 'teacher run'))})"
-                   ": power per device, "
-                   "stages shaded by side (teacher orange, student blue, eval green, setup "
-                   "grey); dashed: idle baseline.</figcaption></figure>")
+                   ": power per device (legend: device and how it is measured), stages "
+                   "shaded by side; dashed: each device's idle baseline."
+                   f"{escape(est)}</figcaption></figure>")
         shown += 1
     out.append("</div>")
     missing = [r.run_dir or r.run_id for r in a.runs if not timelines.get(r.run_id)]
@@ -249,9 +326,10 @@ def render_html(a: Analysis, *, timelines: dict[str, Series] | None = None,
                 max_timelines: int = 40) -> str:
     """The whole report page as a string."""
     p: list[str] = ['<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
+                    '<meta name="viewport" content="width=device-width, initial-scale=1">',
                     f"<title>distillmeter report: {escape(runs_dir)}</title>",
                     f"<style>{CSS}</style></head><body>",
-                    f"<h1>distillmeter report: {escape(runs_dir)}</h1>"]
+                    f"<h1>distillmeter report: {escape(runs_dir)}</h1>", verdict_html(a)]
     opts = [f"{len(a.runs)} runs", f"{len(a.configs)} configurations",
             f"{len(a.grouping.teacher_runs)} teacher run(s)"]
     if a.amortize != 1:

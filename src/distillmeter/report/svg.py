@@ -123,6 +123,10 @@ def _axes(f: _Frame, xlabel: str, ylabel: str, xticks: list[float],
 
 @dataclass(frozen=True)
 class ParetoPoint:
+    """One configuration. ``energy_lo``/``energy_hi``: its absolute interval (thin bar);
+    ``energy_cmp_lo``/``energy_cmp_hi``: the interval it is compared on within the group
+    (thick bar; absent when it equals the absolute one)."""
+
     label: str
     energy: float
     quality: float
@@ -131,6 +135,8 @@ class ParetoPoint:
     quality_lo: float | None = None
     quality_hi: float | None = None
     frontier: bool = False
+    energy_cmp_lo: float | None = None
+    energy_cmp_hi: float | None = None
 
 
 def _range(values: Sequence[float], pad: float = 0.08) -> tuple[float, float]:
@@ -143,12 +149,18 @@ def _range(values: Sequence[float], pad: float = 0.08) -> tuple[float, float]:
 
 
 def pareto_svg(points: Sequence[ParetoPoint], *, xlabel: str, ylabel: str,
-               title: str = "energy vs quality") -> str:
-    """Scatter of configurations with 95% error bars on both axes, frontier joined."""
+               title: str = "energy vs quality",
+               y_bounds: tuple[float, float] | None = None) -> str:
+    """Scatter of configurations with 95% error bars on both axes, frontier joined. With
+    ``y_bounds`` (a rate's [0, 1]) the quality axis never runs past the metric's range."""
     xs = [v for p in points for v in (p.energy, p.energy_lo, p.energy_hi) if v is not None]
     ys = [v for p in points for v in (p.quality, p.quality_lo, p.quality_hi) if v is not None]
     x0, x1 = _range(xs)
     y0, y1 = _range(ys)
+    if y_bounds is not None:
+        y0, y1 = max(y0, y_bounds[0]), min(y1, y_bounds[1])
+        if y1 <= y0:
+            y0, y1 = y_bounds
     x0 = max(x0, 0.0) if min(xs or [0]) >= 0 else x0
     f = _Frame(x0, x1, y0, y1, width=640, height=380)
     out = [_svg_open(f.width, f.height, title)]
@@ -162,8 +174,13 @@ def pareto_svg(points: Sequence[ParetoPoint], *, xlabel: str, ylabel: str,
         colour = PALETTE[i % len(PALETTE)]
         cx, cy = f.x(p.energy), f.y(p.quality)
         if p.energy_lo is not None and p.energy_hi is not None:
-            out.append(f'<line x1="{f.x(p.energy_lo):.1f}" y1="{cy:.1f}" '
-                       f'x2="{f.x(p.energy_hi):.1f}" y2="{cy:.1f}" stroke="{colour}"/>')
+            out.append(f'<line class="ci-abs" x1="{f.x(p.energy_lo):.1f}" y1="{cy:.1f}" '
+                       f'x2="{f.x(p.energy_hi):.1f}" y2="{cy:.1f}" stroke="{colour}" '
+                       'stroke-opacity="0.55"/>')
+        if p.energy_cmp_lo is not None and p.energy_cmp_hi is not None:
+            out.append(f'<line class="ci-cmp" x1="{f.x(p.energy_cmp_lo):.1f}" y1="{cy:.1f}" '
+                       f'x2="{f.x(p.energy_cmp_hi):.1f}" y2="{cy:.1f}" stroke="{colour}" '
+                       'stroke-width="4"/>')
         if p.quality_lo is not None and p.quality_hi is not None:
             out.append(f'<line x1="{cx:.1f}" y1="{f.y(p.quality_lo):.1f}" x2="{cx:.1f}" '
                        f'y2="{f.y(p.quality_hi):.1f}" stroke="{colour}"/>')
@@ -220,17 +237,28 @@ def stacked_bars_svg(bars: Sequence[tuple[str, Sequence[tuple[str, float]]]], *,
     return "".join(out)
 
 
+SOURCE_NAMES = {"nvml_counter": "counter", "nvml_instant": "instant", "rapl": "RAPL",
+                "estimate": "estimate"}
+
+
 def timeline_svg(series: dict[str, tuple[Sequence[float], Sequence[float]]],
                  stages: Sequence[tuple[str, float, float, str]], *, title: str,
-                 idle_w: float | None = None) -> str:
-    """Power over time per device, with each stage's window shaded by its side."""
+                 idle_w: dict[str, float] | float | None = None,
+                 sources: dict[str, str] | None = None) -> str:
+    """Power over time per device, with each stage's window shaded by its side, each
+    device's idle baseline as a dashed line in its colour, and a legend naming every device
+    with its source (counter, instant, RAPL, estimate) and the sides' shades."""
+    if idle_w is not None and not isinstance(idle_w, dict):  # one figure for one device
+        idle_w = {d: float(idle_w) for d in list(series)[:1]}
+    idle = {d: w for d, w in (idle_w or {}).items() if d in series and w and w > 0}
+    sources = sources or {}
     ts = [t for xs, _ in series.values() for t in xs]
     ps = [p for _, ys in series.values() for p in ys if math.isfinite(p)]
     ts += [s[1] for s in stages] + [s[2] for s in stages]
     x0, x1 = (min(ts), max(ts)) if ts else (0.0, 1.0)
-    y1 = max(ps + ([idle_w] if idle_w else [])) * 1.08 if ps else 1.0
-    f = _Frame(x0, x1 if x1 > x0 else x0 + 1.0, 0.0, y1 or 1.0, width=560, height=220,
-               bottom=40)
+    y1 = max(ps + list(idle.values())) * 1.08 if ps else 1.0
+    f = _Frame(x0, x1 if x1 > x0 else x0 + 1.0, 0.0, y1 or 1.0, width=560, height=262,
+               bottom=88)
     out = [_svg_open(f.width, f.height, title)]
     for name, a, b, side in stages:
         colour = SIDE_COLOURS.get(side, "#dddddd")
@@ -242,18 +270,56 @@ def timeline_svg(series: dict[str, tuple[Sequence[float], Sequence[float]]],
         if f.x(b) - f.x(a) > 40:
             out.append(f'<text x="{f.x(a) + 3:.1f}" y="{f.top + 12}" font-family="sans-serif"'
                        f' font-size="10" fill="#444">{escape(name)}</text>')
-    out += _axes(f, "time (s)", "power (W)", nice_ticks(f.x0, f.x1, 6),
-                 nice_ticks(0.0, f.y1, 4))
-    if idle_w:
-        out.append(f'<line x1="{f.left}" x2="{f.width - f.right}" y1="{f.y(idle_w):.1f}" '
-                   f'y2="{f.y(idle_w):.1f}" stroke="#888" stroke-dasharray="3 3">'
-                   f'<title>idle baseline {idle_w:.0f} W</title></line>')
-    for i, (dev, (xs, ys)) in enumerate(sorted(series.items())):
+    out += _axes(f, "", "power (W)", nice_ticks(f.x0, f.x1, 6), nice_ticks(0.0, f.y1, 4))
+    out.append(f'<text x="{(f.left + f.width - f.right) / 2:.0f}" '
+               f'y="{f.height - f.bottom + 30}" text-anchor="middle" font-family="sans-serif" '
+               'font-size="11" fill="#333">time (s)</text>')
+    devices = sorted(series)
+    colour = {d: PALETTE[i % len(PALETTE)] for i, d in enumerate(devices)}
+    for d in devices:
+        xs, ys = series[d]
         pts = " ".join(f"{f.x(t):.1f},{f.y(p):.1f}" for t, p in zip(xs, ys, strict=True)
                        if math.isfinite(p))
         if pts:
             out.append(f'<polyline points="{pts}" fill="none" stroke-width="1.3" '
-                       f'stroke="{PALETTE[i % len(PALETTE)]}"><title>{escape(dev)}</title>'
-                       '</polyline>')
+                       f'stroke="{colour[d]}"><title>{escape(d)}</title></polyline>')
+    for d, w in sorted(idle.items()):
+        y = f.y(w)
+        out.append(f'<line class="idle" x1="{f.left}" x2="{f.width - f.right}" y1="{y:.1f}" '
+                   f'y2="{y:.1f}" stroke="{colour[d]}" stroke-width="1.6" '
+                   f'stroke-dasharray="6 4"><title>{escape(f"{d} idle baseline {w:.3g} W")}'
+                   '</title></line>'
+                   f'<text x="{f.width - f.right - 2}" y="{y - 3:.1f}" text-anchor="end" '
+                   f'font-family="sans-serif" font-size="10" fill="{colour[d]}">'
+                   f'{escape(f"idle {w:.3g} W")}</text>')
+    out.append(_timeline_legend(f, devices, colour, sources, bool(idle), stages))
     out.append("</svg>")
+    return "".join(out)
+
+
+def _timeline_legend(f: _Frame, devices: list[str], colour: dict[str, str],
+                     sources: dict[str, str], has_idle: bool,
+                     stages: Sequence[tuple[str, float, float, str]]) -> str:
+    """Two legend rows under the plot: the devices (with sources) and idle; the sides."""
+    out = ['<g class="legend" font-family="sans-serif" font-size="11" fill="#333">']
+    x, y = float(f.left), f.height - f.bottom + 50  # below the axis label
+    for d in devices:
+        src = sources.get(d)
+        label = f"{d} ({SOURCE_NAMES.get(src, src)})" if src else d
+        out.append(f'<line x1="{x:.0f}" x2="{x + 16:.0f}" y1="{y - 4}" y2="{y - 4}" '
+                   f'stroke="{colour[d]}" stroke-width="2.5"/>'
+                   f'<text x="{x + 20:.0f}" y="{y}">{escape(label)}</text>')
+        x += 28 + 6.4 * len(label)
+    if has_idle:
+        out.append(f'<line x1="{x:.0f}" x2="{x + 16:.0f}" y1="{y - 4}" y2="{y - 4}" '
+                   'stroke="#555" stroke-width="1.6" stroke-dasharray="6 4"/>'
+                   f'<text x="{x + 20:.0f}" y="{y}">idle baseline</text>')
+    x, y = float(f.left), f.height - f.bottom + 68
+    for side in [s for s in SIDE_COLOURS if s != "unattributed"
+                 and any(st[3] == s for st in stages)]:
+        out.append(f'<rect x="{x:.0f}" y="{y - 9}" width="12" height="10" '
+                   f'fill="{SIDE_COLOURS[side]}" fill-opacity="0.35"/>'
+                   f'<text x="{x + 16:.0f}" y="{y}">{escape(side)}</text>')
+        x += 24 + 6.4 * len(side)
+    out.append("</g>")
     return "".join(out)
