@@ -82,6 +82,27 @@ def test_stale_report_is_reaccounted(campaign_dir: Path) -> None:
     assert kd0.accounted and "older than ledger" in kd0.notes[0]
 
 
+def test_report_from_before_the_uncertainty_split_is_reaccounted(campaign_dir: Path) -> None:
+    load_runs(campaign_dir)
+    path = campaign_dir / "kd-s0" / "report.json"
+    old = json.loads(path.read_text())
+    del old["totals"]["uncertainty_parts"]
+    for st in old["stages"] + old["upstream"]:
+        del st["uncertainty_parts"]
+    path.write_text(json.dumps(old))
+    loaded, _ = load_runs(campaign_dir)
+    kd0 = next(r for r in loaded if r.report.run_id == "kd-s0")
+    assert kd0.accounted and "no uncertainty_parts" in kd0.notes[0]
+    assert kd0.report.totals.uncertainty_parts["random"] > 0
+    # raw files that cannot be accounted any more: the old report is used as it is
+    path.write_text(json.dumps(old))
+    (campaign_dir / "kd-s0" / "trace.csv").write_text("not,a,trace\n")
+    loaded, skipped = load_runs(campaign_dir)
+    kd0 = next(r for r in loaded if r.report.run_id == "kd-s0")
+    assert not kd0.accounted and skipped == []
+    assert kd0.report.totals.uncertainty_parts == {}
+
+
 def test_copied_run_is_counted_once(campaign_dir: Path) -> None:
     shutil.copytree(campaign_dir / "kd-s0", campaign_dir / "copies" / "kd-s0")
     loaded, skipped = load_runs(campaign_dir)

@@ -90,7 +90,16 @@ def load_run(run_dir: Path, account_fn: Callable[[Path], Report] | None = None) 
     account_fn = account_fn or _default_account
     report_path = run_dir / REPORT_FILE
     if report_path.exists() and not _report_is_stale(run_dir):
-        return LoadedRun(run_dir, load_report(report_path))
+        report = load_report(report_path)
+        if report.totals.uncertainty_parts:
+            return LoadedRun(run_dir, report)
+        # written before reports split their uncertainty (analysis/uncertainty.py):
+        # re-account from the raw files if they can be; else use it as it is
+        try:
+            return LoadedRun(run_dir, account_fn(run_dir), accounted=True, notes=[
+                "report.json had no uncertainty_parts (an older distillmeter): re-accounted"])
+        except (ProtocolError, UserError, OSError):
+            return LoadedRun(run_dir, report)
     note = ("report.json was older than ledger.jsonl: re-accounted"
             if report_path.exists() else "no report.json: accounted now")
     return LoadedRun(run_dir, account_fn(run_dir), accounted=True, notes=[note])
