@@ -63,10 +63,13 @@ def energy_difference(a: Summary, b: Summary) -> Difference:
     return difference(a.mean, a.comparison, b.mean, b.comparison)
 
 
+def _ci(s: Summary) -> Interval:
+    return None if s.lo is None or s.hi is None else (s.lo, s.hi)
+
+
 def quality_difference(a: Summary, b: Summary) -> Difference:
     """Quality of A minus quality of B, on the quality intervals."""
-    ci = (lambda s: None if s.lo is None or s.hi is None else (s.lo, s.hi))  # noqa: E731
-    return difference(a.mean, ci(a), b.mean, ci(b))
+    return difference(a.mean, _ci(a), b.mean, _ci(b))
 
 
 def ratio_range(a: Summary, b: Summary) -> tuple[float, float] | None:
@@ -76,13 +79,6 @@ def ratio_range(a: Summary, b: Summary) -> tuple[float, float] | None:
     if ca is None or cb is None or cb[0] <= 0 or ca[0] < 0:
         return None
     return (ca[0] / cb[1], ca[1] / cb[0])
-
-
-def separable_word(d: Difference) -> str:
-    """'separable' or 'cannot be told apart' (or why no interval)."""
-    if not d.known:
-        return "no interval (one seed): cannot be told apart"
-    return "separable" if d.separable else "cannot be told apart"
 
 
 def dominance_separable(a: Any, b: Any) -> bool:

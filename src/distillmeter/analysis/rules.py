@@ -145,7 +145,7 @@ def compare_sentence(a: ConfigStats, b: ConfigStats) -> str:
             f"{metric} {q_vals}")
 
 
-def _frontier_rules(cs: list[ConfigStats], front: list[ConfigStats], amort: str,
+def _frontier_rules(front: list[ConfigStats], amort: str,
                     said: set[tuple[str, str]]) -> list[str]:
     out: list[str] = []
     if front:
@@ -204,7 +204,7 @@ def rules_for_group(a: Analysis, group_id: str) -> list[str]:
     res = a.pareto[group_id]
     amort = "" if a.amortize == 1 else f" (teacher-side work shared by {a.amortize:g} students)"
     said: set[tuple[str, str]] = set()
-    out = _frontier_rules(cs, [by_id[i] for i in res.frontier], amort, said)
+    out = _frontier_rules([by_id[i] for i in res.frontier], amort, said)
     out += _teacher_rules(cs, amort)
     out += _baseline_rules(a, group_id, by_id)
     pairs = [(by_id[c.dominated_by], c) for c in cs if c.dominated_by]

@@ -35,7 +35,7 @@ th{background:#f4f4f4}td.l,th.l{text-align:left}
 .plots{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}
 figure{margin:0;display:table}figcaption{font-size:12px;color:#555;display:table-caption;
 caption-side:bottom;padding-top:4px}
-td.num{white-space:nowrap}
+td.num,code{white-space:nowrap}
 ul.rules li{margin:4px 0}
 """
 
@@ -217,7 +217,8 @@ def _break_even(be: dict[str, Any], names: dict[str, str]) -> str:
                        for e in below)
         return (f'<p class="note">No break-even or payback stated: no student here reaches '
                 f'Q = {escape(format(be.get("min_q", 0.9), "g"))} ({escape(qs)}), so none is '
-                "a candidate to serve in the teacher's place (--min-q sets the threshold)."
+                "a candidate to serve in the teacher's place (<code>--min-q</code> sets the "
+                "threshold)."
                 "</p>")
     for e in be.get("configs", []):
         rows.append([names.get(e["config"], e["config"]), fmt_j(e.get("teacher_side_j")),

@@ -170,6 +170,7 @@ def pareto_svg(points: Sequence[ParetoPoint], *, xlabel: str, ylabel: str,
         path = " ".join(f"{f.x(p.energy):.1f},{f.y(p.quality):.1f}" for p in front)
         out.append(f'<polyline class="frontier" points="{path}" fill="none" '
                    'stroke="#c44a3a" stroke-width="2" stroke-dasharray="6 3"/>')
+    placed: list[tuple[float, float, float, float]] = []
     for i, p in enumerate(points):
         colour = PALETTE[i % len(PALETTE)]
         cx, cy = f.x(p.energy), f.y(p.quality)
@@ -189,10 +190,34 @@ def pareto_svg(points: Sequence[ParetoPoint], *, xlabel: str, ylabel: str,
                  f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="5" fill="#fff" '
                  f'stroke="{colour}" stroke-width="2"/>')
         out.append(f'<g class="point"><title>{escape(p.label)}</title>{shape}</g>')
-        out.append(f'<text x="{cx + 8:.1f}" y="{cy - 8:.1f}" font-family="sans-serif" '
-                   f'font-size="11" fill="{colour}">{escape(p.label)}</text>')
+        lx, ly, anchor = _label_spot(cx, cy, p.label, placed)
+        out.append(f'<text x="{lx:.1f}" y="{ly:.1f}" text-anchor="{anchor}" '
+                   f'font-family="sans-serif" font-size="11" fill="{colour}">'
+                   f'{escape(p.label)}</text>')
     out.append("</svg>")
     return "".join(out)
+
+
+def _label_spot(cx: float, cy: float, label: str,
+                placed: list[tuple[float, float, float, float]]) -> tuple[float, float, str]:
+    """Where to write a point's label: above right, below right, above left or below left
+    of it, the first spot that does not cover a label already placed (``placed`` gets the
+    chosen box)."""
+    w, h = 6.2 * len(label), 11.0
+    spots = [(cx + 8, cy - 8, "start"), (cx + 8, cy + 17, "start"),
+             (cx - 8, cy - 8, "end"), (cx - 8, cy + 17, "end")]
+
+    def box(x: float, y: float, anchor: str) -> tuple[float, float, float, float]:
+        x0 = x if anchor == "start" else x - w
+        return (x0, y - h, x0 + w, y)
+
+    def free(b: tuple[float, float, float, float]) -> bool:
+        return all(b[2] <= o[0] or o[2] <= b[0] or b[3] <= o[1] or o[3] <= b[1]
+                   for o in placed)
+
+    choice = next((s for s in spots if free(box(*s))), spots[0])
+    placed.append(box(*choice))
+    return choice
 
 
 def stacked_bars_svg(bars: Sequence[tuple[str, Sequence[tuple[str, float]]]], *,
