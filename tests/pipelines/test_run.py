@@ -237,3 +237,7 @@ def test_run_ends_with_the_analysis_across_its_runs(done):
     assert heading > max(i for i, line in enumerate(printed) if line.startswith("wrote "))
     rest = "\n".join(printed[heading:])
     assert "  - kd: " in rest and "  - synthetic: " in rest
+    # what it ran, first: the teacher's energy, marked when it is an estimate
+    teacher_line = next(line for line in printed if line.startswith("teacher "))
+    estimated = protocol.load_report(_teacher_dirs(done)[0]).estimated
+    assert (" J est. in " in teacher_line) == estimated

@@ -4,6 +4,7 @@ sweeps run here: teacher work shared by hash across configs, resume, report."""
 from __future__ import annotations
 
 import copy
+import io
 import json
 from pathlib import Path
 
@@ -177,6 +178,15 @@ def test_sweep_runs_every_job_with_the_teacher_once(swept):
     lrs = {yaml.safe_load((runs / p.name / "kd-s0" / "config.yaml").read_text())["training"]
            ["lr"] for p in sweep.points}
     assert lrs == {0.003, 0.01}
+    # the closing table marks estimated energy (this machine has no RAPL: an estimate)
+    from rich.console import Console
+
+    from distillmeter.pipelines.scale.sweep_run import summary_table
+
+    buf = io.StringIO()
+    Console(file=buf, width=120).print(summary_table(records))
+    estimated = load_report(runs / sweep.points[0].name / "kd-s0").estimated
+    assert ("~: estimated energy" in buf.getvalue()) == estimated
 
 
 def test_resume_skips_done_runs_and_redoes_interrupted_ones(swept):

@@ -79,14 +79,20 @@ def print_outcome(summary: Any, console: Any, *, analysed: bool) -> None:
             console.print(f"teacher [bold]{t.name}[/] (found, not run again){em}",
                           highlight=False)
         else:
-            console.print(f"teacher [bold]{t.name}[/]: {rep.totals.energy_j:,.0f} J in "
+            console.print(f"teacher [bold]{t.name}[/]: {_energy(rep)} in "
                           f"{rep.totals.seconds:.1f} s{em}", highlight=False)
     console.print(f"students: {done} run, {len(students) - done} already done, in "
                   f"{summary.out_dir}/<method>-s<seed>/", highlight=False)
     for f in summary.of_kind("failed"):
-        energy = f"{f.report.totals.energy_j:,.0f} J" if f.report else "not accounted"
+        energy = _energy(f.report) if f.report else "not accounted"
         console.print(f"interrupted attempt {f.name}: {energy} (kept, accounted)",
                       highlight=False)
     if not analysed:
         console.print(f"`distillmeter report {summary.out_dir}` analyses them.",
                       highlight=False)
+
+
+def _energy(report: Any) -> str:
+    """A run's energy, marked when any of it is an estimate."""
+    j = f"{report.totals.energy_j:,.0f} J"
+    return f"~{j} est." if report.estimated else j

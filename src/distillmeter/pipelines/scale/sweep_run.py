@@ -142,19 +142,25 @@ def summary_table(records: list[JobRecord]) -> Table:
     for col in ("config", "method", "runs", "energy J", "exact match", "status"):
         table.add_column(col, justify="right" if col in ("runs", "energy J", "exact match")
                          else "left")
+    any_estimated = False
     for (point, method), recs in groups.items():
-        energy, quality = [], []
+        energy, quality, estimated = [], [], False
         for r in recs:
             try:
                 rep = protocol.load_report(r.run_dir)
             except protocol.ProtocolError:
                 continue
             energy.append(rep.totals.with_upstream_j)
+            estimated |= rep.estimated
             if rep.quality is not None:
                 quality.append(rep.quality.value)
         statuses = sorted({r.status for r in recs})
+        any_estimated |= estimated
         table.add_row(point, method, str(len(recs)),
-                      f"{statistics.fmean(energy):,.0f}" if energy else "-",
+                      ("~" if estimated else "") + f"{statistics.fmean(energy):,.0f}"
+                      if energy else "-",
                       f"{statistics.fmean(quality):.3f}" if quality else "-",
                       ",".join(statuses))
+    if any_estimated:
+        table.caption = "~: estimated energy (a model, not a counter)"
     return table
