@@ -119,7 +119,7 @@ def test_a_cached_idle_baseline_gets_no_spread_from_this_run(ledger_events, run_
         return [dict(e, **fields) if e["event"] == "idle_baseline" else e
                 for e in ledger_events]
 
-    busy = 21.9  # the event's window would end inside teacher.logits (~500 W)
+    busy = 17.5  # the event's window would straddle the start of teacher.logits (~500 W)
     fresh = account(run_copy("fresh", events=with_idle(t=busy)))
     cached = account(run_copy("cached", events=with_idle(t=busy, cached={
         "measured_at": "2026-11-28T20:00:00+00:00", "age_s": 3600.0})))

@@ -62,13 +62,14 @@ def sig2(x: float) -> str:
 
 def fmt_ci(s: Any, fmt=None) -> str:
     """A summary as ``mean (lo-hi)`` (its interval need not be symmetric), or the mean
-    alone without an interval."""
-    fmt = fmt or fmt_q
+    alone without an interval. With an interval the mean gets 2 significant digits, as
+    the bounds do, so that the cell fits a table 80 columns wide."""
     if s.mean is None:
         return "n/a"
     if s.lo is None or s.hi is None:
-        return fmt(s.mean)
-    return f"{fmt(s.mean)} ({sig2(s.lo)}-{sig2(s.hi)})"
+        return (fmt or fmt_q)(s.mean)
+    mean = fmt(s.mean) if fmt else sig2(s.mean)
+    return f"{mean} ({sig2(s.lo)}-{sig2(s.hi)})"
 
 
 def fmt_q(x: float | None) -> str:
