@@ -204,3 +204,158 @@ def test_topk_logprobs():
     assert torch.allclose(vals, full.gather(-1, idx))
     assert torch.equal(idx, full.topk(3, -1).indices)
     assert (vals[..., :-1] >= vals[..., 1:]).all()
+
+
+# --------------------------------------------------------------------------- on-policy
+
+
+def ref_completion_mask(ids: np.ndarray, prompt_lens, eos: set[int], attention=None):
+    """By hand, row by row: the completion's tokens up to and including its first EOS."""
+    rows, length = ids.shape
+    learned = np.zeros((rows, length), dtype=bool)
+    for b in range(rows):
+        for t in range(prompt_lens[b], length):
+            if attention is not None and not attention[b, t]:
+                continue
+            learned[b, t] = True
+            if ids[b, t] in eos:
+                break
+    return learned[:, 1:]
+
+
+def sampled_rows(seed: int, *, vocab=11, eos=2, pad=0, rows=6, length=12):
+    """Right-padded prompt + sampled completion rows as a generation loop leaves them:
+    EOS then padding (pad may equal EOS), one row that never stops, one with an EOS id
+    inside its prompt, one whose batch kept generating after its EOS."""
+    rng = np.random.default_rng(seed)
+    ids = np.full((rows, length), pad, dtype=np.int64)
+    attention = np.zeros((rows, length), dtype=np.int64)
+    prompt_lens = rng.integers(2, 5, rows)
+    ordinary = [v for v in range(3, vocab)]
+    for b in range(rows):
+        n_new = int(rng.integers(1, length - prompt_lens[b] + 1))
+        ids[b, : prompt_lens[b]] = rng.choice(ordinary, prompt_lens[b])
+        ids[b, prompt_lens[b] : prompt_lens[b] + n_new] = rng.choice(ordinary, n_new)
+        attention[b, : prompt_lens[b] + n_new] = 1
+        if b != 1:  # row 1 ran into max_new_tokens: no EOS
+            ids[b, prompt_lens[b] + n_new - 1] = eos
+    ids[2, 1] = eos  # an EOS id in a prompt is not the completion's end
+    end = prompt_lens[3] + 1  # row 3: EOS early, then the batch kept generating
+    ids[3, end - 1] = eos
+    ids[3, end:] = rng.choice(ordinary, length - end)
+    attention[3, :] = 1
+    return ids, prompt_lens, attention
+
+
+@pytest.mark.parametrize("pad", [0, 2])  # pad id distinct from EOS, or the same id
+def test_completion_mask_matches_reference(pad):
+    from distillmeter.pipelines.losses import completion_mask
+
+    for seed in range(5):
+        ids, plen, att = sampled_rows(seed, pad=pad)
+        want = ref_completion_mask(ids, plen, {2})
+        got = completion_mask(torch.tensor(ids), plen.tolist(), 2)
+        assert got.dtype == torch.bool and np.array_equal(got.numpy(), want)
+        # with the attention mask: padding is masked whatever its id
+        got = completion_mask(torch.tensor(ids), torch.tensor(plen), [2], torch.tensor(att))
+        assert np.array_equal(got.numpy(), ref_completion_mask(ids, plen, {2}, att))
+    # the prompt's columns and everything after the first EOS are never learned
+    ids, plen, att = sampled_rows(0, pad=pad)
+    m = completion_mask(torch.tensor(ids), plen.tolist(), 2, torch.tensor(att)).numpy()
+    for b in range(len(ids)):
+        assert not m[b, : plen[b] - 1].any()
+        learned_tokens = ids[b, 1:][m[b]]
+        assert (learned_tokens[:-1] != 2).all()  # at most one EOS, and it ends the row
+    assert m[1].sum() == (att[1].sum() - plen[1])  # no EOS: learned to its end (no padding)
+    assert ids[3, 1:][m[3]][-1] == 2 and m[3].sum() == 1  # stopped at its first EOS
+
+
+def test_completion_mask_left_padded_generate_output():
+    """``generate``'s layout: prompts left-padded to one width, then the new tokens."""
+    from distillmeter.pipelines.losses import completion_mask
+
+    pad, eos = 0, 2
+    ids = torch.tensor([[pad, pad, 5, 6, 7, 2, pad],
+                        [5, 6, 7, 8, 9, 9, 2],
+                        [pad, 4, 2, 7, 2, 9, 9]])   # an EOS id inside the prompt, then one
+    att = (ids != pad).long()
+    m = completion_mask(ids, [4, 4, 4], eos, att)
+    # column t predicts token t + 1: the completions start at column 3
+    assert m.tolist() == [[False, False, False, True, True, False],
+                          [False, False, False, True, True, True],
+                          [False, False, False, True, False, False]]
+    with pytest.raises(ValueError, match="prompt lengths"):
+        completion_mask(ids, [0, 4, 4], eos)
+    with pytest.raises(ValueError, match="3 rows"):
+        completion_mask(ids, [4, 4], eos)
+
+
+def ref_onpolicy(s, t, ids, plen, att, div, T, beta):
+    """The on-policy loss in float64 by hand: the divergence at every learned column of the
+    sampled rows, averaged over them."""
+    mask = ref_completion_mask(ids, plen, {2}, att)
+    return ref_kd(s[:, :-1], t[:, :-1], div, T, beta, mask)
+
+
+@pytest.mark.parametrize(
+    "div,beta", [("reverse_kl", 0.5), ("forward_kl", 0.5), ("jsd", 0.1), ("jsd", 0.9)])
+@pytest.mark.parametrize("T", [0.5, 1.0, 2.0])
+@pytest.mark.parametrize("pad", [0, 2])
+def test_onpolicy_loss_matches_float64_reference(div, beta, T, pad):
+    """kd_loss (full logits) and topk_kd_loss (k = V: the teacher scored as kept by
+    teacher.score on a small vocabulary) over sampled rows with completion_mask."""
+    from distillmeter.pipelines.losses import completion_mask
+
+    ids, plen, att = sampled_rows(int(T * 10) + pad, pad=pad)
+    rng = np.random.default_rng(int(T * 100 + beta * 10))
+    s = rng.normal(0, 3, ids.shape + (11,)).astype(np.float32)
+    t = rng.normal(0, 3, ids.shape + (11,)).astype(np.float32)
+    # poison the columns that must not count: the loss must never see them
+    hidden = ~ref_completion_mask(ids, plen, {2}, att)
+    t[:, :-1][hidden] = np.nan
+    want = ref_onpolicy(s, np.nan_to_num(t), ids, plen, att, div, T, beta)
+    mask = completion_mask(torch.tensor(ids), plen.tolist(), 2, torch.tensor(att))
+    S = torch.tensor(s, requires_grad=True)
+    full = kd_loss(S[:, :-1], torch.tensor(t)[:, :-1], divergence=div, temperature=T,
+                   beta=beta, mask=mask)
+    assert full.item() == pytest.approx(want, rel=1e-5, abs=1e-6)
+    vals, idx = topk_logprobs(torch.tensor(np.nan_to_num(t))[:, :-1], 11)
+    top = topk_kd_loss(S[:, :-1], vals.half(), idx.int(), divergence=div, temperature=T,
+                       beta=beta, mask=mask)
+    assert top.item() == pytest.approx(want, rel=2e-3, abs=1e-4)  # fp16 teacher values
+    (g,) = torch.autograd.grad(full, S)
+    assert torch.isfinite(g).all()
+    assert g[:, :-1][torch.tensor(hidden)].abs().max() == 0  # no gradient off the mask
+    assert g[:, -1].abs().max() == 0
+
+
+@pytest.mark.parametrize("div", DIVS)
+def test_onpolicy_gradient_matches_float64(div):
+    """The student's gradient against autograd through the same formula in float64."""
+    from distillmeter.pipelines.losses import completion_mask
+
+    ids, plen, att = sampled_rows(11)
+    rng = np.random.default_rng(12)
+    s = rng.normal(0, 2, ids.shape + (11,))
+    t = rng.normal(0, 2, ids.shape + (11,))
+    mask = completion_mask(torch.tensor(ids), plen.tolist(), 2, torch.tensor(att))
+    S32 = torch.tensor(s, dtype=torch.float32, requires_grad=True)
+    loss = kd_loss(S32[:, :-1], torch.tensor(t, dtype=torch.float32)[:, :-1], divergence=div,
+                   temperature=1.5, beta=0.3, mask=mask)
+    (g32,) = torch.autograd.grad(loss, S32)
+
+    S64 = torch.tensor(s, dtype=torch.float64, requires_grad=True)
+    ls = torch.log_softmax(S64[:, :-1] / 1.5, -1)
+    lt = torch.log_softmax(torch.tensor(t, dtype=torch.float64)[:, :-1] / 1.5, -1)
+    ps, pt = ls.exp(), lt.exp()
+    if div == "forward_kl":
+        per = (pt * (lt - ls)).sum(-1)
+    elif div == "reverse_kl":
+        per = (ps * (ls - lt)).sum(-1)
+    else:
+        m = torch.log(0.3 * pt + 0.7 * ps)
+        per = 0.3 * (pt * (lt - m)).sum(-1) + 0.7 * (ps * (ls - m)).sum(-1)
+    ref = 1.5**2 * per[mask].sum() / mask.sum()
+    (g64,) = torch.autograd.grad(ref, S64)
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
+    assert torch.allclose(g32.double(), g64, rtol=1e-4, atol=1e-7)

@@ -10,6 +10,11 @@ Conventions (P_t: teacher, P_s: student, both at temperature T, over the vocabul
   beta = 0.5 is the usual symmetric JSD (bounded by log 2). Note that other libraries
   (TRL's GKD) name the weights the other way round; here beta is the *teacher's* weight.
 
+On-policy distillation (GKD) applies the same divergences at every position of sequences the
+student sampled itself: ``completion_mask`` says which positions those are (the completion
+up to and including its first EOS; never the prompt, never what follows the EOS), and
+``kd_loss`` or ``topk_kd_loss`` with that mask is the loss (reverse KL is the usual choice).
+
 P = softmax(logits / T), computed in float32 whatever the logits' dtype. Each loss returns
 ``T**2 * D`` averaged over the positions where ``mask`` is true (all positions if no mask),
 the T^2 factor keeping gradient magnitudes comparable across temperatures (Hinton et al.).
@@ -206,3 +211,48 @@ def topk_kd_loss(
     log_t = torch.log_softmax(t_buckets / temperature, dim=-1)
     per_pos = divergence_per_position(log_t, log_s, divergence, beta)
     return temperature**2 * _masked_mean(per_pos, mask)
+
+
+def completion_mask(
+    input_ids: Tensor,
+    prompt_lens: Tensor | list[int],
+    eos_ids: int | list[int] | tuple[int, ...],
+    attention_mask: Tensor | None = None,
+) -> Tensor:
+    """Which logits of prompt + sampled-completion rows a loss may use: ``[B, L-1]`` bool.
+
+    ``input_ids`` ``[B, L]``: each row is a prompt followed by what was sampled after it.
+    ``prompt_lens`` (``[B]``): how many leading columns of each row are prompt. Right-padded
+    rows pass each prompt's own length; a left-padded batch as ``generate`` returns it
+    passes the padded prompt width for every row. Column ``t`` of the result is True when
+    the token it predicts, ``input_ids[:, t + 1]``, belongs to the completion: at or after
+    ``prompt_lens``, and at or before the completion's first EOS (the EOS is learned, so the
+    student learns to stop). Everything after that EOS is masked, whatever it holds (padding
+    whose id may equal the EOS id, or tokens a batch kept generating), and so is every
+    column where ``attention_mask`` is 0. A completion that never reached EOS (it ran into
+    ``max_new_tokens``) is learned to its end. The logits to pair it with are
+    ``logits[:, :-1]``."""
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must be [batch, length], got {tuple(input_ids.shape)}")
+    rows, length = input_ids.shape
+    device = input_ids.device
+    plen = torch.as_tensor(prompt_lens, dtype=torch.long, device=device).reshape(-1)
+    if plen.shape[0] != rows:
+        raise ValueError(f"{plen.shape[0]} prompt lengths for {rows} rows")
+    if bool((plen < 1).any()) or bool((plen > length).any()):
+        raise ValueError(f"prompt lengths must be in 1..{length} (a completion needs a "
+                         "prompt token to be predicted from)")
+    eos = torch.as_tensor([eos_ids] if isinstance(eos_ids, int) else list(eos_ids),
+                          dtype=input_ids.dtype, device=device)
+    pos = torch.arange(length, device=device).unsqueeze(0)
+    in_completion = pos >= plen.unsqueeze(1)
+    is_eos = torch.isin(input_ids, eos) & in_completion
+    # the first EOS of each completion (length when there is none)
+    first_eos = torch.where(is_eos, pos, torch.full_like(pos, length)).min(dim=1).values
+    learned = in_completion & (pos <= first_eos.unsqueeze(1))
+    if attention_mask is not None:
+        if attention_mask.shape != input_ids.shape:
+            raise ValueError(f"attention_mask {tuple(attention_mask.shape)} != input_ids "
+                             f"{tuple(input_ids.shape)}")
+        learned &= attention_mask.to(torch.bool)
+    return learned[:, 1:]
