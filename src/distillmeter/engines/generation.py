@@ -24,13 +24,15 @@ class Generation:
     ``prompt_tokens``: the prompt's real tokens (BOS included, padding not).
     ``new_tokens``: tokens the model generated for it, up to and including EOS; padding
     added after a row finished is not counted. ``finished``: it ended with EOS (False if it
-    ran into ``max_new_tokens``)."""
+    ran into ``max_new_tokens``). ``ids``: the ``new_tokens`` generated token ids, EOS
+    included (empty where a backend does not return them)."""
 
     prompt: str
     completion: str
     prompt_tokens: int
     new_tokens: int
     finished: bool = True
+    ids: tuple[int, ...] = ()
 
 
 OnBatch = Callable[[list[Generation]], None]
@@ -174,5 +176,6 @@ class TransformersBackend:
             n_new, finished = self._count_new(row)
             content = row[: n_new - 1] if finished else row[:n_new]
             text = self.tokenizer.decode(content, skip_special_tokens=True)
-            batch.append(Generation(prompt, text, int(n_prompt), n_new, finished))
+            batch.append(Generation(prompt, text, int(n_prompt), n_new, finished,
+                                    tuple(row[:n_new])))
         return batch

@@ -122,7 +122,7 @@ def to_generation(prompt: str, output: Any, eos_ids: Sequence[int]) -> Generatio
     """A ``Generation`` from a vLLM ``RequestOutput`` (``prompt_token_ids``,
     ``outputs[0].text/token_ids/finish_reason/stop_reason``). ``new_tokens`` counts the
     EOS that ended a sequence, as the transformers backend does, whether or not vLLM put it
-    in ``token_ids``."""
+    in ``token_ids`` (and ``ids`` ends with it)."""
     out = output.outputs[0]
     ids = list(out.token_ids)
     finished = out.finish_reason == "stop"
@@ -130,9 +130,10 @@ def to_generation(prompt: str, output: Any, eos_ids: Sequence[int]) -> Generatio
     ended_by_eos = finished and getattr(out, "stop_reason", None) is None
     if ended_by_eos and (not ids or ids[-1] not in eos_ids):
         new += 1
+        ids.append(int(eos_ids[0]))
     return Generation(prompt=prompt, completion=out.text,
                       prompt_tokens=len(output.prompt_token_ids), new_tokens=new,
-                      finished=finished)
+                      finished=finished, ids=tuple(ids))
 
 
 def _logprob(entry: Any) -> float:

@@ -30,14 +30,13 @@ from distillmeter.pipelines.artifacts import ArtifactError, ArtifactManifest
 from distillmeter.pipelines.data import Sequences, collate
 
 KIND = "logits"
-_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def _shard_name(i: int) -> str:
     return f"shard-{i:05d}.safetensors"
 
 
-@torch.no_grad()
 def cache_info(seqs: Sequences, *, top_k: int, vocab_size: int, dtype: str,
                shard_sequences: int) -> dict:
     """The manifest's description of a cache over ``seqs`` (``top_k`` capped at the
@@ -61,9 +60,16 @@ def write_shard(folder: Path, name: str, values: torch.Tensor, indices: torch.Te
             **artifacts.file_entry(folder / name).model_dump()}
 
 
-def _topk_shard(teacher: torch.nn.Module, seqs: Sequences, index: list[int], *, k: int,
-                vocab_size: int, batch_size: int, pad_id: int, dtype: torch.dtype,
-                device: str | torch.device, on_batch: Callable[[int, int], None] | None):
+@torch.no_grad()
+def topk_rows(teacher: torch.nn.Module, seqs: Sequences, index: list[int], *, k: int,
+              vocab_size: int, batch_size: int, pad_id: int, dtype: torch.dtype,
+              device: str | torch.device, on_batch: Callable[[int, int], None] | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The teacher's top-k log-probs (T = 1) at the learned positions of sequences
+    ``index``, in batches: ``(values [P, k] dtype, indices [P, k] int32, offsets [n+1])``,
+    sequence j's rows being ``offsets[j]:offsets[j+1]``. What a cache shard holds, and what
+    an on-policy round's ``teacher.score`` keeps. ``on_batch(tokens, sequences)`` after each
+    batch."""
     from distillmeter.pipelines.losses import topk_logprobs
 
     values, indices, counts = [], [], []
@@ -98,9 +104,9 @@ def write_cache(folder: Path, teacher: torch.nn.Module, seqs: Sequences, *, key_
     teacher.eval()
 
     def shard(index: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return _topk_shard(teacher, seqs, index, k=info["top_k"], vocab_size=vocab_size,
-                           batch_size=batch_size, pad_id=pad_id, dtype=_DTYPES[dtype],
-                           device=device, on_batch=on_batch)
+        return topk_rows(teacher, seqs, index, k=info["top_k"], vocab_size=vocab_size,
+                         batch_size=batch_size, pad_id=pad_id, dtype=DTYPES[dtype],
+                         device=device, on_batch=on_batch)
 
     return _write_shards(folder, seqs, info, shard, key_hash=key_hash, stage=stage,
                          run_id=run_id, resume_from=resume_from, on_batch=on_batch)
@@ -251,7 +257,7 @@ def _check_shard(path: Path, v: torch.Tensor, i: torch.Tensor, off: torch.Tensor
     problem = None
     if v.dim() != 2 or v.shape != i.shape or v.shape[1] != k:
         problem = f"values {tuple(v.shape)} and indices {tuple(i.shape)} are not [positions, {k}]"
-    elif v.dtype not in _DTYPES.values() or i.dtype != torch.int32 or off.dtype != torch.int64:
+    elif v.dtype not in DTYPES.values() or i.dtype != torch.int32 or off.dtype != torch.int64:
         problem = f"unexpected dtypes ({v.dtype}, {i.dtype}, {off.dtype})"
     elif off.dim() != 1 or len(off) != count + 1 or int(off[0]) != 0 \
             or int(off[-1]) != v.shape[0] or bool((off[1:] < off[:-1]).any()):
@@ -282,7 +288,7 @@ def write_cache_vllm(folder: Path, backend: Any, seqs: Any, *, key_hash: str,
         counts = torch.tensor([v.shape[0] for v, _ in parts], dtype=torch.int64)
         offsets = torch.zeros(len(parts) + 1, dtype=torch.int64)
         offsets[1:] = torch.cumsum(counts, 0)
-        values = torch.cat([v for v, _ in parts]).to(_DTYPES[dtype])
+        values = torch.cat([v for v, _ in parts]).to(DTYPES[dtype])
         return values, torch.cat([i for _, i in parts]).to(torch.int32), offsets
 
     return _write_shards(folder, seqs, info, shard, key_hash=key_hash, stage=stage,
