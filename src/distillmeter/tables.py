@@ -11,6 +11,7 @@ pairs wrapped to the width. No stage name or header is ever cut.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterable, Iterator, Sequence
 
 from rich.console import Console, ConsoleOptions, RenderableType
@@ -132,9 +133,46 @@ def _status_text(status: str) -> Text:
     return Text(status, style=style.get(status, ""))
 
 
-def stage_table(report: Report) -> Table:
+_STATUS_RANK = {"ok": 0, "degraded": 1, "incomplete": 2, "failed": 3}
+
+
+def merge_windows(stages: list[StageReport]) -> list[tuple[str, StageReport]]:
+    """``(row label, stage)`` with one row per stage name: a name with several windows (an
+    on-policy run's rounds) becomes one row ``name xN`` at its first window's place, its
+    seconds, energies, uncertainties, tokens and samples summed (uncertainties add: the
+    conservative bound), J/token recomputed, the worst status kept."""
+    counts: dict[str, int] = {}
+    for st in stages:
+        counts[st.name] = counts.get(st.name, 0) + 1
+    rows: list[tuple[str, StageReport]] = []
+    for name in counts:
+        group = [st for st in stages if st.name == name]
+        if len(group) == 1:
+            rows.append((name, group[0]))
+            continue
+        devices = list(dict.fromkeys(d for st in group for d in st.energy_j))
+        energy = {d: math.fsum(st.energy_j.get(d, 0.0) for st in group) for d in devices}
+        tokens = sum(st.tokens for st in group)
+        merged = group[0].model_copy(update={
+            "t_end": group[-1].t_end, "seconds": math.fsum(st.seconds for st in group),
+            "energy_j": energy,
+            "active_energy_j": math.fsum(st.active_energy_j for st in group),
+            "uncertainty_j": math.fsum(st.uncertainty_j for st in group),
+            "tokens": tokens, "samples": sum(st.samples for st in group),
+            "j_per_token": energy.get("total", 0.0) / tokens if tokens > 0 else None,
+            "source": {d: src for st in group for d, src in st.source.items()},
+            "status": max((st.status for st in group),
+                          key=lambda x: _STATUS_RANK.get(x, 1)),
+            "notes": [n for st in group for n in st.notes]})
+        rows.append((f"{name} x{len(group)}", merged))
+    return rows
+
+
+def stage_table(report: Report, *, windows: bool = False) -> Table:
     """The stage table: seconds, energy per device and total, active energy, uncertainty,
-    tokens, J/token, source and status; upstream (shared teacher) stages after a rule."""
+    tokens, J/token, source and status; upstream (shared teacher) stages after a rule. A
+    stage name with several windows is one row ``name xN`` (``merge_windows``) unless
+    ``windows`` asks for every window."""
     devices = list(report.devices)
     per_device = len(devices) > 1
     title = f"run {report.run_id}"
@@ -168,8 +206,10 @@ def stage_table(report: Report) -> Table:
         ]
         table.add_row(*row)
 
-    for st in report.stages:
-        add(st, st.name)
+    rows = [(st.name, st) for st in report.stages] if windows else \
+        merge_windows(report.stages)
+    for label, st in rows:
+        add(st, label)
     if report.upstream:
         table.add_section()
         for st in report.upstream:
@@ -224,15 +264,37 @@ def _optional_columns(report: Report) -> list[str]:
     return [f"{d} J" for d in report.devices] + ["active J"]
 
 
-def print_report(report: Report, console: Console | None = None) -> None:
-    """Print the stage table, totals, stage notes and warnings, readable at any width."""
+def _fold_notes(notes: list[tuple[str, str]], repeated: set[str]) -> list[tuple[str, str]]:
+    """For a stage with several windows: its first note and a count of the rest."""
+    out: list[tuple[str, str]] = []
+    folded: dict[str, int] = {}
+    for name, note in notes:
+        if name not in repeated:
+            out.append((name, note))
+        elif name in folded:
+            folded[name] += 1
+        else:
+            folded[name] = 0
+            out.append((name, note))
+    return [(name, note + (f" (and {folded[name]} more notes on its windows: --windows)"
+                           if folded.get(name) else "")) for name, note in out]
+
+
+def print_report(report: Report, console: Console | None = None, *,
+                 windows: bool = False) -> None:
+    """Print the stage table, totals, stage notes and warnings, readable at any width.
+    Repeated windows of a stage are one row, and their notes one line with a count,
+    unless ``windows``."""
     console = console or Console()
-    console.print(fit(stage_table(report), _optional_columns(report)))
+    console.print(fit(stage_table(report, windows=windows), _optional_columns(report)))
     console.print(fit(totals_table(report)))
     if report.estimated:
         console.print(Text("* estimated: some energy comes from a model (utilisation x TDP), "
                            "not a counter; see the +- column", style="yellow"))
     notes = [(st.name, n) for st in [*report.stages, *report.upstream] for n in st.notes]
+    if not windows:
+        names = [st.name for st in report.stages]
+        notes = _fold_notes(notes, {n for n in names if names.count(n) > 1})
     if notes:
         console.print(Text("notes", style="bold"))
         for name, note in notes:

@@ -117,3 +117,33 @@ def test_tables_flag_estimates_upstream_and_warnings(fixture_dir):
     assert "short stage" in text  # setup.load's note
     table = stage_table(report)
     assert table.row_count == 3
+
+
+def test_repeated_windows_are_one_row_unless_asked(tmp_path):
+    """An on-policy run's rounds: each phase's windows are one row (energies, tokens and
+    uncertainties summed), and `show --windows` lists every window."""
+    import time
+
+    from distillmeter.energy import EnergyMeter
+
+    with EnergyMeter(tmp_path / "run", idle_seconds=0) as meter:
+        for _ in range(3):
+            for name, tok in (("student.generate", 10), ("teacher.score", 20)):
+                meter.begin_window(name)
+                time.sleep(0.01)
+                meter.end_window(name, tokens=tok, samples=1)
+    report = account(tmp_path / "run")
+    assert [s.name for s in report.stages] == ["student.generate", "teacher.score"] * 3
+    table = stage_table(report)
+    assert table.row_count == 2
+    console = Console(record=True, width=250)
+    print_report(report, console)
+    text = console.export_text()
+    assert "student.generate x3" in text and "teacher.score x3" in text
+    score = [s for s in report.stages if s.name == "teacher.score"]
+    total = sum(s.energy_j["total"] for s in score)
+    assert f"{total:,.1f}" in text and "60" in text
+    assert "(and 2 more notes on its windows: --windows)" in text
+    assert stage_table(report, windows=True).row_count == 6
+    result = CliRunner().invoke(cli, ["show", str(tmp_path / "run"), "--windows"])
+    assert result.exit_code == 0 and result.output.count("teacher.score") >= 3

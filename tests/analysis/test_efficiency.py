@@ -113,3 +113,19 @@ def test_pooled_over_seeds() -> None:
     rows = efficiency([("cfg", a), ("cfg", b)], FLOORS)
     assert len(rows) == 1 and rows[0]["runs"] == 2
     assert rows[0]["j_per_token"] == pytest.approx(10.0) and rows[0]["tokens"] == 40
+
+
+def test_pooled_over_windows_of_a_stage() -> None:
+    """An on-policy run has many windows of each phase: one row each, summed, and ``runs``
+    counts runs, not windows."""
+    from reportfactory import stage
+
+    rows = []
+    for rid in ("a", "b"):
+        rep = report(rid, labels={"params": 1e9})
+        windows = [stage("teacher.score", e, tok) for e, tok in ((10.0, 5), (30.0, 15))]
+        rows.append(("cfg", rep.model_copy(update={"stages": windows})))
+    got = efficiency(rows, FLOORS)
+    assert len(got) == 1
+    assert got[0]["runs"] == 2 and got[0]["windows"] == 4
+    assert got[0]["tokens"] == 40 and got[0]["j_per_token"] == pytest.approx(2.0)

@@ -138,17 +138,21 @@ def efficiency(items: list[tuple[str, Report]], floors: list[dict[str, Any]]
                ) -> list[dict[str, Any]]:
     """Rows of (owner, stage) efficiency for each run's own stages. ``owner`` labels the
     configuration or teacher run the report belongs to; rows of one owner and stage are
-    pooled over seeds (energy and tokens summed)."""
+    pooled over seeds and over a stage's windows (energy and tokens summed; ``runs``
+    counts the runs, ``windows`` the windows)."""
     pooled: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    runs: dict[tuple[str, str], set[str]] = {}
     for owner, report in items:
         for stage in report.stages:
             pooled.setdefault((owner, stage.name), []).append(
                 stage_efficiency(stage, report, floors))
+            runs.setdefault((owner, stage.name), set()).add(report.run_id)
     rows: list[dict[str, Any]] = []
-    for (owner, _name), rs in sorted(pooled.items()):
+    for (owner, name), rs in sorted(pooled.items()):
         row = dict(rs[0])
         row["owner"] = owner
-        row["runs"] = len(rs)
+        row["runs"] = len(runs[(owner, name)])
+        row["windows"] = len(rs)
         tok = sum(r["tokens"] for r in rs)
         if all(r["j_per_token"] is not None for r in rs) and tok > 0:
             energy = sum(r["j_per_token"] * r["tokens"] for r in rs)

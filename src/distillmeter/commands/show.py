@@ -12,7 +12,9 @@ from distillmeter.protocol import LEDGER_FILE, REPORT_FILE, ProtocolError
 @click.command("show")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def command(run_dir: Path, as_json: bool) -> None:
+@click.option("--windows", is_flag=True,
+              help="A row for every window of a stage (one row per stage name otherwise).")
+def command(run_dir: Path, as_json: bool, windows: bool) -> None:
     """Print RUN_DIR's report: from report.json when it is there and valid, else accounted
     in memory from the raw files (nothing is written)."""
     from distillmeter.accounting import account
@@ -44,4 +46,4 @@ def command(run_dir: Path, as_json: bool) -> None:
     console = report_console()
     if note:
         console.print(f"[dim]{note}[/dim]", highlight=False)
-    print_report(report, console)
+    print_report(report, console, windows=windows)
