@@ -103,6 +103,10 @@ class StudentConfig(_Strict):
 
 
 _KD_FIELDS = ("alpha", "temperature", "divergence", "beta", "teacher_mode")
+_ONPOLICY_FIELDS = ("lmbda", "block_prompts", "sample_temperature", "max_new_tokens")
+# the settings each loss reads (besides name and data); any other one given is a mistake
+_USES = {"ce": (), "kd": _KD_FIELDS,
+         "onpolicy": ("temperature", "divergence", "beta") + _ONPOLICY_FIELDS}
 
 
 class MethodConfig(_Strict):
@@ -111,27 +115,44 @@ class MethodConfig(_Strict):
     ``data``: ``labelled`` (the student's ground-truth set) and/or ``synthetic`` (the
     teacher's filtered answers to the prompt pool). ``loss: kd`` adds the teacher's logits:
     ``alpha * CE + (1 - alpha) * T^2 * D(teacher || student)``, from the top-k cache
-    (``teacher_mode: cached``, stage ``teacher.logits``) or a live teacher (``online``)."""
+    (``teacher_mode: cached``, stage ``teacher.logits``) or a live teacher (``online``).
+
+    ``loss: onpolicy`` is on-policy distillation (GKD): in rounds of ``block_prompts``
+    prompts from the pool, the student samples completions (``student.generate``, at
+    ``sample_temperature``, up to ``max_new_tokens``), the teacher scores them
+    (``teacher.score``) and the student learns ``T^2 * D(teacher, student)`` on them
+    (``student.train``; ``divergence`` is ``reverse_kl`` unless given). ``lmbda`` is the
+    fraction of batches that are on-policy; the others come from ``data``, are scored by
+    the teacher in the same ``teacher.score`` windows and learned with the same loss."""
 
     name: str = Field(pattern=_NAME_RE)
     data: list[Literal["labelled", "synthetic"]] = Field(min_length=1)
-    loss: Literal["ce", "kd"] = "ce"
+    loss: Literal["ce", "kd", "onpolicy"] = "ce"
     alpha: float = Field(0.5, ge=0, le=1)
     temperature: float = Field(1.0, gt=0)
     divergence: Literal["forward_kl", "reverse_kl", "jsd"] = "forward_kl"
     beta: float = Field(0.5, gt=0, lt=1)
     teacher_mode: Literal["cached", "online"] = "cached"
+    lmbda: float = Field(0.5, gt=0, le=1)
+    block_prompts: int = Field(256, ge=1)
+    sample_temperature: float = Field(1.0, ge=0)  # 0: greedy
+    max_new_tokens: int = Field(12, ge=1)
 
     @model_validator(mode="after")
-    def _kd_fields_need_kd(self) -> MethodConfig:
-        if self.loss == "ce":
-            # Only values that differ from the default: the resolved config (which writes
-            # every default out) must load again.
-            stray = [f for f in _KD_FIELDS if f in self.model_fields_set
-                     and getattr(self, f) != type(self).model_fields[f].default]
-            if stray:
-                verb = "apply" if len(stray) > 1 else "applies"
-                raise ValueError(f"{', '.join(stray)} only {verb} with loss: kd")
+    def _settings_fit_the_loss(self) -> MethodConfig:
+        # Only values that differ from the default count as given: the resolved config
+        # (which writes every default out) must load again.
+        uses = _USES[self.loss]
+        stray = [f for f in _KD_FIELDS + _ONPOLICY_FIELDS
+                 if f not in uses and f in self.model_fields_set
+                 and getattr(self, f) != type(self).model_fields[f].default]
+        if stray:
+            verb = "apply" if len(stray) > 1 else "applies"
+            owners = [loss for loss, fields in _USES.items() if set(stray) & set(fields)]
+            raise ValueError(f"{', '.join(stray)} only {verb} with loss: "
+                             f"{' or '.join(owners)}")
+        if self.loss == "onpolicy" and "divergence" not in self.model_fields_set:
+            self.divergence = "reverse_kl"  # the usual choice on the student's own samples
         if len(set(self.data)) != len(self.data):
             raise ValueError("data lists a source twice")
         return self
@@ -139,6 +160,11 @@ class MethodConfig(_Strict):
     @property
     def uses_cache(self) -> bool:
         return self.loss == "kd" and self.teacher_mode == "cached"
+
+    @property
+    def onpolicy(self) -> bool:
+        """On-policy distillation: the student's own samples, scored by a live teacher."""
+        return self.loss == "onpolicy"
 
 
 class LogitsConfig(_Strict):
@@ -256,6 +282,12 @@ class RunConfig(_Strict):
             if self.needs_synthetic() and files.pool is None:
                 raise ValueError("a method uses synthetic data: task.files.pool must name "
                                  "the prompts the teacher answers")
+            if self.has_onpolicy() and files.pool is None:
+                raise ValueError("an onpolicy method samples from the prompt pool: "
+                                 "task.files.pool must name the prompts")
+        elif self.has_onpolicy() and self.task.n_pool == 0:
+            raise ValueError("an onpolicy method samples from the prompt pool: task.n_pool "
+                             "must be at least 1")
         return self
 
     def method(self, name: str) -> MethodConfig:
@@ -274,6 +306,10 @@ class RunConfig(_Strict):
 
     def needs_cache(self) -> bool:
         return any(m.uses_cache for m in self.methods)
+
+    def has_onpolicy(self) -> bool:
+        """A method is onpolicy (its student samples from the prompt pool)."""
+        return any(m.onpolicy for m in self.methods)
 
 
 # --------------------------------------------------------------------------- hashes
@@ -314,11 +350,17 @@ def logits_key(cfg: RunConfig, method: MethodConfig) -> dict[str, Any]:
 
 
 def student_config_id(cfg: RunConfig, method: MethodConfig) -> str:
-    """Identifies a student configuration across seeds (the meter's ``config_id``)."""
-    return content_hash({"teacher": content_hash(teacher_key(cfg)),
-                         "sequences": student_sequences_key(cfg, method),
-                         "method": method.model_dump(mode="json"),
-                         "student": cfg.student.model_dump(mode="json"),
-                         "training": cfg.training.model_dump(mode="json"),
-                         "logits": cfg.logits.model_dump(mode="json") if method.uses_cache
-                         else None})
+    """Identifies a student configuration across seeds (the meter's ``config_id``). An
+    onpolicy student also depends on how the teacher's scores are kept (``logits``) and on
+    the generation batch size (sampled draws depend on it)."""
+    key: dict[str, Any] = {
+        "teacher": content_hash(teacher_key(cfg)),
+        "sequences": student_sequences_key(cfg, method),
+        "method": method.model_dump(mode="json"),
+        "student": cfg.student.model_dump(mode="json"),
+        "training": cfg.training.model_dump(mode="json"),
+        "logits": cfg.logits.model_dump(mode="json") if method.uses_cache else None}
+    if method.onpolicy:  # a key of its own: the other methods' ids stay as they were
+        key["onpolicy"] = {"logits": cfg.logits.model_dump(mode="json"),
+                           "generation_batch_size": cfg.generation.batch_size}
+    return content_hash(key)

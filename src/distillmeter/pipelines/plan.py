@@ -6,9 +6,12 @@ Fair accounting of shared teacher work (documented in docs/pipelines.md): a stud
 learns from the teacher counts, in full, the teacher stages its learning needed:
 ``teacher.train`` (when the teacher is trained here) and ``eval.teacher`` (nobody distils
 from a teacher they have not checked), plus ``teacher.generate`` for synthetic data and
-``teacher.logits`` for cached KD. The baseline learns from labels alone and counts none;
-it reads the teacher's score only to report Q. The analysis can amortise the teacher side
-over N students.
+``teacher.logits`` for cached KD. An onpolicy student counts the same shared stages
+(``teacher.train``, ``eval.teacher``, and ``teacher.generate`` when its off-policy data
+includes synthetic answers); its own ``teacher.score`` windows run in its own run directory,
+per student, and are never shared. The baseline learns from labels alone and counts none;
+it reads the teacher's score only to report Q. The analysis can amortise the shared
+(upstream) teacher stages over N students, never a run's own.
 """
 
 from __future__ import annotations
@@ -70,7 +73,8 @@ class TeacherPlan:
 
     def used_by(self, method: MethodConfig) -> list[ArtifactSpec]:
         """The teacher-side artifacts whose stages a method's student counts (see above)."""
-        learns_from_teacher = "synthetic" in method.data or method.loss == "kd"
+        learns_from_teacher = ("synthetic" in method.data or method.loss == "kd"
+                               or method.onpolicy)
         if not learns_from_teacher:
             return []
         used = [a for a in (self.checkpoint, self.eval) if a is not None]

@@ -54,6 +54,17 @@ class _CountColumn(ProgressColumn):
         return Text(f"{done + total:>11} {self.unit:<6}")
 
 
+class _TaskCountColumn(_CountColumn):
+    """``_CountColumn`` with the unit taken from each task (bars of different units)."""
+
+    def __init__(self):
+        super().__init__("")
+
+    def render(self, task) -> Text:
+        self.unit = task.fields.get("unit", "")
+        return super().render(task)
+
+
 class StageBar:
     """One stage's bar: ``advance(tokens, samples)`` as work completes; the bar moves by
     ``items`` (default: the samples)."""
@@ -116,6 +127,31 @@ class StageProgress:
             counting = _CountingBar(bar, st)
             yield counting
 
+    @contextmanager
+    def phases(self, meter, label: str, phases: list[tuple[str, int | None, str]]
+               ) -> Iterator[PhaseWindows]:
+        """Stage windows that take turns on one meter (an on-policy round's
+        ``student.generate``, ``teacher.score``, ``student.train``): ``phases`` lists
+        ``(stage name, total items, unit)``. One bar per phase, all in one display, each
+        totalling its phase over every window. See ``PhaseWindows``."""
+        if self.quiet:
+            bars = {name: StageBar(None, None, self.power) for name, _, _ in phases}
+            with PhaseWindows(meter, bars) as windows:
+                yield windows
+            return
+        progress = Progress(
+            TextColumn("  {task.description:<16}"), BarColumn(bar_width=12),
+            _TaskCountColumn(), _RateColumn(), TimeElapsedColumn(),
+            console=self.console, transient=False, refresh_per_second=8)
+        with progress:
+            bars = {}
+            for name, total, unit in phases:
+                task_id = progress.add_task(name, total=total, tokens=0, unit=unit,
+                                            watts=self.power())
+                bars[name] = StageBar(progress, task_id, self.power)
+            with PhaseWindows(meter, bars) as windows:
+                yield windows
+
     def note(self, message: str) -> None:
         """A line of its own (a run starting, skipped, resumed)."""
         if not self.quiet:
@@ -149,3 +185,60 @@ def generation_progress(bar):
         bar.advance(sum(g.prompt_tokens + g.new_tokens for g in gens), len(gens))
 
     return on_batch
+
+
+class PhaseWindows:
+    """Stage windows that take turns on one meter. Stages do not nest, so ``enter(name)``
+    ends the running window (if any) and begins one of ``name``; a name may have many
+    windows in one run (the accounting and the analysis add them up by name).
+    ``advance`` counts tokens and samples into the running window and its phase's bar;
+    ``annotate(name, ...)`` sets what each window of ``name`` records in its
+    ``stage_end.info``. On leaving the ``with`` block the running window ends, marked
+    failed if an exception is on its way out."""
+
+    def __init__(self, meter, bars: dict[str, StageBar]):
+        self.meter, self.bars = meter, bars
+        self.current = None  # the running window (an energy.Stage)
+        self.info: dict[str, dict] = {name: {} for name in bars}
+        self.windows: dict[str, int] = dict.fromkeys(bars, 0)
+
+    def __enter__(self) -> PhaseWindows:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if self.current is not None:
+            name, self.current = self.current.name, None
+            if exc is not None:
+                self.meter.end_window(name, status="failed",
+                                      error=f"{exc_type.__name__}: {exc}")
+            else:
+                self.meter.end_window(name)
+        return False
+
+    @property
+    def phase(self) -> str | None:
+        return self.current.name if self.current is not None else None
+
+    def enter(self, name: str) -> None:
+        """End the running window and begin one of ``name``."""
+        if name not in self.bars:
+            raise ValueError(f"{name!r} is not one of the phases {', '.join(self.bars)}")
+        if self.current is not None:
+            self.meter.end_window(self.current.name)
+            self.current = None
+        self.current = self.meter.begin_window(name)
+        self.current.annotate(**self.info[name])
+        self.windows[name] += 1
+
+    def annotate(self, name: str, **info) -> None:
+        """What every window of ``name`` ran (``params``, ``batch_size``, ...)."""
+        self.info[name].update(info)
+        if self.current is not None and self.current.name == name:
+            self.current.annotate(**info)
+
+    def advance(self, tokens: int = 0, samples: int = 0, items: int | None = None) -> None:
+        """Count work done in the running window (and move its phase's bar)."""
+        if self.current is None:
+            raise RuntimeError("no phase window is running: call enter(name) first")
+        self.current.add(tokens=tokens, samples=samples)
+        self.bars[self.current.name].advance(tokens, samples, items)

@@ -128,6 +128,9 @@ def run_all(cfg: RunConfig, out_dir: Path | str = "runs", *, resume: bool = Fals
     components.preload()
     # under torchrun: join the job; rank 0 speaks for it (docs/scale.md)
     dist = Distributed.init(cfg.distributed, components.pick_device(cfg))
+    if dist.active and cfg.has_onpolicy():
+        raise UserError("method onpolicy runs in one process (its rounds are not split "
+                        "across ranks); run it without torchrun")
     ui = StageProgress(console, quiet=quiet or not dist.is_main)
     ctx = Context(cfg, out_dir, ui, dist.device, resume, dist=dist)
     # Before any work: checkpoints found, tokenizers agree, data reads, memory suffices.

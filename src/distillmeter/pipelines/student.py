@@ -2,8 +2,10 @@
 
     setup.load     task data, tokenizer, a fresh student (from the seed), its training data
                    (labelled and/or the teacher's synthetic answers), the logit cache or
-                   the live teacher for KD
-    student.train  the shared loop (``training.train``): only the loss and data differ
+                   the live teacher for KD and on-policy
+    student.train  the shared loop (``training.train``): only the loss and data differ; an
+                   onpolicy student's loop runs in rounds, each a student.generate,
+                   teacher.score and student.train window (``onpolicy.py``)
     eval.student   greedy decoding on the test set; quality recorded with the teacher's
                    score and Q = student / teacher
 
@@ -23,6 +25,7 @@ from distillmeter.pipelines.context import Context, training_pairs
 from distillmeter.pipelines.data import batches, encode_pairs
 from distillmeter.pipelines.evaluation import evaluate, write_eval
 from distillmeter.pipelines.logit_cache import LogitCache
+from distillmeter.pipelines.onpolicy import OnPolicyKD, onpolicy_data
 from distillmeter.pipelines.plan import StudentRun
 from distillmeter.pipelines.progress import generation_progress
 from distillmeter.pipelines.synthetic import read_synthetic
@@ -61,21 +64,24 @@ def run_student(ctx: Context, run: StudentRun, teacher: TeacherOutputs,
                            labels={"role": "student", "data": list(method.data),
                                    "loss": method.loss,
                                    "teacher_mode": method.teacher_mode if method.loss == "kd"
-                                   else None})
+                                   else None,
+                                   **({"divergence": method.divergence, "lmbda": method.lmbda,
+                                       "block_prompts": method.block_prompts}
+                                      if method.onpolicy else {})})
     with meter:
         with ui.metered(meter, label, "setup.load", None):
             components.seed_everything(seed)
             data, tok = components.load_data_and_tokenizer(cfg)
-            teacher_model = None
-            if method.loss == "kd" and method.teacher_mode == "online":
+            loaded_t = None  # a live teacher: online KD, on-policy
+            if (method.loss == "kd" and method.teacher_mode == "online") or method.onpolicy:
                 if plan.checkpoint is not None:
                     loaded_t = build.load_checkpoint(teacher.folder(plan.checkpoint), device,
-                                                          cfg.teacher.model)
+                                                     cfg.teacher.model)
                 else:
                     loaded_t = build.build_model(cfg.teacher.model, tok, seed=0,
-                                                      device=device, role="teacher",
-                                                      trainable=False)
-                teacher_model = loaded_t.model
+                                                 device=device, role="teacher",
+                                                 trainable=False)
+            teacher_model = loaded_t.model if loaded_t is not None else None
             student = build.build_model(cfg.student.model, tok, seed=seed, device=device)
             model, max_len, mixed = student.model, student.max_len, student.autocast
             synthetic = (read_synthetic(teacher.folder(plan.synthetic))
@@ -87,6 +93,11 @@ def run_student(ctx: Context, run: StudentRun, teacher: TeacherOutputs,
             vocab = shared_vocab(tok, model)
             if method.loss == "ce":
                 loss_fn = ce_loss
+            elif method.onpolicy:
+                from distillmeter.models import check_tokenizers_compatible
+
+                loss_fn = OnPolicyKD(method, vocab_size=check_tokenizers_compatible(
+                    tok, tok, build.vocab_width(teacher_model), build.vocab_width(model)))
             elif method.teacher_mode == "cached":
                 cache = LogitCache(teacher.folder(plan.caches[method.name]),
                                    expect_sequences=seqs)
@@ -100,16 +111,31 @@ def run_student(ctx: Context, run: StudentRun, teacher: TeacherOutputs,
                 loss_fn = OnlineKD(method, teacher_model, vocab_size=shared)
 
         tcfg = cfg.training
-        with ui.metered(meter, label, "student.train", tcfg.token_budget, "tok") as bar:
-            bar.annotate(params=count_params(model), batch_size=tcfg.batch_size)
+        if method.onpolicy:  # rounds of student.generate, teacher.score, student.train
+            windows = ui.phases(meter, label, [("student.generate", None, "prompt"),
+                                               ("teacher.score", None, "seq"),
+                                               ("student.train", tcfg.token_budget, "tok")])
+        else:
+            windows = ui.metered(meter, label, "student.train", tcfg.token_budget, "tok")
+        rounds = None
+        with windows as bar:
             # under torchrun every rank trains its shard of each batch (DDP/FSDP); the
             # stage counts this rank's tokens, the bar all ranks'
             world = ctx.world_size
-            result = train(model, batches(seqs, tcfg.batch_size, tok.pad_token_id, seed=seed),
-                           loss_fn, tcfg, device=device,
-                           on_step=lambda n_tok, n_seq, loss: bar.advance(n_tok, n_seq,
-                                                                          n_tok * world),
+            if method.onpolicy:
+                rounds = onpolicy_data(ctx, method, bar, student, loaded_t, tok,
+                                       list(data.pool), seqs, loss_fn, seed)
+                source, on_step = rounds, None  # rounds count their own tokens
+            else:
+                bar.annotate(params=count_params(model), batch_size=tcfg.batch_size)
+                source = batches(seqs, tcfg.batch_size, tok.pad_token_id, seed=seed)
+
+                def on_step(n_tok: int, n_seq: int, loss: float) -> None:
+                    bar.advance(n_tok, n_seq, n_tok * world)
+            result = train(model, source, loss_fn, tcfg, device=device, on_step=on_step,
                            autocast_dtype=mixed, dist=ctx.dist)
+            if rounds is not None:
+                rounds.close()
             if main:  # rank 0 writes; FSDP gathered the trained model there
                 model = result.model
                 folder = artifacts.artifact_dir(run_dir, STUDENT_CKPT, run.config_id)
@@ -124,7 +150,9 @@ def run_student(ctx: Context, run: StudentRun, teacher: TeacherOutputs,
                     "steps": result.steps, "tokens": result.tokens, "samples": result.samples,
                     "examples": len(seqs), "epochs": result.samples / max(1, len(seqs)),
                     "final_loss": result.final_loss, "last_parts": result.last_parts,
-                    "losses": result.losses, "world_size": world}, indent=1))
+                    "losses": result.losses, "world_size": world,
+                    **({"onpolicy": rounds.log.as_dict()} if rounds is not None else {})},
+                    indent=1))
                 artifacts.write_manifest(log, ArtifactManifest(
                     kind=TRAIN_LOG, hash=run.config_id, stage="student.train",
                     run_id=meter.run_id))
