@@ -20,8 +20,9 @@ from distillmeter.pipelines.config_file import load_config, parse_config
 from distillmeter.pipelines.preflight import preflight
 
 GIB = memory.GIB
+BUILTIN = ("default.yaml", "onpolicy.yaml")  # the built-in task's configs (no checkpoints)
 EXAMPLES = sorted(p.name for p in files("distillmeter").joinpath("configs").iterdir()
-                  if p.name.endswith(".yaml") and p.name != "default.yaml")
+                  if p.name.endswith(".yaml") and p.name not in BUILTIN)
 
 # Qwen2.5-0.5B-Instruct's config.json (the fields the estimate reads)
 QWEN_05B = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 896,

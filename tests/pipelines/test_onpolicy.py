@@ -77,6 +77,20 @@ def test_rounds_are_metered_windows_and_lmbda_mixes_batches(tmp_path, task_data,
     assert [e.samples for e in trained] == [16, 16, 4]
 
 
+def test_lmbda_counts_sequences_when_a_block_is_smaller_than_a_batch(
+        tmp_path, task_data, tokenizer, tiny_model):
+    method = _method(lmbda=0.5, block_prompts=2)  # half a batch of 4 a round
+    with EnergyMeter(tmp_path / "run", idle_seconds=0) as meter, \
+            StageProgress(quiet=True).phases(meter, "t", [(p, None, "x") for p in PHASES]) \
+            as windows:
+        data, _, _ = _source(meter, windows, task_data, tokenizer, tiny_model, method)
+        got = [next(data) for _ in range(9)]
+    on = sum(len(b.index) for b in got if len(b.index) == 2)
+    off = sum(len(b.index) for b in got if len(b.index) == 4)
+    assert data.log.rounds == 6 and data.log.off_batches == 3  # one every second round
+    assert on == 12 and off == 12  # half the sequences on-policy, as lmbda says
+
+
 def test_onpolicy_batches_learn_the_completion_up_to_eos(tmp_path, task_data, tokenizer,
                                                         tiny_model):
     method = _method(lmbda=1.0, block_prompts=12, max_new_tokens=12)
@@ -175,6 +189,25 @@ def test_config_entry_validates_strictly():
             parse_config({"methods": [entry]}, "x.yaml")
     with pytest.raises(UserError, match="samples from the prompt pool"):
         parse_config({"task": {"n_pool": 0}, "methods": [ONPOLICY]})
+
+
+def test_packaged_onpolicy_config_is_the_default_with_its_own_methods():
+    """`distillmeter run onpolicy`: only the methods are its own, so it follows the default
+    (task, teacher, student, training, seeds) wherever the default is re-tuned."""
+    from importlib.resources import files
+
+    from distillmeter.pipelines.config_file import load_config
+
+    cfg = load_config("onpolicy")
+    default = RunConfig()
+    assert [m.name for m in cfg.methods] == ["baseline", "kd", "onpolicy"]
+    assert cfg.model_copy(update={"methods": default.methods}) == default
+    assert cfg.method("baseline") == default.method("baseline")
+    assert cfg.method("kd") == default.method("kd")
+    op = cfg.method("onpolicy")
+    assert op.onpolicy and op.data == ["labelled", "synthetic"] and op.block_prompts == 256
+    text = files("distillmeter").joinpath("configs", "onpolicy.yaml").read_text()
+    assert set(yaml.safe_load(text)) == {"methods"}
 
 
 def test_plan_and_config_id():

@@ -102,6 +102,7 @@ class RoundLog:
                 "mean_new_tokens": self.new_tokens / self.prompts if self.prompts else None,
                 "on_policy_batches": self.on_batches, "off_policy_batches": self.off_batches,
                 "scored_sequences": self.scored_sequences,
+                "unused_batches": self.unused_batches,
                 "mean_sample_age_steps": sum(ages) / len(ages),
                 "max_sample_age_steps": max(ages)}
 
@@ -197,13 +198,15 @@ class OnPolicyData(Iterator[Batch]):
         self.log.new_tokens += sum(g.new_tokens for g in gens)
 
         # the round's batches: on-policy ones from the samples, off-policy ones from the
-        # method's data, lmbda of them on-policy (the fraction carried across rounds)
+        # method's data, lmbda of them on-policy. Counted in full batches' worth of
+        # sequences, so that a block smaller than a batch keeps the fraction too; what
+        # does not make a whole batch is carried to the next round.
         order = list(range(len(seqs)))
         self._rng.shuffle(order)
         groups = [(order[i : i + self.batch_size], True)
                   for i in range(0, len(order), self.batch_size)]
         if self._off is not None and m.lmbda < 1.0:
-            self._off_credit += len(groups) * (1.0 - m.lmbda) / m.lmbda
+            self._off_credit += len(seqs) / self.batch_size * (1.0 - m.lmbda) / m.lmbda
             while self._off_credit >= 1.0 - 1e-9:
                 self._off_credit -= 1.0
                 off = next(self._off)
