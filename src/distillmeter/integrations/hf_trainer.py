@@ -7,8 +7,11 @@
     trainer.train()          # -> runs/my-sft/{ledger.jsonl,trace.csv,report.json}
 
 TRL's ``SFTTrainer`` and ``GKDTrainer`` are ``Trainer`` subclasses, so the same callback
-works there (GKD's teacher forward passes and on-policy generations happen inside training
-steps, so they count in ``student.train``, like distillmeter's online-teacher KD).
+works there. With a trainer that has a ``teacher_model`` (``GKDTrainer``), the teacher's
+forward passes and the student's on-policy generations inside the training steps run in
+windows of their own, ``teacher.score`` and ``student.generate`` beside ``student.train``
+(``trainer_phases.py`` says how, and what that costs in precision; ``phases=False`` keeps
+everything in ``student.train``).
 
 What is metered, and how (the windows, trainer_windows.py, are one open at a time):
 - ``setup_stage`` (``setup.load``): from the callback's creation to ``on_train_begin``:
@@ -44,10 +47,10 @@ What is metered, and how (the windows, trainer_windows.py, are one open at a tim
   training), an exit handler closes the run (an open stage is marked failed) and
   accounts it.
 
-To add a phase (say TRL's on-policy generation as ``student.generate``): call
-``self._windows.switch("student.generate")`` where the phase begins (counting what the
-window being closed did) and switch back where it ends; :class:`Windows` keeps one window
-open at a time.
+A phase inside training (TRL's on-policy generation as ``student.generate``, the
+teacher's forward as ``teacher.score``) switches windows in :meth:`_phase`, called by the
+wrapped calls of ``trainer_phases.PhaseHooks``; :class:`Windows` keeps one window open at a
+time.
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ from __future__ import annotations
 import atexit
 import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -89,9 +94,10 @@ class DistillMeterCallback(TrainerCallback):
     run (``seed`` defaults to ``args.seed``; ``config`` to the TrainingArguments).
     ``quality_metric``: the evaluation metric recorded as the run's quality (default:
     accuracy, exact match or F1 when reported, else the loss). ``account``: keyword
-    arguments for ``distillmeter.accounting.account`` (grid intensity, PUE, price). Other
-    keyword arguments go to ``EnergyMeter`` (``devices``, ``sample_hz``, ``idle_seconds``,
-    ``idle_cache``, ``run_id``, ``task``, ``upstream``, ...)."""
+    arguments for ``distillmeter.accounting.account`` (grid intensity, PUE, price).
+    ``phases``: meter a distillation trainer's teacher forward passes and generations apart
+    (``trainer_phases.py``). Other keyword arguments go to ``EnergyMeter`` (``devices``,
+    ``sample_hz``, ``idle_seconds``, ``idle_cache``, ``run_id``, ``task``, ``upstream``, ...)."""
 
     def __init__(self, run_dir: str | Path | None = None, *, meter: Any = None,
                  train_stage: str = "student.train", eval_stage: str = "eval.student",
@@ -100,7 +106,7 @@ class DistillMeterCallback(TrainerCallback):
                  labels: dict[str, Any] | None = None, config: dict[str, Any] | None = None,
                  quality_metric: str | None = None, finish_at_train_end: bool = True,
                  print_report: bool = True, account: dict[str, Any] | None = None,
-                 **meter_kwargs: Any) -> None:
+                 phases: bool = True, **meter_kwargs: Any) -> None:
         if (run_dir is None) == (meter is None):
             raise ValueError("DistillMeterCallback: give either run_dir or meter")
         if meter is not None and (meter_kwargs or method or seed is not None or labels
@@ -130,6 +136,10 @@ class DistillMeterCallback(TrainerCallback):
         self._token_counter = "non_padding"
         self._eval_tokens: dict[int, int | None] = {}
         self._finished = False
+        self.phases = phases
+        self._hooks: Any = None  # trainer_phases.PhaseHooks while training
+        self._args: Any = None
+        self._state: Any = None
         if self.setup_stage is not None:
             from distillmeter.energy.ranks import RankInfo
 
@@ -252,6 +262,32 @@ class DistillMeterCallback(TrainerCallback):
         self._training = True
         self._tokens_seen = int(getattr(state, "num_input_tokens_seen", 0) or 0)
         self._windows.switch(self.train_stage)  # closes setup.load
+        if self.phases:
+            from distillmeter.integrations.trainer_phases import PhaseHooks, find_trainer
+
+            trainer = find_trainer(self)
+            if trainer is not None:
+                self._args, self._state = args, state
+                self._hooks = PhaseHooks(self._phase)
+                self._hooks.install(trainer)
+
+    @contextmanager
+    def _phase(self, name: str, info: dict[str, Any]) -> Iterator[Any]:
+        """A wrapped call (trainer_phases.py) in a window of its own while training's window
+        is open; yields that window (None: the call runs in whatever window is open)."""
+        if not (self._active and self._training and self._windows.is_open(self.train_stage)):
+            yield None
+            return
+        self._count_train(self._args, self._state)
+        self._windows.switch(name)
+        window = self._windows.current
+        window.annotate(**info)
+        try:
+            yield window
+        except BaseException as exc:
+            self._windows.close(failed=f"{type(exc).__name__}: {exc}")
+            raise
+        self._windows.switch(self.train_stage)
 
     def on_step_begin(self, args, state, control, **kwargs):
         # An evaluation window still open at the next step means the Trainer skipped the
@@ -293,6 +329,7 @@ class DistillMeterCallback(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         if not (self._active and self._training):
             return
+        self._unhook()
         self._count_train(args, state)
         self._windows.close()
         self._training = False
@@ -319,6 +356,7 @@ class DistillMeterCallback(TrainerCallback):
         meter is yours: close it and call ``distillmeter.accounting.account`` yourself)."""
         if self._finished or not self._active or self.meter is None:
             return self.report
+        self._unhook()
         self._finished = True
         self._windows.close(failed="the run ended while this stage was running"
                             if status == "failed" else None)
@@ -340,6 +378,11 @@ class DistillMeterCallback(TrainerCallback):
 
             print_report(self.report)
         return self.report
+
+    def _unhook(self) -> None:
+        if self._hooks is not None:
+            self._hooks.remove()
+            self._hooks = None
 
     def _at_exit(self) -> None:
         if not self._finished and self.meter is not None and self._active:
