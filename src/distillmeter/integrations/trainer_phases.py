@@ -33,9 +33,10 @@ metered and how (``info``: ``metered``, ``params``, ``calls``).
 
 Tokens: ``teacher.score`` counts the tokens the teacher read (the attention mask's sum);
 ``student.generate`` and ``teacher.generate`` count prompt tokens plus generated tokens up
-to and including each row's first EOS. ``student.train`` keeps the Trainer's count of the
-dataset's tokens; on an on-policy step the sequences actually learned are the generated
-ones, counted in ``student.generate``.
+to and including each row's first EOS. ``student.train`` keeps the Trainer's count,
+``state.num_input_tokens_seen``: transformers 5.x takes it after each training step, from
+the batch as GKD left it, so on an on-policy step it counts the generated sequences the
+student learned (versions that count before the step count the dataset's sequences).
 """
 
 from __future__ import annotations
