@@ -22,11 +22,12 @@ def test_measure_runs_accounts_and_keeps_the_exit_status(tmp_path, capfd):
     assert "eval.command" in captured.err           # the report goes to stderr
     assert "child says hi" not in captured.err
     ledger = read_ledger(out)
-    end = ledger.of("stage_end")[0]
+    idle, end = ledger.of("stage_end")  # the idle baseline measured first, then the command
+    assert idle.stage == "setup.idle"
     assert (end.stage, end.status, end.tokens) == ("eval.command", "failed", 100)
     assert "status 3" in end.error and ledger.run_end.status == "failed"
     report = load_report(out)
-    (stage,) = report.stages
+    _, stage = report.stages
     assert stage.name == "eval.command" and stage.energy_j["total"] > 0
     # No RAPL on this machine: CPU energy must come out marked as an estimate.
     if ledger.run_start.sources.get("cpu:0") == "estimate":

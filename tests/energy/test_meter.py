@@ -54,11 +54,13 @@ def test_files_follow_the_protocol(run):
     assert not ledger.warnings and not ledger.truncated
     kinds = [e.event for e in ledger.events]
     assert kinds[0] == "run_start" and kinds[-1] == "run_end"
+    # the idle baseline is measured first, in a stage of its own (setup.idle)
     assert [e.stage for e in ledger.of("stage_start")] == [
-        "teacher.train", "eval.student", "student.train"]
+        "setup.idle", "teacher.train", "eval.student", "student.train"]
     # start/end alternate: no stage inside another
     boundaries = [(e.event, e.stage) for e in ledger.events if e.event.startswith("stage_")]
-    assert boundaries == [(k, s) for s in ("teacher.train", "eval.student", "student.train")
+    assert boundaries == [(k, s) for s in ("setup.idle", "teacher.train", "eval.student",
+                                           "student.train")
                           for k in ("stage_start", "stage_end")]
     times = [e.t for e in ledger.events]
     assert times == sorted(times) and times[0] >= 0
@@ -92,15 +94,18 @@ def test_idle_baseline_and_stage_readings(run):
     idle = {e.device: e for e in ledger.of("idle_baseline")}
     assert set(idle) == set(meter.devices)
     assert all(e.power_w > 0 and e.seconds == pytest.approx(0.2, abs=0.1) for e in idle.values())
-    end = ledger.of("stage_end")[0]
+    idle_end = ledger.of("stage_end")[0]  # the idle measurement's own stage
+    assert idle_end.stage == "setup.idle" and idle_end.t == pytest.approx(
+        next(iter(idle.values())).t, abs=0.05)
+    end = ledger.of("stage_end")[1]
     assert end.tokens == st.tokens > 10 and end.samples == 4
     assert end.status == "ok"
-    start = ledger.of("stage_start")[0]
+    start = ledger.of("stage_start")[1]
     for d in meter.devices:
         assert end.readings[d] > start.readings[d]
         assert st.energy_j[d] == pytest.approx(end.readings[d] - start.readings[d])
-    assert ledger.of("stage_end")[1].samples == 7
-    assert window.tokens == 5 and ledger.of("stage_end")[2].tokens == 5
+    assert ledger.of("stage_end")[2].samples == 7
+    assert window.tokens == 5 and ledger.of("stage_end")[3].tokens == 5
     q = ledger.of("quality")[-1]
     assert (q.metric, q.value, q.n, q.details) == ("exact_match", 0.5, 20, {"q": 0.9})
     assert power is not None and power > 0

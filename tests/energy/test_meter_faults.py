@@ -155,8 +155,10 @@ def test_resume_continues_the_same_run(tmp_path):
     assert not ledger.warnings and len(ledger.of("run_start")) == 1
     resumed = [e for e in ledger.of("warning") if e.message.startswith("resumed")]
     assert len(resumed) == 1 and resumed[0].t >= last_t
-    assert [e.stage for e in ledger.of("stage_end")] == ["teacher.train", "student.train"]
-    assert len(ledger.of("idle_baseline")) == len(first.devices)  # measured once
+    # idle measured once, by the first session (in its setup.idle stage)
+    assert [e.stage for e in ledger.of("stage_end")] == ["setup.idle", "teacher.train",
+                                                         "student.train"]
+    assert len(ledger.of("idle_baseline")) == len(first.devices)
     times = [e.t for e in ledger.events]
     assert times == sorted(times)
     assert not read_trace(tmp_path).warnings  # still in time order

@@ -74,7 +74,9 @@ def test_merged_stages_span_every_rank_and_add_their_counts(two_ranks):
     merged = read_ledger(two_ranks)
     starts = [e for e in merged.of("stage_start")]
     ends = {e.stage: e for e in merged.of("stage_end")}
-    assert [e.stage for e in starts] == ["setup.load", "student.train", "eval.student"]
+    # each rank measured its idle power first (setup.idle, not a collective boundary)
+    assert [e.stage for e in starts] == ["setup.idle", "setup.load", "student.train",
+                                         "eval.student"]
     assert ends["student.train"].tokens == 100 + 200 and ends["student.train"].samples == 3
     offsets = {r["rank"]: r["offset_s"] for r in merged.run_start.ranks}
     for k in (0, 1):

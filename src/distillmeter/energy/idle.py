@@ -33,6 +33,7 @@ from distillmeter.energy.hostinfo import cpu_info
 ENV_CACHE = "DISTILLMETER_IDLE_CACHE"
 ENV_MAX_AGE = "DISTILLMETER_IDLE_MAX_AGE"
 DEFAULT_MAX_AGE_S = 24 * 3600.0
+IDLE_STAGE = "setup.idle"  # the stage a fresh measurement runs in
 CACHE_SCHEMA = "distillmeter.idle-cache/1"
 _OFF = ("", "0", "off", "no", "false", "none")
 
@@ -185,7 +186,8 @@ def measure_idle(read: Reading, collect: Callable[[bool], dict[str, list[float]]
 def write_idle_baseline(meter: Any) -> None:
     """One ``idle_baseline`` event per device of ``meter`` (an ``EnergyMeter`` starting
     up): from the cache while it holds a fresh one for this host and device set, else
-    measured now over ``meter.idle_seconds`` (and then kept in the cache)."""
+    measured now over ``meter.idle_seconds``, inside a ``setup.idle`` stage (and then kept
+    in the cache)."""
     cache = None
     if meter.idle_cache is not False:
         path = default_cache_path() if meter.idle_cache in (None, True) else meter.idle_cache
@@ -199,6 +201,9 @@ def write_idle_baseline(meter: Any) -> None:
             meter._write({"event": "idle_baseline", "t": t, "device": d,
                           "power_w": hit.power_w[d], "seconds": hit.seconds, "cached": cached})
         return
+    # Seconds of doing nothing: a stage of its own, so that the time is attributed and
+    # named rather than left in the run's unattributed energy (a cached baseline takes none)
+    meter.begin_window(IDLE_STAGE)
     t_a, t_b, power, missing = measure_idle(meter._read, meter._collect_idle,
                                             meter.idle_seconds, meter.devices)
     for d in missing:
@@ -207,6 +212,7 @@ def write_idle_baseline(meter: Any) -> None:
     for d, w in power.items():
         meter._write({"event": "idle_baseline", "t": t_b, "device": d, "power_w": w,
                       "seconds": t_b - t_a})
+    meter.end_window(IDLE_STAGE)
     if cache is not None and not missing:
         problem = cache.store(identity, power, t_b - t_a)
         if problem:

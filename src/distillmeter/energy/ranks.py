@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from distillmeter.energy.discovery import discover_sensors
+from distillmeter.energy.idle import IDLE_STAGE
 from distillmeter.energy.meter import EnergyMeter
 from distillmeter.energy.sensors import Sensor, parse_device_selection
 from distillmeter.protocol.merge import RANK_FILE, RANKS_DIR
@@ -215,6 +216,9 @@ class RankMeter(EnergyMeter):
         self.gpus_per_rank = int(gpus_per_rank)
         self._facts: dict[str, Any] = {}
         self.merged: bool = False
+        # every rank measures its idle fresh, so that each has the same setup.idle stage to
+        # merge (a cache hit on one rank and not another would leave a stage some rank lacks)
+        kwargs.setdefault("idle_cache", False)
         super().__init__(rank_dir(run_dir, self.info.rank), **kwargs)
 
     # -- lifecycle
@@ -268,13 +272,16 @@ class RankMeter(EnergyMeter):
         return True
 
     # -- stage boundaries
+    # (each rank measures its own devices' idle power when it starts: setup.idle is not a
+    # collective boundary)
     def _open_stage(self, st: Any) -> None:
         self._require_running()
-        if self.sync is not None and self._stage is None:
+        if self.sync is not None and self._stage is None and st.name != IDLE_STAGE:
             self.sync("stage_start", st.name)
         super()._open_stage(st)
 
     def _close_stage(self, st: Any) -> None:
-        if self.sync is not None and st.status == "ok" and self._stage is st:
+        if (self.sync is not None and st.status == "ok" and self._stage is st
+                and st.name != IDLE_STAGE):
             self.sync("stage_end", st.name)
         super()._close_stage(st)

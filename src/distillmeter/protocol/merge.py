@@ -279,7 +279,9 @@ def merge_parts(parts: list[RankPart], notes: list[str]) -> tuple[list[dict], li
     prev_end = -math.inf
     for key in order:
         have = [(p, o[key]) for p, o in occurrences if key in o]
-        missing = [p.rank for p, o in occurrences if key not in o]
+        # a rank that meters no device (CPU and DRAM go to local rank 0) has no energy to
+        # miss: it measures no idle baseline either
+        missing = [p.rank for p, o in occurrences if key not in o and p.names]
         t0 = max(min(s.t + p.offset for p, (s, _) in have), prev_end)
         body.append((t0, 3, _ev("stage_start", t0, stage=key[0], readings={
             k: v for p, (s, _) in have for k, v in _readings(p, s).items()})))

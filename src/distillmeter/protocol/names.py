@@ -21,6 +21,7 @@ TRACE_COLUMNS = ("t", "device", "energy_j", "power_w")
 
 SIDES = ("setup", "teacher", "student", "eval")
 STANDARD_STAGES = (
+    "setup.idle",
     "setup.load",
     "teacher.train",
     "teacher.generate",
