@@ -61,7 +61,8 @@ class TrainingConfig(_Strict):
     a token budget, gradient clipping. The stopping rule is the budget: training stops once
     ``token_budget`` non-padding tokens have gone through the model."""
 
-    # Defaults: models.DEFAULT_STUDENT_TRAINING (300 steps of 64 sequences of ~17 tokens)
+    # Defaults: models.DEFAULT_STUDENT_TRAINING (600 steps of 64 sequences of ~17 tokens);
+    # the teacher's (TeacherConfig.training) are models.DEFAULT_TEACHER_TRAINING
     lr: float = Field(1e-2, gt=0)
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
     warmup_frac: float = Field(0.07, ge=0, lt=1)
@@ -71,7 +72,7 @@ class TrainingConfig(_Strict):
     grad_clip: float | None = Field(1.0, gt=0)
     batch_size: int = Field(64, ge=1)  # sequences per forward/backward pass (micro-batch)
     grad_accum: int = Field(1, ge=1)   # micro-batches per optimizer step
-    token_budget: int = Field(330_000, ge=1)
+    token_budget: int = Field(660_000, ge=1)
 
 
 class TeacherConfig(_Strict):
@@ -85,7 +86,8 @@ class TeacherConfig(_Strict):
                                                      d_ff=512, max_len=32))
     train: bool = True
     seed: int = 0
-    training: TrainingConfig = TrainingConfig(lr=5e-3)  # models.DEFAULT_TEACHER_TRAINING
+    # models.DEFAULT_TEACHER_TRAINING: 300 steps of 64 sequences
+    training: TrainingConfig = TrainingConfig(lr=5e-3, token_budget=330_000)
 
     @model_validator(mode="after")
     def _can_train(self) -> TeacherConfig:
