@@ -5,7 +5,8 @@ For each thread count (1 and 2 unless told), runs the real CLI, ``distillmeter r
 ``threads: T`` written out (OUT/threads-T.yaml); then reads every run's report.json and
 prints a markdown table: for each method (the teacher included), the exact match of every
 seed, the mean, the sample std (ddof=1) and the 95% t-interval of the mean, and each run's
-wall time (report ``totals.seconds``), plus the whole command's wall time.
+wall time (report ``totals.seconds``), plus the whole command's wall time. The CLI's own
+output goes to stderr, the tables to stdout.
 
     .venv/bin/python benchmarks/seed_stability.py --out /tmp/seeds
     .venv/bin/python benchmarks/seed_stability.py --out /tmp/seeds --seeds 10 --threads 1
@@ -66,7 +67,7 @@ def run_cli(config: Path, out: Path, resume: bool) -> tuple[int, float]:
     print(f"$ distillmeter run {config} --out {out} --quiet --no-report"
           + (" --resume" if resume else ""), file=sys.stderr, flush=True)
     t0 = time.perf_counter()
-    rc = subprocess.call(cmd)
+    rc = subprocess.call(cmd, stdout=sys.stderr)  # stdout: only the tables
     return rc, time.perf_counter() - t0
 
 
