@@ -140,3 +140,35 @@ def test_compare_sentence_orders_by_energy() -> None:
     a = analyse(campaign())
     kd, base = a.config("kd"), a.config("base")
     assert compare_sentence(kd, base) == compare_sentence(base, kd)
+
+
+def test_per_student_teacher_work_is_said_unamortisable_in_rules_and_plan() -> None:
+    """On-policy's teacher.score (inside each student's run) beside upstream teacher work
+    (the teacher's training, say): the rules say which part --amortize can divide, and the
+    planner states its pick's teacher share with the same split."""
+    from distillmeter.analysis.planner import Budget, plan
+
+    reps = [(r.run_id, r) for r in [_teacher()]]
+    for i, (e, q) in enumerate([(990.0, 0.40), (1000.0, 0.42), (1010.0, 0.41)]):
+        r = _student(f"b{i}", "baseline", i, e, q)
+        reps.append((r.run_id, r))
+    for i, (e, q) in enumerate([(1000.0, 0.76), (1010.0, 0.77), (990.0, 0.75)]):
+        r = _student(f"o{i}", "onpolicy", i, e, q, extra={"teacher.score": 1500.0},
+                     upstream={(T, "teacher.generate"): 2000.0})
+        reps.append((r.run_id, r))
+    a = analyse(reps, min_q=0.5)
+    line = next(r for r in a.rules["g1"] if "teacher runs inside" in r)
+    assert "teacher.score: 1.5 kJ per student" in line and "cannot be amortised" in line
+    assert "divides only its upstream part (2 kJ)" in line
+    # what it says does not depend on N: the per-student part stays whole
+    a10 = analyse(reps, min_q=0.5, amortize=10)
+    line10 = next(r for r in a10.rules["g1"] if "teacher runs inside" in r)
+    assert "teacher.score: 1.5 kJ per student" in line10
+    assert "divides only its upstream part (200 J)" in line10
+    p = plan(a, Budget(kwh=1.0))
+    (g,) = p["groups"]
+    assert g["choice_label"] == "onpolicy"
+    share = next(w for w in g["why"] if "teacher-side" in w)
+    assert share.startswith("76% of its energy per student is teacher-side")  # 3.5 of 4.6 kJ
+    assert "2 kJ upstream, shareable among students (--amortize)" in share
+    assert "1.5 kJ per student in teacher.score, not shareable" in share

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from distillmeter.analysis.configs import ConfigStats
-from distillmeter.analysis.rules import fmt_j, fmt_q
+from distillmeter.analysis.rules import fmt_j, fmt_q, per_student_teacher_j
 from distillmeter.analysis.stats import Summary, summarize
 from distillmeter.analysis.summary import Analysis
 
@@ -124,6 +124,16 @@ def plan_group(a: Analysis, group_id: str, budget: Budget, *, on_mean: bool = Fa
                        if others else ""))
     else:
         why.append("no configuration reports a quality: the cheapest that fits")
+    teacher, total = pick.side_mean("teacher"), pick.energy_j.mean or 0.0
+    if teacher > 0 and total > 0:
+        own = per_student_teacher_j(pick)
+        split = (f": {_e(pick, teacher - own)} upstream, shareable among students "
+                 f"(--amortize), {_e(pick, own)} per student in "
+                 f"{', '.join(pick.per_student_teacher_stages)}, not shareable"
+                 if pick.per_student_teacher_stages else ", all of it upstream work that "
+                 "students can share (--amortize)")
+        why.append(f"{100 * teacher / total:.0f}% of its energy per student is teacher-side"
+                   + split)
     if pick.n_seeds < 2:
         why.append(f"{_name(pick)} was measured with one seed: no interval, so its single "
                    "measurement is what fits")

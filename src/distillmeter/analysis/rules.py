@@ -170,7 +170,28 @@ def _teacher_rules(cs: list[ConfigStats], amort: str) -> list[str]:
                 if c.per_student_teacher_stages else ""
             out.append(f"teacher-side energy is {100 * t / total:.0f}% of the {_label(c)} "
                        f"total ({fmt_e(c, t)} of {fmt_e(c, total)} per student{amort}{own})")
+            if c.per_student_teacher_stages:
+                out.append(per_student_teacher_sentence(c))
     return out
+
+
+def per_student_teacher_j(c: ConfigStats) -> float:
+    """The mean energy of the teacher stages a student ran in its own run (on-policy's
+    teacher.score): paid again by every student, never divided by --amortize."""
+    return sum(c.stage_j[n].mean or 0.0 for n in c.per_student_teacher_stages
+               if n in c.stage_j)
+
+
+def per_student_teacher_sentence(c: ConfigStats) -> str:
+    """What sharing the teacher can and cannot save for a method whose teacher works inside
+    each student's training (on-policy distillation)."""
+    own = per_student_teacher_j(c)
+    shared = max(0.0, c.side_mean("teacher") - own)
+    return (f"{_label(c)}'s teacher runs inside each student's training "
+            f"({', '.join(c.per_student_teacher_stages)}: {fmt_e(c, own)} per student): unlike "
+            f"a logit cache or synthetic data, that cost is paid again by every student and "
+            f"cannot be amortised; sharing the teacher among N students (--amortize N) "
+            f"divides only its upstream part ({fmt_e(c, shared)})")
 
 
 def _baseline_rules(a: Analysis, group_id: str, by_id: dict[str, ConfigStats]) -> list[str]:
