@@ -69,6 +69,14 @@ def evaluate(model, tokenizer, task, examples, cfg: EvalConfig, *, device: str, 
                       loss_tokens=seqs.total_tokens(), records=records)
 
 
+def scoring_info(result: EvalResult, batch_size: int) -> dict[str, Any]:
+    """The scoring half of an evaluation's work, for the stage's info (the decoding half
+    is recorded by ``progress.generation_progress``): teacher-forced batches and tokens,
+    and the backend that decoded."""
+    return {"score_batches": -(-result.n // batch_size), "scored_tokens": result.loss_tokens,
+            "backend": "transformers"}
+
+
 def write_eval(folder: Path, result: EvalResult, *, kind: str, key_hash: str, stage: str,
                run_id: str | None) -> ArtifactManifest:
     """``completions.jsonl`` (prompt, target, completion, correct) and ``metrics.json``."""

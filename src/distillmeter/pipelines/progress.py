@@ -179,10 +179,22 @@ class _CountingBar:
 
 def generation_progress(bar):
     """A generation backend's per-batch callback as bar advances (tokens: the batch's
-    prompt and new tokens; samples: its prompts)."""
+    prompt and new tokens; samples: its prompts). It also records the generation's work in
+    the stage's info, for the cost model (docs/analysis.md, "Forecasts"): ``gen_batches``,
+    ``decode_steps`` (forward passes: each batch runs until its longest answer ends),
+    ``prompt_tokens`` and ``new_tokens``."""
+    work = {"gen_batches": 0, "decode_steps": 0, "prompt_tokens": 0, "new_tokens": 0}
 
     def on_batch(gens) -> None:
         bar.advance(sum(g.prompt_tokens + g.new_tokens for g in gens), len(gens))
+        if gens:
+            work["gen_batches"] += 1
+            work["decode_steps"] += max(g.new_tokens for g in gens)
+            work["prompt_tokens"] += sum(g.prompt_tokens for g in gens)
+            work["new_tokens"] += sum(g.new_tokens for g in gens)
+            annotate = getattr(bar, "annotate", None)
+            if annotate is not None:
+                annotate(**work)
 
     return on_batch
 

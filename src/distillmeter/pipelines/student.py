@@ -23,7 +23,7 @@ from distillmeter.pipelines import artifacts, components
 from distillmeter.pipelines.artifacts import ArtifactManifest
 from distillmeter.pipelines.context import Context, training_pairs
 from distillmeter.pipelines.data import batches, encode_pairs
-from distillmeter.pipelines.evaluation import evaluate, write_eval
+from distillmeter.pipelines.evaluation import evaluate, scoring_info, write_eval
 from distillmeter.pipelines.logit_cache import LogitCache
 from distillmeter.pipelines.onpolicy import OnPolicyKD, onpolicy_data
 from distillmeter.pipelines.plan import StudentRun
@@ -31,6 +31,7 @@ from distillmeter.pipelines.progress import generation_progress
 from distillmeter.pipelines.synthetic import read_synthetic
 from distillmeter.pipelines.teacher import TeacherOutputs
 from distillmeter.pipelines.training import CachedKD, OnlineKD, autocast, ce_loss, train
+from distillmeter.pipelines.work import attention_info
 
 STUDENT_CKPT = "student"
 STUDENT_EVAL = "eval"
@@ -127,7 +128,13 @@ def run_student(ctx: Context, run: StudentRun, teacher: TeacherOutputs,
                                        list(data.pool), seqs, loss_fn, seed)
                 source, on_step = rounds, None  # rounds count their own tokens
             else:
-                bar.annotate(params=count_params(model), batch_size=tcfg.batch_size)
+                bar.annotate(params=count_params(model), batch_size=tcfg.batch_size,
+                             **attention_info(model))
+                if method.loss == "kd":
+                    bar.annotate(kd=method.teacher_mode)
+                if teacher_model is not None:  # online KD: a teacher forward pass per batch
+                    bar.annotate(teacher_params=count_params(teacher_model),
+                                 **attention_info(teacher_model, "teacher_"))
                 source = batches(seqs, tcfg.batch_size, tok.pad_token_id, seed=seed)
 
                 def on_step(n_tok: int, n_seq: int, loss: float) -> None:
@@ -136,6 +143,9 @@ def run_student(ctx: Context, run: StudentRun, teacher: TeacherOutputs,
                            autocast_dtype=mixed, dist=ctx.dist)
             if rounds is not None:
                 rounds.close()
+            else:
+                bar.annotate(steps=result.steps,
+                             micro_batches=result.steps * tcfg.grad_accum)
             if main:  # rank 0 writes; FSDP gathered the trained model there
                 model = result.model
                 folder = artifacts.artifact_dir(run_dir, STUDENT_CKPT, run.config_id)
@@ -185,10 +195,12 @@ def run_student(ctx: Context, run: StudentRun, teacher: TeacherOutputs,
             return StudentResult(q.value, float("nan"), t_em, result.steps, result.tokens)
         with ui.metered(meter, label, "eval.student", len(data.test)) as bar, \
                 autocast(device, mixed):
-            bar.annotate(params=count_params(model), batch_size=cfg.eval.batch_size)
+            bar.annotate(params=count_params(model), batch_size=cfg.eval.batch_size,
+                         **attention_info(model))
             res = evaluate(model, tok, data.task, data.test, cfg.eval, device=device,
                            max_len=max_len, on_batch=generation_progress(bar))
             bar.advance(res.loss_tokens, 0, 0)
+            bar.annotate(**scoring_info(res, cfg.eval.batch_size))
             folder = artifacts.artifact_dir(run_dir, STUDENT_EVAL, run.config_id)
             write_eval(folder, res, kind=STUDENT_EVAL, key_hash=run.config_id,
                        stage="eval.student", run_id=meter.run_id)

@@ -23,12 +23,18 @@ from distillmeter.models import build, count_params
 from distillmeter.pipelines import artifacts, components
 from distillmeter.pipelines.context import Context, training_pairs
 from distillmeter.pipelines.data import batches, encode_pairs
-from distillmeter.pipelines.evaluation import evaluate, read_metrics, write_eval
+from distillmeter.pipelines.evaluation import (
+    evaluate,
+    read_metrics,
+    scoring_info,
+    write_eval,
+)
 from distillmeter.pipelines.logit_cache import write_cache
 from distillmeter.pipelines.plan import ArtifactSpec, TeacherPlan
 from distillmeter.pipelines.progress import generation_progress
 from distillmeter.pipelines.synthetic import generate_synthetic, read_synthetic
 from distillmeter.pipelines.training import autocast, ce_loss, train
+from distillmeter.pipelines.work import attention_info
 
 
 @dataclass
@@ -139,11 +145,14 @@ def run_teacher(ctx: Context, plan: TeacherPlan, run_dir: Path) -> TeacherOutput
             seqs = encode_pairs(tok, [(e.prompt, e.target) for e in data.teacher_train], max_len)
             tcfg = cfg.teacher.training
             with ui.metered(meter, label, "teacher.train", tcfg.token_budget, "tok") as bar:
-                bar.annotate(params=count_params(model), batch_size=tcfg.batch_size)
-                train(model, batches(seqs, tcfg.batch_size, tok.pad_token_id,
-                                     seed=cfg.teacher.seed), ce_loss, tcfg, device=device,
-                      on_step=lambda n_tok, n_seq, loss: bar.advance(n_tok, n_seq, n_tok),
-                      autocast_dtype=mixed)
+                bar.annotate(params=count_params(model), batch_size=tcfg.batch_size,
+                             **attention_info(model))
+                result = train(model, batches(seqs, tcfg.batch_size, tok.pad_token_id,
+                                              seed=cfg.teacher.seed), ce_loss, tcfg,
+                               device=device, autocast_dtype=mixed,
+                               on_step=lambda n_tok, n_seq, loss: bar.advance(n_tok, n_seq,
+                                                                              n_tok))
+                bar.annotate(steps=result.steps, micro_batches=result.steps * tcfg.grad_accum)
                 folder = artifacts.artifact_dir(run_dir, plan.checkpoint.kind,
                                                 plan.checkpoint.hash)
                 build.save_checkpoint(model, tok, folder)
@@ -175,10 +184,12 @@ def run_teacher(ctx: Context, plan: TeacherPlan, run_dir: Path) -> TeacherOutput
         elif plan.eval in missing:
             with ui.metered(meter, label, "eval.teacher", len(data.test)) as bar, \
                     autocast(device, mixed):
-                bar.annotate(params=count_params(model), batch_size=cfg.eval.batch_size)
+                bar.annotate(params=count_params(model), batch_size=cfg.eval.batch_size,
+                             **attention_info(model))
                 res = evaluate(model, tok, data.task, data.test, cfg.eval, device=device,
                                max_len=max_len, on_batch=generation_progress(bar))
                 bar.advance(res.loss_tokens, 0, 0)
+                bar.annotate(**scoring_info(res, cfg.eval.batch_size))
                 folder = artifacts.artifact_dir(run_dir, plan.eval.kind, plan.eval.hash)
                 write_eval(folder, res, kind=plan.eval.kind, key_hash=plan.eval.hash,
                            stage="eval.teacher", run_id=meter.run_id)
@@ -193,13 +204,14 @@ def run_teacher(ctx: Context, plan: TeacherPlan, run_dir: Path) -> TeacherOutput
             with ui.metered(meter, label, "teacher.generate", n, "prompt") as bar, \
                     autocast(device, mixed):
                 bar.annotate(params=count_params(model), batch_size=g.batch_size,
-                             backend=g.backend)
+                             backend=g.backend, **attention_info(model))
                 folder = artifacts.artifact_dir(run_dir, plan.synthetic.kind,
                                                 plan.synthetic.hash)
                 res = generate_synthetic(folder, model, tok, data.task, list(data.pool), g,
                                          device=device, key_hash=plan.synthetic.hash,
                                          seed=cfg.teacher.seed, run_id=meter.run_id,
                                          on_batch=generation_progress(bar))
+                bar.annotate(backend=res.manifest.info.get("backend", g.backend))
             ui.note(f"  teacher.generate kept {res.n_kept}/{res.n_prompts} answers "
                     f"({res.kept_fraction:.1%})" + (" (verified)" if g.verify else ""))
             made(plan.synthetic, folder)
@@ -218,14 +230,21 @@ def run_teacher(ctx: Context, plan: TeacherPlan, run_dir: Path) -> TeacherOutput
             with ui.metered(meter, label, spec.stage, len(seqs)) as bar, \
                     autocast(device, mixed):
                 bar.annotate(params=count_params(model), batch_size=lc.batch_size,
-                             top_k=lc.top_k)
+                             top_k=lc.top_k, **attention_info(model))
+                scored = {"score_batches": 0, "scored_tokens": 0}
+
+                def on_batch(n_tok: int, n_seq: int, scored=scored) -> None:
+                    bar.advance(n_tok, n_seq)
+                    if n_tok:  # a computed batch (a reused shard counts no tokens)
+                        scored["score_batches"] += 1
+                        scored["scored_tokens"] += n_tok
+                        bar.annotate(**scored)
                 folder = artifacts.artifact_dir(run_dir, spec.kind, spec.hash)
                 manifest = write_cache(
                     folder, model, seqs, key_hash=spec.hash, top_k=lc.top_k, vocab_size=vocab,
                     pad_id=tok.pad_token_id, dtype=lc.dtype, batch_size=lc.batch_size,
                     shard_sequences=lc.shard_sequences, device=device, stage=spec.stage,
-                    run_id=meter.run_id, resume_from=_partial(ctx, spec),
-                    on_batch=lambda n_tok, n_seq: bar.advance(n_tok, n_seq))
+                    run_id=meter.run_id, resume_from=_partial(ctx, spec), on_batch=on_batch)
             ui.note(f"  {spec.stage}: top-{manifest.info['top_k']} cache, "
                     f"{manifest.info['bytes_per_token']:.0f} bytes/token")
             made(spec, folder)
