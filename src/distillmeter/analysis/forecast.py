@@ -1,0 +1,337 @@
+"""Forecasts from the cost model (pure functions): one stage (``predict_stage``), and every
+run a config would make (``forecast_plan``, from the plain-data work plan that
+``pipelines.work`` writes).
+
+**Interval.** A stage's 95% interval is log-symmetric: prediction x exp(+-q x r), with r
+the relative spread of the prediction (the fit's residual spread and its coefficients'
+covariance at this stage's work; for energy, the time's spread through the draw term plus
+the energy fit's own) and q the t quantile at the fit's residual degrees of freedom. Then:
+
+- a generation stage's work range (answers that run to ``max_new_tokens`` instead of
+  stopping) raises the upper end to the forecast at the top of the range;
+- a stage whose passes are ``rho`` times larger (or smaller) than any of its operation
+  measured here (FLOPs per pass; parameters when passes are unknown) has its interval
+  widened by sqrt(rho) each way, and from 10x on a warning says so;
+- a coefficient with no measurement here is borrowed (below) and widens it 3x each way;
+- where the device's floor is known, the lower end never goes under floor x FLOPs.
+
+A fit with no residual degrees of freedom has no spread of its own: a prior 30% is used
+and the forecast says so. Totals add the stages' bounds (their errors share coefficients,
+so they are not independent; adding bounds is the cautious reading).
+
+**Fallbacks.** A stage with no model work (``setup.load``), and the energy a run spends
+between stages, are forecast as measured on this hardware for the same role (mean, with
+the t prediction interval). An operation never measured here is forecast from the floor
+table: FLOPs x J/FLOP x the efficiency ratio measured on this hardware's other stages
+(energy / floor; seconds = energy / their mean power); without a floor, its coefficients
+are borrowed from the nearest operation (training <-> forward throughput, scoring <->
+decoding per pass) and the forecast warns. A decoding backend never measured here (an
+unknown engine) is not forecast: the stage is named and the rest forecast.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from distillmeter.analysis.breakeven import is_baseline, n_star
+from distillmeter.analysis.costfit import BETWEEN, time_features
+from distillmeter.analysis.costmodel import CostModel
+from distillmeter.analysis.costwork import StageWork, stage_work
+from distillmeter.analysis.stats import t_quantile
+
+PRIOR_REL_SD = 0.30
+BORROW_WIDEN = 3.0
+FAR = 10.0  # extrapolation ratio from which a forecast warns
+_BORROW = {"train.per_flop": ["forward.per_flop"], "forward.per_flop": ["train.per_flop"],
+           "train.per_pass": ["score.per_pass", "decode.per_pass"],
+           "score.per_pass": ["decode.per_pass", "train.per_pass"],
+           "decode.per_pass": ["score.per_pass", "train.per_pass"]}
+
+
+@dataclass
+class StageForecast:
+    stage: str
+    energy_j: float | None = None
+    seconds: float | None = None
+    ci95: list[float] | None = None
+    seconds_ci95: list[float] | None = None
+    basis: str = "none"  # fit | measured | floor | borrowed | none
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    cannot: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"energy_j": self.energy_j, "seconds": self.seconds, "ci95": self.ci95,
+             "seconds_ci95": self.seconds_ci95, "basis": self.basis, "notes": self.notes,
+             "warnings": self.warnings}
+        if self.cannot:
+            d["cannot"] = self.cannot
+        return d
+
+
+def _q(dof: int) -> float:
+    return t_quantile(0.975, dof) if dof > 0 else 1.959963984540054
+
+
+def _measured(model: CostModel, key: str, stage: str) -> StageForecast | None:
+    rec = model.by_name.get(key)
+    if not rec or not rec.get("seconds"):
+        return None
+    secs = rec["seconds"]
+    energies = [math.fsum(v) for v in zip(*rec["energy_j"].values(), strict=False)] \
+        if rec["energy_j"] else [0.0] * len(secs)
+
+    def band(xs: list[float]) -> tuple[float, list[float]]:
+        m = math.fsum(xs) / len(xs)
+        if len(xs) < 2:
+            return m, [m / 2.0, m * 2.0]
+        sd = math.sqrt(math.fsum((x - m) ** 2 for x in xs) / (len(xs) - 1))
+        half = _q(len(xs) - 1) * sd * math.sqrt(1.0 + 1.0 / len(xs))
+        return m, [max(0.0, m - half), m + half]
+
+    e, e_ci = band(energies)
+    s, s_ci = band(secs)
+    note = f"as measured here ({len(secs)} run(s)): not scaled with the work"
+    if len(secs) < 2:
+        note += "; one measurement, so the interval is a prior x/÷ 2"
+    return StageForecast(stage, e, s, e_ci, s_ci, "measured", [note])
+
+
+def _ratio(model: CostModel, work: StageWork) -> tuple[float, str | None]:
+    """How far this stage's passes (FLOPs per pass; parameters where passes are unknown)
+    lie outside those of the same operation measured here: a ratio >= 1."""
+    rho, what = 1.0, None
+    for op in work.ops:
+        size, r, unit = work.per_pass_flops(op), model.ranges.get(op), "FLOPs per pass"
+        if not size or not r:
+            size, r, unit = work.params, model.ranges.get(f"{op}:params"), "parameters"
+        if not size or not r:
+            continue
+        lo, hi = r
+        x = max(size / hi, lo / size, 1.0)
+        if x > rho:
+            rho, what = x, (f"its {op} work ({size:.3g} {unit}) is {x:.1f}x "
+                            f"{'beyond' if size > hi else 'below'} what was measured here "
+                            f"({lo:.3g}-{hi:.3g})")
+    return rho, what
+
+
+def _energy(model: CostModel, seconds: float, flops: float, rel_t: float, abs_t: float
+            ) -> tuple[float, float, float]:
+    """(energy, its relative spread, its absolute spread) for a stage of ``seconds`` whose
+    time has spread (``rel_t``, ``abs_t``): the time's spread reaches the energy through
+    each device's draw (W x seconds); each device's energy fit adds its own."""
+    total = drawn = rel2 = abs2 = 0.0
+    for fit in model.energy.values():
+        x = {"power_w": seconds}
+        if "j_per_flop" in fit.coef:
+            x["j_per_flop"] = flops
+        e, var = fit.predict(x)
+        total += e
+        drawn += fit.coef.get("power_w", 0.0) * seconds
+        rel, ab = fit.spread(e, var, PRIOR_REL_SD)
+        rel2 += (rel * e) ** 2
+        abs2 += ab ** 2
+    if total <= 0:
+        return 0.0, 0.0, 0.0
+    watts = drawn / seconds if seconds > 0 else 0.0
+    rel_e = math.sqrt((drawn * rel_t) ** 2 + rel2) / total
+    return total, rel_e, math.sqrt((watts * abs_t) ** 2 + abs2)
+
+
+def _band(y: float, rel: float, ab: float, q: float) -> list[float]:
+    """The 95% band: log-symmetric for the relative spread, plus the absolute spread."""
+    return [max(0.0, y * math.exp(-q * rel) - q * ab), y * math.exp(q * rel) + q * ab]
+
+
+def _fill(model: CostModel, x: dict[str, float], notes: list[str]
+          ) -> tuple[dict[str, float], list[str]]:
+    """Coefficients for ``x``: fitted, else zero or borrowed where never measured here.
+    Returns (coefficients, what was borrowed)."""
+    coef = dict(model.time.coef)
+    borrowed = []
+    passes_known = any(k.endswith(".per_pass") for k in model.time.names + model.time.dropped)
+    for name in x:
+        if name in coef or name in model.time.dropped:
+            continue
+        if name == "kd.per_pass":
+            coef[name] = 0.0
+            notes.append("the cached-KD loss's own cost per pass has no measurement here: "
+                         "counted as 0")
+            continue
+        if name.endswith(".per_pass") and not passes_known:
+            coef[name] = 0.0
+            notes.append("no run here recorded its passes (batch sizes): the per-pass "
+                         "overhead is not counted")
+            continue
+        for src in _BORROW.get(name, []):
+            if src in coef:
+                coef[name] = coef[src]
+                borrowed.append(f"{name} from {src}")
+                break
+    return coef, borrowed
+
+
+def _floor_path(model: CostModel, stage: str, work: StageWork, missing: list[str]
+                ) -> StageForecast | None:
+    eff, floor = model.efficiency, model.floor
+    if not eff or not floor or work.flops <= 0:
+        return None
+    unit = work.flops * floor["pj_per_flop"] * 1e-12
+    primary = unit * eff["median"]
+    seconds = primary / eff["power_w"] if eff["power_w"] > 0 else None
+    others = 0.0
+    if seconds:
+        for dev, fit in model.energy.items():
+            if not dev.startswith(eff["device_kind"] + ":"):
+                others += fit.coef.get("power_w", 0.0) * seconds
+    e = primary + others
+    lo, hi = unit * eff["min"] / 1.5 + others / 1.5, unit * eff["max"] * 1.5 + others * 1.5
+    note = (f"no {' or '.join(missing)} stage measured on this hardware: energy = FLOPs x the "
+            f"floor of {floor['name']} ({floor['pj_per_flop']:g} pJ/FLOP, {floor['basis']}) "
+            f"x the ratio energy/floor measured on its other stages (median "
+            f"{eff['median']:.3g}, {eff['min']:.3g}-{eff['max']:.3g}); seconds = energy / "
+            f"their mean power ({eff['power_w']:.3g} W)")
+    s_ci = None if seconds is None else [seconds * lo / e, seconds * hi / e]
+    return StageForecast(stage, e, seconds, [lo, hi], s_ci, "floor", [note])
+
+
+def predict_stage(model: CostModel, stage: str, role: str, tokens: float, samples: float,
+                  info: dict[str, Any]) -> StageForecast:
+    """One stage's forecast (energy J, seconds, 95% intervals, basis, notes)."""
+    work, reason = stage_work(stage, tokens, samples, info)
+    if work is None:
+        got = _measured(model, f"{role}:{stage}", stage)
+        if got is not None:
+            return got
+        return StageForecast(stage, cannot=f"{reason}; and no {stage} of a {role} run was "
+                                           "measured on this hardware")
+    notes = list(work.notes)
+    x = time_features(work)
+    engines = [k for k in x if k.startswith("decode[") and k not in model.time.coef
+               and k not in model.time.dropped]
+    if engines:
+        engine = engines[0][len("decode["):engines[0].index("]")]
+        measured = sorted({k.split(".")[0] for k in model.time.coef if k.startswith("decode")})
+        return StageForecast(stage, cannot=(
+            f"its generation backend '{engine}' has no measured run on this hardware "
+            f"(measured: {', '.join(measured) or 'none'}), so its decoding cost is unknown"))
+    rho, what = _ratio(model, work)
+    observed = {k.split(":")[0] for k in model.ranges if k.endswith(":params")}
+    never = sorted(op for op in work.ops if op not in observed and op != "kd")
+    if never:  # an operation with no run here: the floor x measured efficiency, if known
+        got = _floor_path(model, stage, work, never)
+        if got is not None:
+            got.notes = notes + got.notes
+            return _widen(model, got, rho, what, 1.0, work.flops)
+    coef, borrowed = _fill(model, x, notes)
+    missing = [k for k in x if k not in coef and k not in model.time.dropped]
+    if missing:
+        return StageForecast(stage, cannot=(
+            f"no {', '.join(missing)} measured on this hardware, no floor known for it "
+            "and nothing to borrow from"))
+    warnings: list[str] = []
+    if borrowed:
+        msg = (f"{stage}: borrowed {', '.join(borrowed)} (no such stage measured on this "
+               "hardware and no floor known for it): a rough figure, interval widened 3x")
+        warnings.append(msg)
+
+    q = _q(model.time.dof)
+
+    def point(w: StageWork) -> tuple[float, list[float], float, list[float]]:
+        xx = time_features(w)
+        t = math.fsum(coef.get(k, 0.0) * v for k, v in xx.items())
+        _, var = model.time.predict({k: v for k, v in xx.items() if k in model.time.names})
+        rel_t, abs_t = model.time.spread(t, var, PRIOR_REL_SD)
+        e, rel_e, abs_e = _energy(model, t, w.flops, rel_t, abs_t)
+        return t, _band(t, rel_t, abs_t, q), e, _band(e, rel_e, abs_e, q)
+
+    t, s_ci, e, e_ci = point(work)
+    if model.time.rel_sd is None:
+        notes.append(f"the fit has no residual degrees of freedom: a prior {PRIOR_REL_SD:.0%} "
+                     "spread is used")
+    if work.hi is not None:  # the top of the work range raises the upper ends
+        _, s_ci2, _, e_ci2 = point(work.hi)
+        s_ci[1], e_ci[1] = max(s_ci[1], s_ci2[1]), max(e_ci[1], e_ci2[1])
+    got = StageForecast(stage, e, t, e_ci, s_ci, "borrowed" if borrowed else "fit", notes,
+                        warnings)
+    return _widen(model, got, rho, what, BORROW_WIDEN if borrowed else 1.0, work.flops)
+
+
+def _widen(model: CostModel, f: StageForecast, rho: float, what: str | None,
+           factor: float, flops: float) -> StageForecast:
+    """Widen ``f``'s intervals by ``factor`` x sqrt(``rho``) (how far its work lies from
+    what was measured), warn from ``FAR`` on, and keep the energy above the floor."""
+    if rho > 1.0:
+        factor *= math.sqrt(rho)
+        if rho >= FAR:
+            msg = (f"{f.stage}: far from anything measured on this hardware: {what}; "
+                   f"interval widened {math.sqrt(rho):.1f}x each way")
+            if model.floor is None:
+                msg += "; no floor is known for this device, so nothing bounds it from below"
+            f.warnings.append(msg)
+        else:
+            f.notes.append(f"{what}: interval widened {math.sqrt(rho):.2f}x each way")
+    if f.ci95 is not None:
+        f.ci95 = [f.ci95[0] / factor, f.ci95[1] * factor]
+    if f.seconds_ci95 is not None:
+        f.seconds_ci95 = [f.seconds_ci95[0] / factor, f.seconds_ci95[1] * factor]
+    floor_j = flops * model.floor["pj_per_flop"] * 1e-12 if model.floor else 0.0
+    if f.ci95 is not None and f.energy_j is not None and floor_j > 0:
+        if f.energy_j < floor_j:
+            f.notes.append("the fit falls below the device's floor: raised to it")
+            f.energy_j = floor_j
+        f.ci95 = [max(f.ci95[0], floor_j), max(f.ci95[1], f.energy_j)]
+    return f
+
+
+def forecast_plan(model: CostModel, plan: dict[str, Any]) -> dict[str, Any]:
+    """Forecast every run of a work plan (``pipelines.work.WorkPlan.as_dict()``)."""
+    methods: dict[str, Any] = {}
+    warnings: list[str] = []
+    cannot: list[dict[str, str]] = []
+    teacher_stages: dict[str, StageForecast] = {}
+    for run in plan["runs"]:
+        stages: dict[str, StageForecast] = {}
+        for st in run["stages"]:
+            if st.get("cannot"):
+                f = StageForecast(st["name"], cannot=st["cannot"])
+            else:
+                f = predict_stage(model, st["name"], run["role"], st["tokens"],
+                                  st["samples"], st["info"])
+                f.notes = list(st.get("notes", [])) + f.notes
+            stages[st["name"]] = f
+            warnings += f.warnings
+            if f.cannot:
+                cannot.append({"run": run["key"], "stage": st["name"], "reason": f.cannot})
+        between = _measured(model, f"{run['role']}:{BETWEEN}", BETWEEN)
+        if between is not None:
+            stages[BETWEEN] = between
+        if run["role"] == "teacher":
+            teacher_stages = stages
+        methods[run["key"]] = {"role": run["role"], "config_id": run["config_id"],
+                               "runs": run.get("run_names") or [run["name"]],
+                               "stages": stages, "upstream": list(run.get("upstream", []))}
+    for rec in methods.values():
+        own = [f for f in rec["stages"].values() if not f.cannot]
+        up = [teacher_stages[s] for s in rec["upstream"]
+              if s in teacher_stages and not teacher_stages[s].cannot]
+        rec["own_j"] = math.fsum(f.energy_j for f in own)
+        rec["teacher_j"] = math.fsum(f.energy_j for f in up)
+        rec["total_j"] = rec["own_j"] + rec["teacher_j"]
+        rec["ci95"] = [math.fsum(f.ci95[0] for f in own + up),
+                       math.fsum(f.ci95[1] for f in own + up)]
+        rec["seconds"] = math.fsum(f.seconds or 0.0 for f in own)
+        rec["teacher_share"] = rec["teacher_j"] / rec["total_j"] if rec["total_j"] else None
+        rec["complete"] = len(own) == len(rec["stages"]) and len(up) == len(rec["upstream"])
+        rec["stages"] = {k: f.to_dict() for k, f in rec["stages"].items()}
+    students = {k: v for k, v in methods.items() if v["role"] == "student"}
+    base = [v for k, v in students.items() if is_baseline(k)]
+    for key, rec in students.items():
+        rec["n_star"] = None
+        if base and not is_baseline(key) and rec["teacher_j"] > 0:
+            rec["n_star"] = n_star(rec["teacher_j"], base[0]["total_j"], rec["own_j"])
+    return {"methods": methods, "warnings": warnings, "not_forecast": cannot,
+            "notes": list(plan.get("notes", []))}
