@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "show": ("distillmeter.commands.show", "Print a run's stage table and totals."),
     "report": ("distillmeter.commands.report",
                "Analyse all runs under a directory: summary and HTML report."),
+    "estimate": ("distillmeter.commands.estimate",
+                 "Forecast a config's energy and time from the runs measured here."),
     "plan": ("distillmeter.commands.plan",
              "Pick the best configuration that fits an energy, CO2 or money budget."),
     "sweep": ("distillmeter.commands.sweep",

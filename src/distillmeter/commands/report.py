@@ -98,17 +98,41 @@ def _write_atomic(path: Path, text: str) -> None:
         raise UserError(f"cannot write {path}: {exc.strerror}") from None
 
 
+def forecast_check(runs_dir: Path, a: Analysis) -> dict | None:
+    """Forecast vs measured, when ``runs_dir`` holds the forecast made for its runs
+    (``distillmeter estimate CONFIG --from ... --save RUNS_DIR``); None otherwise."""
+    from distillmeter.analysis.forecast_check import check_forecast
+
+    path = runs_dir / "forecast.json"
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        a.notes.append(f"{path}: unreadable, forecast not compared ({exc})")
+        return None
+    reports = [(a.run_paths.get(rid, rep.run_dir or rid), rep) for rid, rep in a.reports.items()]
+    check = check_forecast(doc, reports) if isinstance(doc, dict) else None
+    if check is not None:
+        check["forecast_file"] = str(path)
+    return check
+
+
 def write_outputs(a: Analysis, runs_dir: Path) -> dict[str, Path]:
-    """Write summary.json, summary.csv and report.html into ``runs_dir``."""
+    """Write summary.json, summary.csv and report.html into ``runs_dir`` (with forecast vs
+    measured when a forecast was saved there)."""
     from distillmeter.report.html import render_html
 
     summary = summary_dict(a, str(runs_dir))
+    check = forecast_check(runs_dir, a)
+    if check is not None:
+        summary["forecast_check"] = check
     paths = {"json": runs_dir / "summary.json", "csv": runs_dir / "summary.csv",
              "html": runs_dir / "report.html"}
     _write_atomic(paths["json"], json.dumps(summary, indent=2) + "\n")
     _write_atomic(paths["csv"], summary_csv(summary))
     html = render_html(a, timelines=timelines(a), floors=load_floors(),
-                       runs_dir=str(runs_dir))
+                       runs_dir=str(runs_dir), forecast_check=check)
     _write_atomic(paths["html"], html)
     return paths
 
@@ -140,5 +164,10 @@ def command(runs_dir: Path, amortize: float, grid: float | None, pue: float | No
                     min_q=min_q)
     paths = write_outputs(a, runs_dir)
     print_summary(a)
+    check = forecast_check(runs_dir, a)
+    if check is not None:
+        from distillmeter.report.forecast import print_check
+
+        print_check(check)
     click.echo("wrote " + ", ".join(str(p) for p in paths.values()))
     print_verdict(a)

@@ -58,6 +58,13 @@ def command(config: Path | None, out_dir: Path, seeds: int | None, resume: bool,
         analysis = analyse_dir(out_dir)
         paths = write_outputs(analysis, out_dir)
         print_analysis(analysis, console)
+        from distillmeter.commands.report import forecast_check
+
+        check = forecast_check(out_dir, analysis)
+        if check is not None:  # `estimate --save OUT` made a forecast for these runs
+            from distillmeter.report.forecast import print_check
+
+            print_check(check, console)
         console.print(f"wrote {paths['html']} (open it in a browser), "
                       f"{paths['json']}, {paths['csv']}", highlight=False)
         print_verdict(analysis, console)

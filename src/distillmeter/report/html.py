@@ -322,10 +322,31 @@ def _timelines(a: Analysis, timelines: dict[str, Series], limit: int) -> str:
     return "".join(out)
 
 
+def _forecast_check(check: dict[str, Any] | None) -> str:
+    """Forecast (made before the runs, ``estimate --save``) vs measured, per stage."""
+    if not check or not check.get("rows"):
+        return ""
+
+    def ci(r: dict[str, Any]) -> str:
+        return f"{fmt_j(r['ci95'][0])} - {fmt_j(r['ci95'][1])}"
+
+    rows = [[r["run"], r["stage"], fmt_j(r["forecast_j"]), ci(r), fmt_j(r["measured_j"]),
+             f"{r['error']:+.0%}", r["inside"]] for r in check["rows"]]
+    s = check["summary"]
+    return (f"<h2>Forecast vs measured</h2><p>The forecast made before these runs "
+            f"({escape(str(check.get('forecast_file')))}, {escape(str(check.get('created')))})"
+            "; forecast figures are predicted, not measured.</p>" +
+            _table(["run", "stage", "forecast (predicted)", "95% interval", "measured",
+                    "error", "inside"], rows, left=2) +
+            f"<p>{s['inside']}/{s['n']} measured stages inside their forecast interval; "
+            f"median |error| {s['median_abs_error']:.0%}.</p>")
+
+
 def render_html(a: Analysis, *, timelines: dict[str, Series] | None = None,
                 floors: list[dict[str, Any]] | None = None, runs_dir: str = "",
-                max_timelines: int = 40) -> str:
-    """The whole report page as a string."""
+                max_timelines: int = 40, forecast_check: dict[str, Any] | None = None
+                ) -> str:
+    """The whole report page as a string (with forecast vs measured when given)."""
     p: list[str] = ['<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
                     '<meta name="viewport" content="width=device-width, initial-scale=1">',
                     f"<title>distillmeter report: {escape(runs_dir)}</title>",
@@ -362,6 +383,7 @@ def render_html(a: Analysis, *, timelines: dict[str, Series] | None = None,
         p.append(_table(["run", "task", "hardware", "energy", "stages"],
                         [[t.run_dir or t.run_id, t.task, t.hardware, fmt_j(t.own_j),
                           ", ".join(sorted(t.stage_j))] for t in a.grouping.teacher_runs]))
+    p.append(_forecast_check(forecast_check))
     p.append("<h2>Efficiency: energy per token against the hardware floor</h2>")
     p.append(_efficiency(a.efficiency))
     p.append("<h2>Sensitivity to stage boundaries</h2>")
