@@ -40,11 +40,18 @@ def _positive(name: str, value: float | None) -> None:
 @click.option("--on-mean", is_flag=True,
               help="Judge fit on the mean cost instead of the upper 95% bound.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@click.option("--candidates", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              metavar="SWEEP.yaml", help="Rank the sweep's configurations, not yet run, by "
+                                         "their predicted energy (fitted on RUNS_DIR).")
+@click.option("--hardware", default=None, metavar="LABEL",
+              help="With --candidates: forecast for this machine's runs in RUNS_DIR.")
 def command(runs_dir: Path, budget_kwh: float | None, budget_co2_kg: float | None,
             budget_usd: float | None, price_per_kwh: float | None, amortize: float,
             grid: float | None, pue: float | None, baseline_method: str | None,
-            min_q: float, on_mean: bool, as_json: bool) -> None:
-    """Pick the best-quality configuration that fits a budget per student."""
+            min_q: float, on_mean: bool, as_json: bool, candidates: Path | None,
+            hardware: str | None) -> None:
+    """Pick the best-quality configuration that fits a budget per student (with
+    --candidates: rank configurations nobody has run yet by predicted energy)."""
     from distillmeter.analysis.planner import Budget, plan
     from distillmeter.commands.report import analyse_dir
     from distillmeter.report.console import print_plan
@@ -54,6 +61,17 @@ def command(runs_dir: Path, budget_kwh: float | None, budget_co2_kg: float | Non
     for name, v in (("--budget-kwh", budget_kwh), ("--budget-co2-kg", budget_co2_kg),
                     ("--budget-usd", budget_usd), ("--price-per-kwh", price_per_kwh)):
         _positive(name, v)
+    if candidates is not None:
+        from distillmeter.commands.plan_candidates import plan_candidates, show
+        from distillmeter.commands.report import check_options
+
+        check_options(amortize, grid, pue)
+        limits = {k: v for k, v in (("kwh", budget_kwh), ("co2_kg", budget_co2_kg),
+                                    ("usd", budget_usd)) if v is not None}
+        show(plan_candidates(runs_dir, candidates, limits, amortize=amortize,
+                             on_mean=on_mean, grid=grid, pue=pue, price=price_per_kwh,
+                             hardware=hardware), as_json)
+        return
     a = analyse_dir(runs_dir, amortize=amortize, grid=grid, pue=pue,
                     baseline_method=baseline_method, with_sensitivity=False, min_q=min_q)
     if budget_usd is not None and price_per_kwh is None:
