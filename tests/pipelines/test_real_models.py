@@ -93,6 +93,36 @@ def test_the_resolved_config_loads_back(done):
     assert cfg.student.model.path is not None and cfg.training.grad_accum == 2
 
 
+def test_planned_work_of_a_checkpoint_pair_equals_what_the_run_recorded(done):
+    # parameter counts from the checkpoints' config.json (the padded embedding included),
+    # lengths from the data files through the tokenizer and chat template, and the online
+    # teacher's size: no model loaded
+    from distillmeter.pipelines.config_file import load_config
+    from distillmeter.pipelines.work import plan_work
+
+    cfg = load_config(done / "kd-online-s0" / "config.yaml")
+    same = {"eval.teacher": ("params", "layers", "attn_width", "score_batches",
+                             "scored_tokens", "prompt_tokens", "gen_batches"),
+            "teacher.generate": ("params", "prompt_tokens", "gen_batches"),
+            "teacher.logits": ("params", "score_batches"),
+            "student.train": ("params", "layers", "attn_width", "micro_batches")}
+    same["eval.student"] = same["eval.teacher"]
+    checked = 0
+    for run in plan_work(cfg).runs:
+        rep = protocol.load_report(done / run.run_names[0])
+        measured = {s.name: s.info for s in rep.stages}
+        for st in run.stages:
+            keys = same.get(st.name, ())
+            if run.key == "kd-online" and st.name == "student.train":
+                keys += ("teacher_params", "teacher_layers", "teacher_attn_width", "steps")
+            for key in keys:
+                assert st.info[key] == measured[st.name][key], (run.key, st.name, key)
+                checked += 1
+    assert checked > 40
+    online = next(r for r in plan_work(cfg).runs if r.key == "kd-online").stages[1].info
+    assert online["kd"] == "online" and online["teacher_params"] > online["params"]
+
+
 # --------------------------------------------------------------------- hub ids
 
 
