@@ -9,10 +9,10 @@ import json
 
 import pytest
 import yaml
-from tiny_config import TINY_RUN
 
 from distillmeter.analysis.costmodel import CostModel
 from distillmeter.cli import main
+from tiny_config import TINY_RUN
 
 H100 = "1x NVIDIA H100 80GB HBM3"
 
