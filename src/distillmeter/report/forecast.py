@@ -40,7 +40,7 @@ def print_forecast(doc: dict[str, Any], console: Console | None = None) -> None:
         table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
         for col, just in (("stage", "left"), ("energy (predicted)", "right"),
                           ("95% interval", "right"), ("time", "right"), ("basis", "left")):
-            table.add_column(col, justify=just, no_wrap=col != "basis")
+            table.add_column(col, justify=just, no_wrap=True)
         for name, st in rec["stages"].items():
             if st.get("cannot"):
                 table.add_row(name, "not forecast", "", "", "see below")
@@ -57,6 +57,7 @@ def print_forecast(doc: dict[str, Any], console: Console | None = None) -> None:
         ns = rec.get("n_star")
         table.add_row(key + ("" if rec.get("complete", True) else " (incomplete)"),
                       fmt_j(rec["total_j"]), _ci(rec["ci95"]),
+                      "" if rec["role"] == "teacher" else
                       "n/a" if share is None else f"{share:.0%}",
                       "" if rec["role"] == "teacher" else
                       ("never" if ns is None and rec["teacher_j"] > 0 else
