@@ -2,10 +2,12 @@
 run a config would make (``forecast_plan``, from the plain-data work plan that
 ``pipelines.work`` writes).
 
-**Interval.** A stage's 95% interval is log-symmetric: prediction x exp(+-q x r), with r
-the relative spread of the prediction (the fit's residual spread and its coefficients'
-covariance at this stage's work; for energy, the time's spread through the draw term plus
-the energy fit's own) and q the t quantile at the fit's residual degrees of freedom. Then:
+**Interval.** A stage's 95% interval is prediction x exp(+-q x r) -+ q x a: r the relative
+spread of the prediction (the fit's residual spread and its coefficients' covariance at
+this stage's work; for energy, the time's spread through the draw term plus the energy
+fit's own), a its absolute noise floor (the residual spread x the fit's offset: a stage of
+a few hundredths of a second is known to a few tenths), q the t quantile at the fit's
+residual degrees of freedom; never below 0. Then:
 
 - a generation stage's work range (answers that run to ``max_new_tokens`` instead of
   stopping) raises the upper end to the forecast at the top of the range;

@@ -9,6 +9,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from distillmeter.analysis.candidates import UNITS
 from distillmeter.analysis.rules import fmt_j
 
 
@@ -98,7 +99,7 @@ def print_candidates(result: dict[str, Any], console: Console | None = None) -> 
                   f"forecast on {b['hardware']} from {b['runs']} run(s) in {b['runs_dir']}",
                   highlight=False, soft_wrap=True)
     console.print(result["criterion"] + ".", highlight=False, soft_wrap=True)
-    limits = "; ".join(f"{v:.3g} {k.replace('_', ' ')}" for k, v in result["limits"].items())
+    limits = "; ".join(f"{v:.3g} {UNITS[k]}" for k, v in result["limits"].items())
     table = Table(title=f"budget per student: {limits}" + (
         "" if result["amortize"] == 1 else f", teacher side / {result['amortize']:g}"),
         title_justify="left", box=box.SIMPLE_HEAD)
