@@ -179,3 +179,27 @@ def test_forecast_is_recorded_after_the_run(capsys, tmp_path, runs, tiny_yaml):
     for r in check["rows"]:
         assert r["inside"] == (r["ci95"][0] <= r["measured_j"] <= r["ci95"][1])
     assert "Forecast vs measured" in (out / "report.html").read_text()
+
+
+def test_runs_that_recorded_no_work_counts_still_forecast(capsys, tmp_path, runs, tiny_yaml):
+    # runs from before the pipelines recorded their work: params and batch size only
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(runs, old)
+    (old / "costmodel.json").unlink(missing_ok=True)
+    for path in old.glob("*/report.json"):
+        rep = json.loads(path.read_text())
+        for st in rep["stages"]:
+            st["info"] = {k: v for k, v in st["info"].items() if k in ("params", "batch_size")}
+        path.write_text(json.dumps(rep))
+    doc = _estimate(capsys, tiny_yaml, "--from", old)
+    teacher = doc["methods"]["teacher"]["stages"]
+    assert teacher["teacher.train"]["basis"] == "fit"
+    # no generation's decode steps recorded: decoding's per-step cost is borrowed, said so
+    assert teacher["teacher.generate"]["basis"] == "borrowed"
+    assert any("teacher.generate: borrowed decode.per_pass" in w for w in doc["warnings"])
+    model = json.loads((old / "costmodel.json").read_text())
+    assert {"run": "baseline-s0", "stage": "eval.student", "reason": (
+        "its generation work (decode steps, batches, prompt tokens) was not recorded")} in \
+        model["excluded"]

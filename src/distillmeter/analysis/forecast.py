@@ -26,9 +26,10 @@ between stages, are forecast as measured on this hardware for the same role (mea
 the t prediction interval). An operation never measured here is forecast from the floor
 table: FLOPs x J/FLOP x the efficiency ratio measured on this hardware's other stages
 (energy / floor; seconds = energy / their mean power); without a floor, its coefficients
-are borrowed from the nearest operation (training <-> forward throughput, scoring <->
-decoding per pass) and the forecast warns. A decoding backend never measured here (an
-unknown engine) is not forecast: the stage is named and the rest forecast.
+are borrowed from the nearest operation (training <-> forward throughput; per pass,
+scoring <-> decoding, a training pass = 3 forward passes) and the forecast warns. A
+decoding backend never measured here (an unknown engine) is not forecast: the stage is
+named and the rest forecast.
 """
 
 from __future__ import annotations
@@ -46,10 +47,13 @@ from distillmeter.analysis.stats import t_quantile
 PRIOR_REL_SD = 0.30
 BORROW_WIDEN = 3.0
 FAR = 10.0  # extrapolation ratio from which a forecast warns
-_BORROW = {"train.per_flop": ["forward.per_flop"], "forward.per_flop": ["train.per_flop"],
-           "train.per_pass": ["score.per_pass", "decode.per_pass"],
-           "score.per_pass": ["decode.per_pass", "train.per_pass"],
-           "decode.per_pass": ["score.per_pass", "train.per_pass"]}
+# where a coefficient never measured here is borrowed from, and the factor: a training
+# pass does three times a forward pass's work (6 x params per token against 2 x params)
+_BORROW = {"train.per_flop": [("forward.per_flop", 1.0)],
+           "forward.per_flop": [("train.per_flop", 1.0)],
+           "train.per_pass": [("score.per_pass", 3.0), ("decode.per_pass", 3.0)],
+           "score.per_pass": [("decode.per_pass", 1.0), ("train.per_pass", 1 / 3)],
+           "decode.per_pass": [("score.per_pass", 1.0), ("train.per_pass", 1 / 3)]}
 
 
 @dataclass
@@ -168,10 +172,11 @@ def _fill(model: CostModel, x: dict[str, float], notes: list[str]
             notes.append("no run here recorded its passes (batch sizes): the per-pass "
                          "overhead is not counted")
             continue
-        for src in _BORROW.get(name, []):
+        for src, factor in _BORROW.get(name, []):
             if src in coef:
-                coef[name] = coef[src]
-                borrowed.append(f"{name} from {src}")
+                coef[name] = coef[src] * factor
+                borrowed.append(f"{name} from {src}" + ("" if factor == 1.0 else
+                                                        f" x {factor:.3g}"))
                 break
     return coef, borrowed
 
@@ -335,5 +340,6 @@ def forecast_plan(model: CostModel, plan: dict[str, Any]) -> dict[str, Any]:
         rec["n_star"] = None
         if base and not is_baseline(key) and rec["teacher_j"] > 0:
             rec["n_star"] = n_star(rec["teacher_j"], base[0]["total_j"], rec["own_j"])
-    return {"methods": methods, "warnings": warnings, "not_forecast": cannot,
+    return {"methods": methods, "warnings": list(dict.fromkeys(warnings)),
+            "not_forecast": cannot,
             "notes": list(plan.get("notes", []))}
