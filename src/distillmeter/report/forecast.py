@@ -11,6 +11,7 @@ from rich.table import Table
 
 from distillmeter.analysis.candidates import UNITS
 from distillmeter.analysis.rules import fmt_j
+from distillmeter.tables import fit
 
 
 def _ci(ci: list[float] | None, fmt=fmt_j) -> str:
@@ -26,12 +27,12 @@ def print_forecast(doc: dict[str, Any], console: Console | None = None) -> None:
     student with the teacher share and N*, then what could not be forecast and warnings."""
     console = console or Console()
     b = doc.get("basis", {})
-    fit = b.get("time_fit", {})
-    spread = fit.get("rel_sd")
+    tf = b.get("time_fit", {})
+    spread = tf.get("rel_sd")
     console.print(
         f"forecast (predicted, nothing run) for {doc.get('config', 'the config')} on "
         f"{b.get('hardware')}, from {b.get('runs')} run(s) in {b.get('runs_dir')}; time fit: "
-        f"{fit.get('stages')} stages, {fit.get('coefficients')} coefficients, residual "
+        f"{tf.get('stages')} stages, {tf.get('coefficients')} coefficients, residual "
         f"spread {'n/a' if spread is None else f'{spread:.0%}'}", highlight=False,
         soft_wrap=True)
     console.print(f"{b.get('energy')}", highlight=False, soft_wrap=True)
@@ -39,7 +40,7 @@ def print_forecast(doc: dict[str, Any], console: Console | None = None) -> None:
         runs = rec.get("runs", [])
         title = f"{key}: " + (", ".join(runs[:3]) + (" ..." if len(runs) > 3 else ""))
         table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
-        for col, just in (("stage", "left"), ("energy (predicted)", "right"),
+        for col, just in (("stage", "left"), ("predicted", "right"),
                           ("95% interval", "right"), ("time", "right"), ("basis", "left")):
             table.add_column(col, justify=just, no_wrap=True)
         for name, st in rec["stages"].items():
@@ -48,7 +49,7 @@ def print_forecast(doc: dict[str, Any], console: Console | None = None) -> None:
                 continue
             table.add_row(name, fmt_j(st["energy_j"]), _ci(st["ci95"]), _s(st["seconds"]),
                           st["basis"])
-        console.print(table)
+        console.print(fit(table, ["basis"]))
     table = Table(title="per student (teacher stages counted in full), predicted",
                   title_justify="left", box=box.SIMPLE_HEAD)
     for col in ("method", "total", "95% interval", "teacher share", "N*"):
@@ -63,7 +64,7 @@ def print_forecast(doc: dict[str, Any], console: Console | None = None) -> None:
                       "" if rec["role"] == "teacher" else
                       ("never" if ns is None and rec["teacher_j"] > 0 else
                        "" if ns is None else f"{ns:.3g}"))
-    console.print(table)
+    console.print(fit(table))
     for n in doc.get("notes", []):
         console.print(f"note: {n}", highlight=False, soft_wrap=True)
     for c in doc.get("not_forecast", []):
@@ -84,7 +85,7 @@ def print_check(check: dict[str, Any], console: Console | None = None) -> None:
         table.add_row(r["run"], r["stage"], fmt_j(r["forecast_j"]), _ci(r["ci95"]),
                       fmt_j(r["measured_j"]), f"{r['error']:+.0%}",
                       "yes" if r["inside"] else "no")
-    console.print(table)
+    console.print(fit(table, ["95% interval"]))
     s = check.get("summary", {})
     if s.get("n"):
         console.print(f"{s['inside']}/{s['n']} measured stages inside their forecast "
@@ -104,7 +105,7 @@ def print_candidates(result: dict[str, Any], console: Console | None = None) -> 
         "" if result["amortize"] == 1 else f", teacher side / {result['amortize']:g}"),
         title_justify="left", box=box.SIMPLE_HEAD)
     table.add_column("#", justify="right")
-    table.add_column("configuration", overflow="fold")
+    table.add_column("configuration", no_wrap=True)
     table.add_column("method")
     table.add_column("predicted/student", justify="right", no_wrap=True)
     table.add_column("95% interval", justify="right", no_wrap=True)
@@ -112,7 +113,7 @@ def print_candidates(result: dict[str, Any], console: Console | None = None) -> 
     for r in result["candidates"]:
         table.add_row(str(r["rank"]), r["point"], r["method"], fmt_j(r["energy_j"]),
                       _ci(r["ci95"]), "yes" if r["fits"] else "no")
-    console.print(table)
+    console.print(fit(table, ["95% interval"]))
     incomplete = [r for r in result["candidates"] if not r["complete"]]
     if incomplete:
         console.print(f"{len(incomplete)} candidate(s) with a stage not forecast: never "
