@@ -203,3 +203,28 @@ def test_runs_that_recorded_no_work_counts_still_forecast(capsys, tmp_path, runs
     assert {"run": "baseline-s0", "stage": "eval.student", "reason": (
         "its generation work (decode steps, batches, prompt tokens) was not recorded")} in \
         model["excluded"]
+
+
+def test_onpolicy_rounds_forecast_and_checked_by_phase(capsys, tmp_path, runs, cfg_dir):
+    # no onpolicy run was measured: its phases map to operations that were (decoding,
+    # scoring, training); after the run, its many windows are added up by name
+    data = copy.deepcopy(TINY_RUN)
+    data["methods"] = [{"name": "onpolicy", "data": ["labelled"], "loss": "onpolicy",
+                        "block_prompts": 8}]
+    cfg = _yaml(cfg_dir / "onpolicy.yaml", data)
+    out = tmp_path / "out"
+    doc = _estimate(capsys, cfg, "--from", runs, "--save", out)
+    stages = doc["methods"]["onpolicy"]["stages"]
+    for name in ("student.generate", "teacher.score", "student.train"):
+        assert stages[name]["basis"] == "fit" and stages[name]["energy_j"] > 0
+    assert doc["methods"]["onpolicy"]["upstream"] == ["teacher.train", "eval.teacher"]
+    assert main(["run", str(cfg), "--out", str(out), "--quiet", "--no-report"]) == 0
+    assert main(["report", str(out), "--no-sensitivity"]) == 0
+    check = json.loads((out / "summary.json").read_text())["forecast_check"]
+    rows = [(r["run"], r["stage"]) for r in check["rows"]]
+    assert rows.count(("onpolicy-s0", "student.train")) == 1
+    windows = [s for s in json.loads((out / "onpolicy-s0" / "report.json").read_text())[
+        "stages"] if s["name"] == "student.train"]
+    assert len(windows) > 1
+    row = next(r for r in check["rows"] if r["stage"] == "student.train")
+    assert row["measured_j"] == pytest.approx(sum(s["energy_j"]["total"] for s in windows))

@@ -295,3 +295,28 @@ def test_cli_run_summary_lists_onpolicy_with_its_teacher_side(onpolicy_runs):
     assert row["by_stage_j_mean"]["teacher.score"] == pytest.approx(own_score)
     assert row["by_stage_j_mean"]["student.generate"] == pytest.approx(sum(
         s.energy_j["total"] for s in report.stages if s.name == "student.generate"))
+
+
+def test_planned_rounds_have_the_recorded_shape(onpolicy_runs):
+    # pipelines/work.py adds an onpolicy method's rounds up by phase: per round, the block
+    # of prompts sampled, and the teacher scoring them with lmbda's share of off-policy
+    # sequences (here 8 sampled + one batch of 8 labelled)
+    from distillmeter.pipelines.config_file import load_config
+    from distillmeter.pipelines.work import plan_work
+
+    run = onpolicy_runs / "onpolicy-s0"
+    report = protocol.load_report(run)
+    planned = next(r for r in plan_work(load_config(run / "config.yaml")).runs
+                   if r.key == "onpolicy")
+    assert [s.name for s in planned.stages] == ["setup.load", *PHASES, "eval.student"]
+    stages = {s.name: s for s in planned.stages}
+    rounds = stages["student.generate"].samples // 8
+    assert stages["teacher.score"].samples == 16 * rounds
+    assert stages["teacher.score"].info["score_batches"] == rounds  # 16 <= logits batch 64
+    for st in report.stages:
+        if st.name == "student.generate":
+            assert st.samples == 8
+        if st.name == "teacher.score":
+            assert st.samples == 16
+    train = stages["student.train"].info
+    assert train["micro_batches"] == train["steps"] and train["micro_batches"] <= 2 * rounds

@@ -3,7 +3,8 @@ OUT`` writes OUT/forecast.json) against what those runs measured, stage by stage
 functions).
 
 A measured run matches the forecast by its run directory's name (``teacher-<hash>``,
-``<method>-s<seed>``: the names the forecast lists for each method). Per stage: the
+``<method>-s<seed>``: the names the forecast lists for each method). Per stage (the
+windows of one name added up, as an onpolicy run's rounds are): the
 forecast energy and its 95% interval, the measured energy, the error (forecast / measured
 - 1) and whether the measurement fell inside the interval; the same for seconds. The
 summary counts the stages inside their interval and gives the largest error among stages
@@ -55,11 +56,16 @@ def check_forecast(doc: dict[str, Any], reports: list[tuple[str, Report]]
         if name not in names or rep.status != "ok":
             continue
         key, rec = names[name]
+        measured: dict[str, list[float]] = {}  # windows of one name added up
         for st in rep.stages:
-            f = rec["stages"].get(st.name)
+            got = measured.setdefault(st.name, [0.0, 0.0])
+            got[0] += _total(st)
+            got[1] += float(st.seconds)
+        for stage, (joules, seconds) in measured.items():
+            f = rec["stages"].get(stage)
             if not f or f.get("cannot") or f.get("energy_j") is None or not f.get("ci95"):
                 continue
-            rows.append(_row(name, key, st.name, f, _total(st), float(st.seconds)))
+            rows.append(_row(name, key, stage, f, joules, seconds))
         f = rec["stages"].get(BETWEEN)
         outside = rep.totals.seconds - math.fsum(s.seconds for s in rep.stages)
         if f and f.get("energy_j") is not None and outside > 0:

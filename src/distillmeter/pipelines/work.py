@@ -317,12 +317,59 @@ def plan_work(cfg: RunConfig, *, keep_fraction: float | None = None) -> WorkPlan
     students = plan_students(cfg)
     for method in cfg.methods:
         mine = [s for s in students if s.method.name == method.name]
-        train = _train_stage("student.train", sequences(method), cfg.training, s_shape,
-                             method, t_shape)
+        if method.onpolicy:
+            work = onpolicy_stages(cfg, method, data.pool, sequences(method), s_shape,
+                                   t_shape)
+        else:
+            work = [_train_stage("student.train", sequences(method), cfg.training, s_shape,
+                                 method, t_shape)]
         runs.append(PlannedRun(
             method.name, mine[0].name, "student", mine[0].config_id,
-            [PlannedStage("setup.load"), train,
+            [PlannedStage("setup.load"), *work,
              _eval_stage("eval.student", cfg, data.test, s_shape)],
             upstream=[a.stage for a in tp.used_by(method)],
             seeds=[s.seed for s in mine], run_names=[s.name for s in mine]))
     return WorkPlan(runs, notes)
+
+
+def onpolicy_stages(cfg: RunConfig, method: MethodConfig, pool: _Split, off: list[int],
+                    s_shape: ModelShape, t_shape: ModelShape) -> list[PlannedStage]:
+    """An onpolicy method's rounds (``pipelines/onpolicy.py``), added up by phase: each
+    round samples ``block_prompts`` completions (``student.generate``), the teacher scores
+    them with the round's off-policy sequences, ``(1 - lmbda) / lmbda`` batches of them per
+    on-policy batch (``teacher.score``), and the loop trains on those batches
+    (``student.train``) until the token budget is used. Samples are taken at the reference
+    answer's length; their windows' fixed costs are counted once per phase."""
+    t, b = cfg.training, cfg.training.batch_size
+    new = [min(method.max_new_tokens, a + 1) for a in pool.answer] or [method.max_new_tokens]
+    on_len = sum(p + n for p, n in zip(pool.prompt, new, strict=False)) / max(len(new), 1)
+    off_len = sum(off) / len(off) if off else 0.0
+    off_batches = method.block_prompts / b * (1 - method.lmbda) / method.lmbda if off else 0.0
+    micro_round = math.ceil(method.block_prompts / b) + off_batches
+    tokens_round = method.block_prompts * on_len + off_batches * b * off_len
+    seqs_round = method.block_prompts + off_batches * b
+    steps = math.ceil(t.token_budget / (t.grad_accum * tokens_round / micro_round))
+    micro = steps * t.grad_accum
+    rounds = math.ceil(micro / micro_round)
+    per_round, _, _ = generate_work(pool.prompt[:method.block_prompts] or [1],
+                                    pool.answer[:method.block_prompts] or [0],
+                                    cfg.generation.batch_size, method.max_new_tokens)
+    gen = {k: v * rounds for k, v in per_round.items() if k != "work_range"}
+    gen["work_range"] = {k: [v * rounds for v in r]
+                         for k, r in per_round["work_range"].items()}
+    n_gen = rounds * method.block_prompts
+    note = (f"{rounds} rounds (one window of each phase per round; their fixed costs "
+            "counted once); samples taken at the reference answer's length")
+    score = {"score_batches": rounds * math.ceil(seqs_round / cfg.logits.batch_size),
+             "scored_tokens": round(rounds * tokens_round)}
+    return [
+        PlannedStage("student.generate", gen["prompt_tokens"] + gen["new_tokens"], n_gen,
+                     {**_model_info(s_shape), "batch_size": cfg.generation.batch_size,
+                      **gen, "backend": "transformers"}, [note]),
+        PlannedStage("teacher.score", score["scored_tokens"], round(rounds * seqs_round),
+                     {**_model_info(t_shape), "batch_size": cfg.logits.batch_size, **score,
+                      "top_k": cfg.logits.top_k}, [note]),
+        PlannedStage("student.train", round(micro * tokens_round / micro_round),
+                     round(micro * seqs_round / micro_round),
+                     {**_model_info(s_shape), "batch_size": b, "steps": steps,
+                      "micro_batches": micro}, [note])]
