@@ -228,3 +228,17 @@ def test_onpolicy_rounds_forecast_and_checked_by_phase(capsys, tmp_path, runs, c
     assert len(windows) > 1
     row = next(r for r in check["rows"] if r["stage"] == "student.train")
     assert row["measured_j"] == pytest.approx(sum(s["energy_j"]["total"] for s in windows))
+
+
+def test_a_setup_stage_the_runs_never_measured_apart_is_left_between_stages(
+        capsys, runs, cfg_dir):
+    # the tiny runs measured no idle baseline (idle_seconds 0); a config that does plans a
+    # setup.idle stage: forecast within the energy between stages, the totals complete
+    data = copy.deepcopy(TINY_RUN)
+    data["meter"] = {**data["meter"], "idle_seconds": 1.0}
+    doc = _estimate(capsys, _yaml(cfg_dir / "idle.yaml", data), "--from", runs)
+    assert "setup.idle" not in doc["methods"]["teacher"]["stages"]
+    assert any(n.startswith("setup.idle is not a stage of the measured runs")
+               for n in doc["notes"])
+    assert all(rec["complete"] for rec in doc["methods"].values())
+    assert not doc["not_forecast"]

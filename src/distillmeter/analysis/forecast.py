@@ -298,6 +298,7 @@ def forecast_plan(model: CostModel, plan: dict[str, Any]) -> dict[str, Any]:
     """Forecast every run of a work plan (``pipelines.work.WorkPlan.as_dict()``)."""
     methods: dict[str, Any] = {}
     warnings: list[str] = []
+    notes: list[str] = list(plan.get("notes", []))
     cannot: list[dict[str, str]] = []
     teacher_stages: dict[str, StageForecast] = {}
     for run in plan["runs"]:
@@ -309,6 +310,15 @@ def forecast_plan(model: CostModel, plan: dict[str, Any]) -> dict[str, Any]:
                 f = predict_stage(model, st["name"], run["role"], st["tokens"],
                                   st["samples"], st["info"])
                 f.notes = list(st.get("notes", [])) + f.notes
+            if f.cannot and st["name"].startswith("setup.") and \
+                    f"{run['role']}:{BETWEEN}" in model.by_name:
+                # a setup stage these runs never measured apart (the idle baseline, before
+                # it had a stage of its own): its time is in their energy between stages
+                note = (f"{st['name']} is not a stage of the measured runs: its time is "
+                        f"forecast within {BETWEEN}")
+                if note not in notes:
+                    notes.append(note)
+                continue
             stages[st["name"]] = f
             warnings += f.warnings
             if f.cannot:
@@ -341,5 +351,4 @@ def forecast_plan(model: CostModel, plan: dict[str, Any]) -> dict[str, Any]:
         if base and not is_baseline(key) and rec["teacher_j"] > 0:
             rec["n_star"] = n_star(rec["teacher_j"], base[0]["total_j"], rec["own_j"])
     return {"methods": methods, "warnings": list(dict.fromkeys(warnings)),
-            "not_forecast": cannot,
-            "notes": list(plan.get("notes", []))}
+            "not_forecast": cannot, "notes": notes}

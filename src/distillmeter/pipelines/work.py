@@ -292,7 +292,9 @@ def plan_work(cfg: RunConfig, *, keep_fraction: float | None = None) -> WorkPlan
             out += synthetic.seqs()
         return out
 
-    stages = [PlannedStage("setup.load")]
+    # the meter measures the idle baseline in a stage of its own (energy/idle.py)
+    idle = [PlannedStage("setup.idle")] if cfg.meter.idle_seconds > 0 else []
+    stages = [*idle, PlannedStage("setup.load")]
     if tp.checkpoint is not None:
         stages.append(_train_stage("teacher.train", data.teacher.seqs(), cfg.teacher.training,
                                    t_shape))
@@ -325,7 +327,7 @@ def plan_work(cfg: RunConfig, *, keep_fraction: float | None = None) -> WorkPlan
                                  method, t_shape)]
         runs.append(PlannedRun(
             method.name, mine[0].name, "student", mine[0].config_id,
-            [PlannedStage("setup.load"), *work,
+            [*idle, PlannedStage("setup.load"), *work,
              _eval_stage("eval.student", cfg, data.test, s_shape)],
             upstream=[a.stage for a in tp.used_by(method)],
             seeds=[s.seed for s in mine], run_names=[s.name for s in mine]))
