@@ -192,8 +192,9 @@ def test_config_entry_validates_strictly():
 
 
 def test_packaged_onpolicy_config_is_the_default_with_its_own_methods():
-    """`distillmeter run onpolicy`: only the methods are its own, so it follows the default
-    (task, teacher, student, training, seeds) wherever the default is re-tuned."""
+    """`distillmeter run onpolicy`: only the methods and the seed count (two, for its time
+    budget) are its own, so it follows the default (task, teacher, student, training)
+    wherever the default is re-tuned."""
     from importlib.resources import files
 
     from distillmeter.pipelines.config_file import load_config
@@ -201,13 +202,14 @@ def test_packaged_onpolicy_config_is_the_default_with_its_own_methods():
     cfg = load_config("onpolicy")
     default = RunConfig()
     assert [m.name for m in cfg.methods] == ["baseline", "kd", "onpolicy"]
-    assert cfg.model_copy(update={"methods": default.methods}) == default
+    assert cfg.seeds == 2
+    assert cfg.model_copy(update={"methods": default.methods, "seeds": default.seeds}) == default
     assert cfg.method("baseline") == default.method("baseline")
     assert cfg.method("kd") == default.method("kd")
     op = cfg.method("onpolicy")
     assert op.onpolicy and op.data == ["labelled", "synthetic"] and op.block_prompts == 256
     text = files("distillmeter").joinpath("configs", "onpolicy.yaml").read_text()
-    assert set(yaml.safe_load(text)) == {"methods"}
+    assert set(yaml.safe_load(text)) == {"methods", "seeds"}
 
 
 def test_plan_and_config_id():
