@@ -37,6 +37,8 @@ from distillmeter.analysis.runs import cpu_name, gpu_names, hardware_label
 from distillmeter.errors import UserError
 from distillmeter.protocol import Report
 
+IDLE_STAGE = "setup.idle"  # the meter's fresh idle measurement (energy/idle.py), a stage
+
 
 @dataclass
 class CostModel:
@@ -143,8 +145,11 @@ def fit_cost_model(reports: list[tuple[str, Report]], floors: list[dict[str, Any
         sources.update({d: s for d, s in rep.sources.items() if d not in sources})
     energy: dict[str, LinearFit] = {}
     for dev in sorted({d for o in obs for d in o.energy}):
-        use = [o for o in obs if dev in o.energy and (o.work is not None
-                                                       or o.stage.startswith("setup."))]
+        # the meter's idle window is no work: its power is the idle floor, and relative
+        # weighting would let a second of it pull a stage's predicted power down as much as
+        # a long training stage pulls it up (it is forecast as measured, from by_name)
+        use = [o for o in obs if dev in o.energy and o.stage != IDLE_STAGE
+               and (o.work is not None or o.stage.startswith("setup."))]
         estimated = sources.get(dev) == "estimate"
         e_rows = [{"power_w": o.seconds} if estimated or o.work is None
                   else {"power_w": o.seconds, "j_per_flop": o.work.flops} for o in use]
