@@ -12,8 +12,16 @@ import socket
 import sys
 
 import pytest
+from reliability_support import (
+    TINY_RUN,
+    cli,
+    cli_run,
+    events,
+    stage_started,
+    wait_for,
+    write_config,
+)
 
-from conftest import TINY_RUN, cli, cli_run, events, stage_started, wait_for, write_config
 from distillmeter import protocol
 
 pytestmark = pytest.mark.slow

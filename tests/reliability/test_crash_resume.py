@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
-from conftest import (
+from reliability_support import (
     KILL_RUN,
     cli,
     cli_run,
@@ -31,6 +30,7 @@ from conftest import (
     wait_for,
     write_config,
 )
+
 from distillmeter import protocol
 from distillmeter.accounting import account
 

@@ -19,8 +19,8 @@ import torch
 import yaml
 from hypothesis import event, example, given
 from hypothesis import strategies as st
+from reliability_support import TINY_RUN, fuzz_settings
 
-from conftest import TINY_RUN, fuzz_settings
 from distillmeter.energy.runlock import LOCK_FILE, RunLock
 from distillmeter.errors import UserError
 from distillmeter.pipelines import artifacts

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from hypothesis import event, example, given
 from hypothesis import strategies as st
+from reliability_support import fuzz_settings
 
-from conftest import fuzz_settings
 from distillmeter import protocol
 from distillmeter.accounting import account, write_report
 from distillmeter.errors import USER_ERRORS

@@ -20,8 +20,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from reliability_support import ROOT, TINY_RUN, cli_run, write_config
 
-from conftest import ROOT, TINY_RUN, cli_run, write_config
 from key_alphabets import AWS_DOC_EXAMPLE, keys
 
 SOURCES = sorted((ROOT / "src" / "distillmeter").rglob("*.py"))

@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
+from reliability_support import ROOT, load_test_module
 
-from conftest import ROOT, load_test_module
 from distillmeter import protocol
 from distillmeter.accounting import account
 from distillmeter.energy import EnergyMeter, NvmlSensor

@@ -1,6 +1,7 @@
-"""Helpers for the reliability tests: tiny `distillmeter run` configs (the pipelines tests'
-TINY_RUN, with the stages that get killed made long enough to be caught mid-way), real
-subprocesses of the CLI, and polling the files they write."""
+"""Helpers for the reliability tests (a plain module, not a conftest, so that importing it
+by name never picks another folder's ``conftest``): tiny `distillmeter run` configs (the
+pipelines tests' TINY_RUN, with the stages that get killed made long enough to be caught
+mid-way), real subprocesses of the CLI, and polling the files they write."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def load_test_module(name: str, path: Path):
     return module
 
 
-TINY_RUN = load_test_module("pipelines_conftest", ROOT / "tests/pipelines/conftest.py").TINY_RUN
+from tiny_config import TINY_RUN  # noqa: E402  (tests/ is on sys.path: tests/conftest.py)
 
 # Two students (synthetic, then kd), one seed. The kd student's training (~4 s here) and the
 # teacher's logit cache (~3000 sequences at batch 1, ~100 shards: ~3 s) are long enough to be
