@@ -44,6 +44,9 @@ def test_report_writes_the_three_files(campaign_dir: Path, capsys) -> None:
     assert html.startswith("<!DOCTYPE html>") and "http" not in html.lower().replace(
         'xmlns="http://www.w3.org/2000/svg"', "")
     assert html.count("<svg") >= 3 + 10  # Pareto, two bar charts, one timeline per run
+    # the sensitivity table names each run's configuration as the group table does
+    sens = html.split("<h2>Sensitivity")[1].split("<h2>")[0]
+    assert '<td class="l">kd</td>' in sens and "kd-cfg" not in sens
     # the verdict: first in summary.json and on the page, last in the terminal
     assert list(summary)[1] == "verdict" and len(summary["verdict"]) == 2  # kd, sft_synth
     assert html.index('class="verdict"') < html.index("<h2>Group")
@@ -139,7 +142,9 @@ def test_dash_only_tables_collapse_to_a_line(campaign_dir: Path) -> None:
     html = (campaign_dir / "report.html").read_text()
     eff = html.split("Efficiency")[1].split("<h2>")[0]
     assert "<table" not in eff and "No stage can be held against a hardware floor" in eff
-    assert "no floor known for" in eff
+    assert "no floor known for " in eff and "student.train" in eff
+    # each reason names the stages it holds for: tokens are counted in student.train
+    assert "no tokens counted" not in eff or "no tokens counted: setup." in eff
     assert "<th" in html.split("<h3>Break-even")[1].split("<h2>")[0]  # candidates now
 
 

@@ -236,9 +236,21 @@ def _break_even(be: dict[str, Any], names: dict[str, str]) -> str:
         "no break-even figures in this group")
 
 
+def _reasons(rows: list[dict[str, Any]]) -> str:
+    """Why no stage has a floor ratio, each reason with the stages it holds for (named
+    when they are few) so that a reason true of two setup stages does not read as true
+    of all of them."""
+    stages: dict[str, set[str]] = {}
+    for r in rows:
+        stages.setdefault(r.get("note") or "no floor", set()).add(str(r.get("stage")))
+    return "; ".join(f"{note}: {', '.join(sorted(names))}" if len(names) <= 8
+                     else f"{note}: {len(names)} stage kinds"
+                     for note, names in sorted(stages.items()))
+
+
 def _efficiency(rows: list[dict[str, Any]]) -> str:
     if not any(r.get("x_floor") for r in rows):
-        why = "; ".join(sorted({r.get("note") or "no floor" for r in rows})) or "no stages"
+        why = _reasons(rows) or "no stages"
         return (f'<p class="note">No stage can be held against a hardware floor here '
                 f'({escape(why)}). Each stage\'s J/token is in summary.json '
                 '("efficiency").</p>')
@@ -251,12 +263,13 @@ def _efficiency(rows: list[dict[str, Any]]) -> str:
                           "no efficiency figures")
 
 
-def _sensitivity(sens: dict[str, Any] | None) -> str:
+def _sensitivity(sens: dict[str, Any] | None, labels: dict[str, str]) -> str:
     if not sens:
         return '<p class="note">Sensitivity analysis not run.</p>'
     pct = lambda v: None if v is None else f"{100 * v:.2f}%"  # noqa: E731
-    rows = [[r["run_dir"], r["config"], pct(r.get("teacher")), pct(r.get("student")),
-             pct(r.get("eval")), pct(r.get("total"))] for r in sens.get("runs", [])]
+    rows = [[r["run_dir"], labels.get(r["config"], r["config"]), pct(r.get("teacher")),
+             pct(r.get("student")), pct(r.get("eval")), pct(r.get("total"))]
+            for r in sens.get("runs", [])]
     mx = sens.get("max", {})
     rows.append(["largest", "", *(pct(mx.get(k, {}).get("max_rel_change"))
                                   for k in ("teacher", "student", "eval", "total"))])
@@ -387,7 +400,7 @@ def render_html(a: Analysis, *, timelines: dict[str, Series] | None = None,
     p.append("<h2>Efficiency: energy per token against the hardware floor</h2>")
     p.append(_efficiency(a.efficiency))
     p.append("<h2>Sensitivity to stage boundaries</h2>")
-    p.append(_sensitivity(a.sensitivity))
+    p.append(_sensitivity(a.sensitivity, {c.config: c.label for c in a.configs if c.label}))
     p.append("<h2>Power timelines</h2>")
     p.append(_timelines(a, timelines or {}, max_timelines))
     p.append("<h2>Hardware and measurement sources</h2>")
