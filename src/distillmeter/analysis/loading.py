@@ -141,6 +141,16 @@ def load_runs(
     return loaded, skipped
 
 
+def run_label(run_dir: Path, root: Path) -> str:
+    """How the commands name a run of ``root``: its path relative to ``root`` (the
+    directory's own name when it is ``root`` itself; the full path when outside it)."""
+    try:
+        rel = str(run_dir.relative_to(root))
+    except ValueError:
+        return str(run_dir)
+    return rel if rel != "." else run_dir.name
+
+
 def _rel(path: Path, root: Path) -> str:
     try:
         rel = path.relative_to(root)

@@ -58,13 +58,13 @@ def fit_from_runs(runs_dir: Path, hardware: str | None) -> tuple[Any, list[Any],
     UserError when RUNS_DIR holds no runs on it, naming what it does hold."""
     from distillmeter.analysis.costmodel import by_hardware, fit_cost_model
     from distillmeter.analysis.efficiency import load_floors
-    from distillmeter.analysis.loading import load_runs
+    from distillmeter.analysis.loading import load_runs, run_label
     from distillmeter.analysis.runs import hardware_label
 
     if not runs_dir.is_dir():
         raise UserError(f"--from {runs_dir}: not a directory")
     loaded, skipped = load_runs(runs_dir)
-    reports = [(_label(r.run_dir, runs_dir), r.report) for r in loaded]
+    reports = [(run_label(r.run_dir, runs_dir), r.report) for r in loaded]
     target = hardware or hardware_label(this_hardware())
     groups = by_hardware(reports)
     if target not in groups:
@@ -130,14 +130,6 @@ def estimate(config: Path, runs_dir: Path, *, hardware: str | None = None
                 "created": datetime.now(timezone.utc).isoformat(),
                 "plan": plan.as_dict()})
     return doc
-
-
-def _label(run_dir: Path, root: Path) -> str:
-    try:
-        rel = str(run_dir.relative_to(root))
-    except ValueError:
-        return str(run_dir)
-    return rel if rel != "." else run_dir.name
 
 
 @click.command("estimate")

@@ -16,7 +16,7 @@ import click
 
 from distillmeter.analysis.breakeven import DEFAULT_MIN_Q
 from distillmeter.analysis.efficiency import load_floors
-from distillmeter.analysis.loading import load_runs
+from distillmeter.analysis.loading import load_runs, run_label
 from distillmeter.analysis.runs import figures
 from distillmeter.analysis.sensitivity import default_account_shifted, sensitivity
 from distillmeter.analysis.summary import Analysis, analyse, summary_csv, summary_dict
@@ -49,24 +49,16 @@ def analyse_dir(runs_dir: Path, *, amortize: float = 1.0, grid: float | None = N
                             " below it")
         reasons = "; ".join(f"{s.run_dir}: {s.reason}" for s in skipped)
         raise UserError(f"{runs_dir}: no run could be read ({reasons})")
-    reports = [(_label(r.run_dir, runs_dir), r.report) for r in loaded]
+    reports = [(run_label(r.run_dir, runs_dir), r.report) for r in loaded]
     sens = None
     if with_sensitivity:
-        sens = sensitivity([(r.run_dir, figures(r.report), _label(r.run_dir, runs_dir))
+        sens = sensitivity([(r.run_dir, figures(r.report), run_label(r.run_dir, runs_dir))
                             for r in loaded], default_account_shifted)
     a = analyse(reports, amortize=amortize, grid=grid, pue=pue,
                 baseline_method=baseline_method, floors=load_floors(), sensitivity=sens,
                 skipped=[s.to_dict() for s in skipped], min_q=min_q)
     a.run_paths = {r.report.run_id: str(r.run_dir) for r in loaded}
     return a
-
-
-def _label(run_dir: Path, root: Path) -> str:
-    try:
-        rel = str(run_dir.relative_to(root))
-    except ValueError:
-        return str(run_dir)
-    return rel if rel != "." else run_dir.name
 
 
 def timelines(a: Analysis, max_points: int = 300) -> dict:
