@@ -26,6 +26,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from distillmeter.analysis.efficiency import stage_role
+
 # the backend whose decoding the "decode" operation means; any other is its own operation
 DEFAULT_ENGINE = "transformers"
 
@@ -66,13 +68,6 @@ def _number(x: Any) -> float | None:
     return v if math.isfinite(v) and v >= 0 else None
 
 
-def _role(name: str) -> str:
-    side, _, what = name.partition(".")
-    if side == "eval":
-        return "teacher" if what.startswith("teacher") else "student"
-    return "teacher" if side == "teacher" else "student"
-
-
 def stage_op_kind(name: str) -> str | None:
     """The operation a stage's name suggests when its info says nothing more: ``train`` for
     ``*.train*``, ``score`` for ``*.logits*`` / ``*.score*``, ``decode`` for
@@ -95,16 +90,24 @@ def _attn(info: dict[str, Any], prefix: str = "") -> float | None:
     return 4.0 * layers * width if layers and width else None
 
 
-def _train(tokens: float, samples: float, info: dict[str, Any], params: float,
-           notes: list[str]) -> dict[str, OpWork]:
-    passes = _number(info.get("micro_batches"))
+def _passes(info: dict[str, Any], key: str, samples: float, what: str,
+            notes: list[str]) -> float:
+    """A stage's forward/backward passes: recorded under ``key``, else sequences / batch
+    size (noted), else 0 (no per-pass term; noted)."""
+    passes = _number(info.get(key))
     batch = _number(info.get("batch_size"))
     if passes is None and batch and samples:
         passes = math.ceil(samples / batch)
-        notes.append("training passes taken as sequences / batch size (not recorded)")
+        notes.append(f"{what} passes taken as sequences / batch size (not recorded)")
     if passes is None:
         passes = 0.0
         notes.append("per-pass overhead not counted: neither passes nor batch size recorded")
+    return passes
+
+
+def _train(tokens: float, samples: float, info: dict[str, Any], params: float,
+           notes: list[str]) -> dict[str, OpWork]:
+    passes = _passes(info, "micro_batches", samples, "training", notes)
     seq = tokens / samples if samples else 0.0
     a = _attn(info) or 0.0
     ops = {"train": OpWork(passes, 6.0 * params * tokens + 3.0 * a * tokens * (seq + 1) / 2)}
@@ -119,17 +122,10 @@ def _train(tokens: float, samples: float, info: dict[str, Any], params: float,
 
 def _score(tokens: float, samples: float, info: dict[str, Any], params: float,
            notes: list[str]) -> OpWork:
-    passes = _number(info.get("score_batches"))
+    passes = _passes(info, "score_batches", samples, "scoring", notes)
     scored = _number(info.get("scored_tokens"))
     if scored is None:
         scored = tokens
-    batch = _number(info.get("batch_size"))
-    if passes is None and batch and samples:
-        passes = math.ceil(samples / batch)
-        notes.append("scoring passes taken as sequences / batch size (not recorded)")
-    if passes is None:
-        passes = 0.0
-        notes.append("per-pass overhead not counted: neither passes nor batch size recorded")
     seq = scored / samples if samples else 0.0
     a = _attn(info) or 0.0
     return OpWork(passes, 2.0 * params * scored + a * scored * (seq + 1) / 2)
@@ -167,7 +163,7 @@ def stage_work(name: str, tokens: float, samples: float, info: dict[str, Any],
             return None, "no model work (forecast from its measured duration)"
         return None, ("its info records no work the cost model knows (micro_batches, "
                       "decode_steps, score_batches) and its name maps to no operation")
-    params = _number(info.get("params")) or _number(labels.get(f"{_role(name)}_params")) \
+    params = _number(info.get("params")) or _number(labels.get(f"{stage_role(name)}_params")) \
         or _number(labels.get("params"))
     if not params:
         return None, "its parameter count is unknown (no params in its info or labels)"

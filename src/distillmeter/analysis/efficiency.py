@@ -48,7 +48,9 @@ def flops_per_token(stage_name: str, params: float) -> float:
     return (6.0 if what.startswith("train") else 2.0) * params
 
 
-def _role(stage_name: str) -> str:
+def stage_role(stage_name: str) -> str:
+    """Whose model a stage runs: ``teacher`` for teacher-side stages and ``eval.teacher``,
+    ``student`` otherwise (how the labels' ``<role>_params`` are keyed)."""
     side, _, what = stage_name.partition(".")
     if side == "eval":
         return "teacher" if what.startswith("teacher") else "student"
@@ -73,7 +75,7 @@ def stage_params(stage: StageReport, labels: dict[str, Any]) -> float | None:
     """The parameter count of the model a stage ran: the stage's own ``params`` (from
     ``stage_end.info``), else the run's ``<role>_params`` label, else its ``params`` label."""
     extra = {**(stage.model_extra or {}), **stage.info}
-    for v in (extra.get("params"), labels.get(f"{_role(stage.name)}_params"),
+    for v in (extra.get("params"), labels.get(f"{stage_role(stage.name)}_params"),
               labels.get("params")):
         n = _number(v)
         if n is not None:
@@ -83,7 +85,7 @@ def stage_params(stage: StageReport, labels: dict[str, Any]) -> float | None:
 
 def _stage_setting(stage: StageReport, labels: dict[str, Any], key: str) -> float | None:
     extra = {**(stage.model_extra or {}), **stage.info}
-    return _number(extra.get(key)) or _number(labels.get(f"{_role(stage.name)}_{key}"))
+    return _number(extra.get(key)) or _number(labels.get(f"{stage_role(stage.name)}_{key}"))
 
 
 def stage_efficiency(stage: StageReport, report: Report, floors: list[dict[str, Any]]
