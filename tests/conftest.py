@@ -3,7 +3,21 @@
 
 import os
 
+import pytest
+
 # The meter's idle-baseline cache (energy/idle.py) is off in the tests, their subprocesses
 # included, so that each test measures its own baseline; the cache's own tests pass a file
 # under tmp_path.
 os.environ["DISTILLMETER_IDLE_CACHE"] = "off"
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test (the machine is shared, and tiny models gain nothing
+    from more); the folders of model tests use it for every test."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

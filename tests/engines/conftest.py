@@ -2,12 +2,8 @@
 gain nothing from more)."""
 
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+def _one_thread(one_torch_thread):
+    """Every test here runs with one torch thread (tests/conftest.py)."""

@@ -31,11 +31,8 @@ N_TRAIN, BATCH, STEPS = 24, 4, 6  # exactly one epoch: every training example se
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+def _one_thread(one_torch_thread):
+    """Every test here runs with one torch thread (tests/conftest.py)."""
 
 
 def _data(tok, n: int, offset: int = 0) -> list[dict]:

@@ -4,7 +4,6 @@ tiny Llamas (a few thousand parameters, milliseconds per step)."""
 from __future__ import annotations
 
 import pytest
-import torch
 
 from distillmeter.pipelines.config import ArchConfig, ModelConfig
 from distillmeter.pipelines.config_file import parse_config
@@ -18,12 +17,8 @@ def tiny_run_dict():
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    # the machine is shared; tiny models gain nothing from more threads
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+def _one_thread(one_torch_thread):
+    """Every test here runs with one torch thread (tests/conftest.py)."""
 
 
 @pytest.fixture(scope="session")
