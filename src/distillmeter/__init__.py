@@ -13,9 +13,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from distillmeter import _moved
+
 __version__ = "0.1.0"
 
 __all__ = ["EnergyMeter", "account", "__version__"]
+
+# modules that moved when the package was laid out by concern keep their old import paths
+_moved.install()
 
 if TYPE_CHECKING:  # pragma: no cover
     from distillmeter.accounting import account
