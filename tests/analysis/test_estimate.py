@@ -10,6 +10,7 @@ import json
 import pytest
 import yaml
 
+from distillmeter.accounting.uncertainty import ESTIMATE_REL
 from distillmeter.analysis.costfit import observations
 from distillmeter.analysis.costmodel import CostModel, fit_cost_model
 from distillmeter.analysis.efficiency import load_floors
@@ -64,6 +65,12 @@ def test_estimate_json(capsys, runs, tiny_yaml):
             assert 0 <= lo <= st["energy_j"] <= hi, (key, name)
             assert st["seconds"] > 0
         assert rec["total_j"] == pytest.approx(rec["own_j"] + rec["teacher_j"])
+        # every device here is the meter's estimate: the energy interval carries its own
+        # error (ESTIMATE_REL of the estimated part) on top of the reading's interval
+        assert 0.4 < rec["estimate_rel"] <= ESTIMATE_REL + 1e-12, key
+        lo, hi = rec["ci95"]
+        assert rec["energy_ci95"] == pytest.approx([lo * (1 - rec["estimate_rel"]),
+                                                    hi * (1 + rec["estimate_rel"])])
     kd = doc["methods"]["kd"]
     assert kd["upstream"] == ["teacher.train", "eval.teacher", "teacher.generate",
                               "teacher.logits"]
@@ -79,6 +86,7 @@ def test_estimate_json(capsys, runs, tiny_yaml):
     assert main(["estimate", str(tiny_yaml), "--from", str(runs)]) == 0
     text = capsys.readouterr().out
     assert "predicted" in text and "teacher.logits" in text and "N*" in text
+    assert "with estimate error" in text and "~: energy the meter estimates" in text
 
 
 def test_no_runs_on_this_hardware(capsys, tmp_path, tiny_yaml, campaign_dir):
@@ -160,6 +168,13 @@ def test_plan_candidates_ranks_unrun_configs(capsys, runs, cfg_dir, tiny_yaml):
     assert not again[(large["point"], "baseline")]["fits"]
     for r in again.values():
         assert r["fits"] == (r["kwh_bound"] <= budget)
+    # the budget is held against the estimate's own error too (all energy estimated here):
+    # the interval of the meter's reading, widened by ESTIMATE_REL of the estimated part
+    for r in again.values():
+        assert 0.4 < r["estimate_rel"] <= ESTIMATE_REL + 1e-12
+        lo, hi = r["reading_ci95"]
+        assert r["ci95"] == pytest.approx([lo * (1 - r["estimate_rel"]),
+                                           hi * (1 + r["estimate_rel"])])
     assert main(["plan", str(runs), "--budget-kwh", repr(budget), "--candidates",
                  str(sweep)]) == 0
     assert "predicted" in capsys.readouterr().out

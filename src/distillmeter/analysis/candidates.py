@@ -6,14 +6,17 @@ Each (grid point, method) is a candidate. Its cost per student is the forecast t
 student's own stages plus the teacher stages it counts, in full or divided among N students
 (``amortize``). It *fits* when the upper end of the forecast's 95% interval is within every
 budget given (``on_mean``: the point forecast instead), the same criterion the measured
-planner uses. Quality is not forecast: the ranking says which configurations are worth
-running within the budget, not which is best; a candidate with a stage that could not be
-forecast is listed as incomplete and never fits.
+planner uses; where energy is the meter's estimate, the interval carries the estimate's
+own error, as the measured intervals do. Quality is not forecast: the ranking says which
+configurations are worth running within the budget, not which is best; a candidate with a
+stage that could not be forecast is listed as incomplete and never fits.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from distillmeter.analysis.forecast import widen_for_estimate
 
 UNITS = {"kwh": "kWh", "co2_kg": "kg CO2e", "usd": "USD"}
 
@@ -48,11 +51,14 @@ def rank_candidates(points: list[dict[str, Any]], limits: dict[str, float], *,
             t_lo = sum(f["ci95"][0] for f in _upstream(p["forecast"], rec))
             t_hi = sum(f["ci95"][1] for f in _upstream(p["forecast"], rec))
             energy = rec["own_j"] + share
-            lo = own_lo - t_lo + t_lo / amortize
-            hi = own_hi - t_hi + t_hi / amortize
+            reading = [own_lo - t_lo + t_lo / amortize, own_hi - t_hi + t_hi / amortize]
+            # then the meter estimate's own error where energy is estimated (no counter)
+            rel = rec.get("estimate_rel", 0.0)
+            lo, hi = widen_for_estimate(reading, rel)
             row: dict[str, Any] = {
                 "point": p["point"], "overrides": p.get("overrides", {}), "method": method,
                 "predicted": True, "energy_j": energy, "ci95": [lo, hi],
+                "reading_ci95": reading, "estimate_rel": rel,
                 "teacher_share": share / energy if energy else None,
                 "n_star": rec.get("n_star"), "complete": bool(rec.get("complete", True)),
                 "fits": bool(rec.get("complete", True)), "over": []}

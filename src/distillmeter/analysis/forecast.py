@@ -21,6 +21,12 @@ A fit with no residual degrees of freedom has no spread of its own: a prior 30% 
 and the forecast says so. Totals add the stages' bounds (their errors share coefficients,
 so they are not independent; adding bounds is the cautious reading).
 
+These intervals are for what the meter will report, and forecast vs measured compares
+with that. Where a device's energy is the meter's estimate (no counter), the estimate's own
+error against the true energy (``ESTIMATE_REL`` of it, as every report carries) comes on
+top: each total also has ``energy_ci95``, its interval widened by that share of the
+estimated part, which is what a budget is checked against.
+
 **Fallbacks.** A stage with no model work (``setup.load``), and the energy a run spends
 between stages, are forecast as measured on this hardware for the same role (mean, with
 the t prediction interval). An operation never measured here is forecast from the floor
@@ -38,6 +44,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from distillmeter.accounting.uncertainty import ESTIMATE_REL
 from distillmeter.analysis.breakeven import is_baseline, n_star
 from distillmeter.analysis.costfit import BETWEEN, time_features
 from distillmeter.analysis.costmodel import CostModel
@@ -294,6 +301,22 @@ def _widen(model: CostModel, f: StageForecast, rho: float, what: str | None,
     return f
 
 
+def _estimated_j(model: CostModel, f: StageForecast) -> float:
+    """The part of a stage's forecast energy drawn by devices the meter estimates (their
+    energy is a draw x time: no FLOP term)."""
+    if not f.seconds or f.energy_j is None:
+        return 0.0
+    drawn = math.fsum(model.energy[d].coef.get("power_w", 0.0) * f.seconds
+                      for d in model.estimated_devices if d in model.energy)
+    return min(drawn, f.energy_j)
+
+
+def widen_for_estimate(ci: list[float], rel: float) -> list[float]:
+    """A forecast interval of the meter's reading widened by the estimate's own error
+    (``rel`` of the total: ESTIMATE_REL x the estimated share)."""
+    return [max(ci[0] * (1.0 - rel), 0.0), ci[1] * (1.0 + rel)]
+
+
 def forecast_plan(model: CostModel, plan: dict[str, Any]) -> dict[str, Any]:
     """Forecast every run of a work plan (``pipelines.work.WorkPlan.as_dict()``)."""
     methods: dict[str, Any] = {}
@@ -341,6 +364,9 @@ def forecast_plan(model: CostModel, plan: dict[str, Any]) -> dict[str, Any]:
         rec["ci95"] = [math.fsum(f.ci95[0] for f in own + up),
                        math.fsum(f.ci95[1] for f in own + up)]
         rec["seconds"] = math.fsum(f.seconds or 0.0 for f in own)
+        est = math.fsum(_estimated_j(model, f) for f in own + up)
+        rec["estimate_rel"] = ESTIMATE_REL * est / rec["total_j"] if rec["total_j"] else 0.0
+        rec["energy_ci95"] = widen_for_estimate(rec["ci95"], rec["estimate_rel"])
         rec["teacher_share"] = rec["teacher_j"] / rec["total_j"] if rec["total_j"] else None
         rec["complete"] = len(own) == len(rec["stages"]) and len(up) == len(rec["upstream"])
         rec["stages"] = {k: f.to_dict() for k, f in rec["stages"].items()}

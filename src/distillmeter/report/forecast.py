@@ -52,19 +52,28 @@ def print_forecast(doc: dict[str, Any], console: Console | None = None) -> None:
         console.print(fit(table, ["basis"]))
     table = Table(title="per student (teacher stages counted in full), predicted",
                   title_justify="left", box=box.SIMPLE_HEAD)
-    for col in ("method", "total", "95% interval", "teacher share", "N*"):
+    est = any(rec.get("estimate_rel") for rec in doc["methods"].values())
+    for col in ("method", "total", "95% interval",
+                *(["with estimate error"] if est else []), "teacher share", "N*"):
         table.add_column(col, justify="left" if col == "method" else "right")
     for key, rec in doc["methods"].items():
         share = rec.get("teacher_share")
         ns = rec.get("n_star")
+        mark = "~" if rec.get("estimate_rel") else ""
         table.add_row(key + ("" if rec.get("complete", True) else " (incomplete)"),
-                      fmt_j(rec["total_j"]), _ci(rec["ci95"]),
+                      mark + fmt_j(rec["total_j"]), _ci(rec["ci95"]),
+                      *([_ci(rec.get("energy_ci95"))] if est else []),
                       "" if rec["role"] == "teacher" else
                       "n/a" if share is None else f"{share:.0%}",
                       "" if rec["role"] == "teacher" else
                       ("never" if ns is None and rec["teacher_j"] > 0 else
                        "" if ns is None else f"{ns:.3g}"))
     console.print(fit(table))
+    if est:
+        console.print("~: energy the meter estimates (no counter): '95% interval' is of what "
+                      "the meter will report; 'with estimate error' adds the estimate's own "
+                      "error against the true energy, as every report does", highlight=False,
+                      soft_wrap=True)
     for n in doc.get("notes", []):
         console.print(f"note: {n}", highlight=False, soft_wrap=True)
     for c in doc.get("not_forecast", []):
