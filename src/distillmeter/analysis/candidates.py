@@ -77,7 +77,9 @@ def rank_candidates(points: list[dict[str, Any]], limits: dict[str, float], *,
     for rank, r in enumerate(rows, 1):
         r["rank"] = rank
     fitting = [r for r in rows if r["fits"]]
-    what = "mean forecast" if on_mean else "upper end of the forecast's 95% interval"
+    what = "mean forecast" if on_mean else (
+        "upper end of the forecast's 95% interval (with the meter estimate's own error "
+        "where energy is estimated)")
     return {"criterion": f"a candidate fits when the {what} of its energy per student is "
                          "within the budget; every figure is predicted (nothing was run); "
                          "quality is not forecast",

@@ -120,9 +120,13 @@ def print_candidates(result: dict[str, Any], console: Console | None = None) -> 
     table.add_column("95% interval", justify="right", no_wrap=True)
     table.add_column("fits")
     for r in result["candidates"]:
-        table.add_row(str(r["rank"]), r["point"], r["method"], fmt_j(r["energy_j"]),
+        table.add_row(str(r["rank"]), r["point"], r["method"],
+                      ("~" if r.get("estimate_rel") else "") + fmt_j(r["energy_j"]),
                       _ci(r["ci95"]), "yes" if r["fits"] else "no")
     console.print(fit(table, ["95% interval"]))
+    if any(r.get("estimate_rel") for r in result["candidates"]):
+        console.print("~: energy the meter estimates (no counter); its own error is in the "
+                      "interval", highlight=False, soft_wrap=True)
     incomplete = [r for r in result["candidates"] if not r["complete"]]
     if incomplete:
         console.print(f"{len(incomplete)} candidate(s) with a stage not forecast: never "
