@@ -125,7 +125,17 @@ def test_load_causal_lm_mistakes(tmp_path, monkeypatch):
         load_causal_lm(tmp_path)  # a directory without a model in it
     tok = build_char_tokenizer(ALPHABET)
     build_llama(SMALL, tok, seed=0).save_pretrained(tmp_path / "no-tokenizer")
-    with pytest.raises(UserError, match="cannot load"):
+    with pytest.raises(UserError, match="cannot load .*no tokenizer files"):
+        load_causal_lm(tmp_path / "no-tokenizer")  # (transformers 4.57 raised ImportError)
+    # a library the files need, missing (protobuf, sentencepiece): one line, no traceback
+    tok.save_pretrained(tmp_path / "no-tokenizer")
+    import transformers
+
+    def missing(*a, **k):
+        raise ImportError("\nrequires the protobuf library but it was not found")
+    with monkeypatch.context() as m, pytest.raises(
+            UserError, match="a library it needs is missing: requires the protobuf"):
+        m.setattr(transformers.AutoTokenizer, "from_pretrained", missing)
         load_causal_lm(tmp_path / "no-tokenizer")
     with pytest.raises(UserError, match="unknown dtype"):
         load_causal_lm(tmp_path, dtype="float8")

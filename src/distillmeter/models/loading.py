@@ -21,6 +21,11 @@ _DTYPES = {
 }
 
 
+# a saved tokenizer has at least one of these (fast: tokenizer.json; slow: its vocabulary)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json",
+                   "vocab.txt", "spiece.model")
+
+
 def _dtype(dtype: str | torch.dtype) -> Any:
     if isinstance(dtype, torch.dtype):
         return dtype
@@ -57,6 +62,10 @@ def load_causal_lm(
             f"{target!r} has no config.json: not a Hugging Face model directory "
             "(save one with model.save_pretrained(dir) and tokenizer.save_pretrained(dir))"
         )
+    if looks_like_path and not any((path / f).is_file() for f in TOKENIZER_FILES):
+        raise UserError(
+            f"cannot load a causal LM from {target!r}: no tokenizer files in it (one of "
+            f"{', '.join(TOKENIZER_FILES)}; save one with tokenizer.save_pretrained(dir))")
     source = str(path) if looks_like_path else target
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
@@ -64,6 +73,10 @@ def load_causal_lm(
         model = AutoModelForCausalLM.from_pretrained(
             source, dtype=torch_dtype, local_files_only=True, **placement
         )
+    except ImportError as e:  # a library the checkpoint's files need (protobuf, ...)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot load a causal LM from {source!r}: a library it needs is "
+                        f"missing: {first}") from e
     except (OSError, ValueError) as e:
         if looks_like_path:
             raise UserError(f"cannot load a causal LM from {source!r}: {e}") from e
