@@ -35,7 +35,7 @@ from distillmeter.pipelines.config import MethodConfig
 from distillmeter.pipelines.data import Batch, Sequences, batches, collate
 from distillmeter.pipelines.logit_cache import DTYPES, topk_rows
 from distillmeter.pipelines.progress import PhaseWindows
-from distillmeter.pipelines.training import autocast
+from distillmeter.pipelines.training import autocast, topk_rows_kd
 
 PHASES = ("student.generate", "teacher.score", "student.train")
 
@@ -66,17 +66,9 @@ class OnPolicyKD:
         self.scores: RoundScores | None = None
 
     def __call__(self, logits: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict]:
-        from distillmeter.pipelines.losses import topk_kd_loss
-
         if self.scores is None:
             raise RuntimeError("no teacher scores: OnPolicyData runs teacher.score first")
-        values, indices = self.scores.gather(batch.index, device=logits.device)
-        student = logits[:, :-1][batch.loss_mask]
-        if self.vocab_size is not None:
-            student = student[..., : self.vocab_size]
-        m = self.method
-        loss = topk_kd_loss(student, values.float(), indices.long(), tail=True,
-                            divergence=m.divergence, temperature=m.temperature, beta=m.beta)
+        loss = topk_rows_kd(logits, batch, self.scores, self.method, self.vocab_size)
         return loss, {"kd": float(loss.detach())}
 
 

@@ -47,6 +47,22 @@ def ce_loss(logits: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str,
     return loss, {"ce": float(loss.detach())}
 
 
+def topk_rows_kd(logits: torch.Tensor, batch: Batch, rows, method: MethodConfig,
+                 vocab_size: int | None = None) -> torch.Tensor:
+    """The KD term of a batch against teacher top-k rows held apart from the model (a logit
+    cache, an on-policy round's scores): ``rows.gather`` lines them up with the batch's
+    learned positions; the student's logits are cut to the teacher's vocabulary."""
+    from distillmeter.pipelines.losses import topk_kd_loss
+
+    values, indices = rows.gather(batch.index, device=logits.device)
+    student = logits[:, :-1][batch.loss_mask]
+    if vocab_size is not None:
+        student = student[..., :vocab_size]
+    return topk_kd_loss(student, values.float(), indices.long(), tail=True,
+                        divergence=method.divergence, temperature=method.temperature,
+                        beta=method.beta)
+
+
 class CachedKD:
     """``alpha * CE + (1 - alpha) * T^2 * D(teacher || student)`` with the teacher's top-k
     log-probs from the cache (``LogitCache.gather`` lines them up with the batch)."""
@@ -55,18 +71,10 @@ class CachedKD:
         self.method, self.cache, self.vocab_size = method, cache, vocab_size
 
     def __call__(self, logits: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict]:
-        from distillmeter.pipelines.losses import topk_kd_loss
-
         ce, parts = ce_loss(logits, batch)
-        values, indices = self.cache.gather(batch.index, device=logits.device)
-        student = logits[:, :-1][batch.loss_mask]
-        if self.vocab_size is not None:
-            student = student[..., : self.vocab_size]
-        m = self.method
-        kd = topk_kd_loss(student, values.float(), indices.long(), tail=True,
-                          divergence=m.divergence, temperature=m.temperature, beta=m.beta)
+        kd = topk_rows_kd(logits, batch, self.cache, self.method, self.vocab_size)
         parts["kd"] = float(kd.detach())
-        return m.alpha * ce + (1.0 - m.alpha) * kd, parts
+        return self.method.alpha * ce + (1.0 - self.method.alpha) * kd, parts
 
 
 class OnlineKD:
