@@ -83,11 +83,11 @@ def command(out: Path | None, stage: str, idle_seconds: float, fresh_idle: bool,
     """
     from distillmeter.energy import EnergyMeter
     from distillmeter.energy.environment import redact_argv
-    from distillmeter.protocol import check_stage_name
+    from distillmeter.energy.stage import checked_stage_name
 
     _resolve(cmd)
     try:
-        check_stage_name(stage)
+        checked_stage_name(stage)
     except ValueError as exc:
         raise UserError(f"--stage: {exc}") from None
     if idle_seconds < 0 or sample_hz < 0:
