@@ -9,6 +9,11 @@ import pytest
 # included, so that each test measures its own baseline; the cache's own tests pass a file
 # under tmp_path.
 os.environ["DISTILLMETER_IDLE_CACHE"] = "off"
+# Output the tests read is never a terminal, so rich takes its width from $COLUMNS: fixed
+# here (subprocesses included), so that no test depends on the width of the terminal that
+# runs it. Tests of other widths give their consoles a width, or their CLI runs a COLUMNS.
+os.environ["COLUMNS"] = "80"
+os.environ.pop("LINES", None)
 
 
 @pytest.fixture

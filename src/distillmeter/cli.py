@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         # may be a secret pasted on the command line: redacted like everything we write
         buf = io.StringIO()
         exc.show(file=buf)
-        click.echo(_redacted(buf.getvalue()), err=True, nl=False)
+        click.echo(_redacted(buf.getvalue().rstrip("\n")), err=True)
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
@@ -94,9 +94,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _redacted(text: str) -> str:
+    """A message as the terminal gets it: secrets redacted, and on each of its lines
+    control characters shown as escapes (a message may quote a name or a path)."""
     from distillmeter.energy.redact import redact_text
+    from distillmeter.terminal import printable
 
-    return redact_text(text)
+    return "\n".join(printable(line) for line in redact_text(text).split("\n"))
 
 
 if __name__ == "__main__":  # pragma: no cover

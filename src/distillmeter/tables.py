@@ -5,12 +5,20 @@ all print a report the same way through :func:`print_report`.
 file or a CI log is 80 columns wide (rich's width when output is piped), where rich would
 cut headers and cells to ``ene…``. The table is printed as it is when it fits; else without
 the columns the caller marked optional; else stacked, one block per row of ``header value``
-pairs wrapped to the width. No stage name or header is ever cut.
+pairs wrapped to the width. No header is ever cut, nor any cell up to
+``terminal.MAX_CELL`` characters.
+
+Every table printed through :func:`fit` is made inert first (:func:`inert`): cells and
+titles are plain text (a name's ``[red]`` is shown, not obeyed), control characters show as
+escapes (``\x1b``, ``\n``: no escape sequence reaches the terminal, no newline forges a
+row), and a cell longer than ``MAX_CELL`` is cut in the middle with a marker
+(``…[+99,950 chars]…``), which keeps the cost of a table linear in its cells' lengths.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Iterable, Iterator, Sequence
 
@@ -20,6 +28,7 @@ from rich.table import Table
 from rich.text import Text
 
 from distillmeter.protocol import ESTIMATED_SOURCES, Report, StageReport
+from distillmeter.terminal import MAX_CELL, get_console, plain_text, printable, safe_cell
 
 _SHORT_SOURCE = {"nvml_counter": "counter", "nvml_instant": "instant", "rapl": "rapl",
                  "estimate": "estimate*"}
@@ -32,7 +41,7 @@ class Fit:
     ``console.print(fit(table))``."""
 
     def __init__(self, table: Table, optional: Sequence[str] = ()) -> None:
-        self.table = table
+        self.table = inert(table)
         self.optional = list(optional)
 
     def _fits(self, table: Table, console: Console, options: ConsoleOptions) -> bool:
@@ -63,8 +72,21 @@ class Fit:
 
 
 def fit(table: Table, optional: Iterable[str] = ()) -> Fit:
-    """``table`` made readable at any console width (see :class:`Fit`)."""
+    """``table`` made readable at any console width (see :class:`Fit`), and inert."""
     return Fit(table, list(optional))
+
+
+def inert(table: Table, limit: int = MAX_CELL) -> Table:
+    """A copy of ``table`` whose title, headers and cells are inert (see the module
+    docstring): strings become plain ``Text``, control characters escapes, and cells
+    longer than ``limit`` characters are cut with a marker."""
+    out = copy.copy(table)
+    if isinstance(table.title, (str, Text)):
+        out.title = safe_cell(table.title, limit=2 * limit)
+    out.columns = [dataclasses.replace(
+        c, header=safe_cell(c.header, limit) if isinstance(c.header, (str, Text)) else c.header,
+        _cells=[safe_cell(x, limit) for x in c._cells]) for c in table.columns]
+    return out
 
 
 def _plain(x: object) -> str:
@@ -98,9 +120,7 @@ def stacked(table: Table, console: Console, width: int) -> Iterator[Text]:
 def _cell(console: Console, x: object) -> Text:
     if isinstance(x, Text):
         return x
-    if isinstance(x, str):
-        return console.render_str(x)
-    return Text(str(x))
+    return plain_text(x, limit=MAX_CELL)  # never markup, never highlighted (quadratic)
 
 
 def _j(x: float) -> str:
@@ -285,7 +305,7 @@ def print_report(report: Report, console: Console | None = None, *,
     """Print the stage table, totals, stage notes and warnings, readable at any width.
     Repeated windows of a stage are one row, and their notes one line with a count,
     unless ``windows``."""
-    console = console or Console()
+    console = console or get_console()
     console.print(fit(stage_table(report, windows=windows), _optional_columns(report)))
     console.print(fit(totals_table(report)))
     if report.estimated:
@@ -298,10 +318,11 @@ def print_report(report: Report, console: Console | None = None, *,
     if notes:
         console.print(Text("notes", style="bold"))
         for name, note in notes:
-            console.print(f"  {name}: {note}", highlight=False)
+            console.print(Text.assemble("  ", plain_text(name, limit=MAX_CELL), ": ",
+                                        plain_text(note)))
     if report.warnings:
         console.print(Text(f"warnings ({len(report.warnings)})", style="bold yellow"))
         for w in report.warnings:
-            console.print(Text(f"  {w}", style="yellow"))
+            console.print(Text(f"  {printable(w)}", style="yellow"))
     if report.status != "ok":
-        console.print(_status_text(f"status: {report.status}"))
+        console.print(_status_text(f"status: {printable(report.status)}"))

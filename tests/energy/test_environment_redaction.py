@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from distillmeter.energy import EnergyMeter, redact_argv, redact_env, redact_text
 from distillmeter.energy.environment import REDACTED, git_commit, relevant_env, snapshot
 from distillmeter.energy.redact import looks_like_key, randomness, redact_values
-from key_alphabets import AWS_DOC_EXAMPLE, KEY_MAKERS, keys
+from key_alphabets import AWS_DOC_EXAMPLE, KEY_MAKERS, SHAPE_MAKERS, Shape, keys, pem_key
 
 HF = "hf_aBcDeFgHiJkLmNoPqRsTuVwXyZ012345"
 WANDB = "0123456789abcdef0123456789abcdef01234567"  # WandB keys are 40 hex digits
@@ -214,3 +214,112 @@ def test_randomness_separates_keys_from_written_names():
     assert randomness(AWS_DOC_EXAMPLE) > 0 > randomness(hub_id)
     for repeated in ("a" * 40, "0" * 40, "ab" * 20, "aB1" * 12):
         assert not looks_like_key(repeated), repeated
+
+
+# ------------------------------------------- secrets told by their shape (issue 18)
+# tests/key_alphabets.py's SHAPE_MAKERS: a URL password with an empty user, header
+# credentials, -pPW / -u user:PW / --pw PW, HF_MIRROR_PW, ASIA key ids, PEM blocks split
+# every way, secret-named config keys and model_args strings, a 28-character token in an
+# error message. Each is redacted by whichever redactor its carrier meets.
+def redacted_forms(shape: Shape) -> dict[str, str]:
+    """What each redactor that can meet ``shape`` makes of it."""
+    if shape.text is not None:
+        return {"text": redact_text(shape.text),
+                "argv": " ".join(redact_argv(["train.py", shape.text, f"--note={shape.text}"])),
+                "env": json.dumps(redact_env({"SLURM_JOB_COMMENT": shape.text})),
+                "values": json.dumps(redact_values({"labels": [shape.text],
+                                                    "note": shape.text}))}
+    if shape.argv is not None:
+        return {"argv": json.dumps(redact_argv(shape.argv))}
+    if shape.env is not None:
+        return {"env": json.dumps(redact_env(shape.env)),
+                "relevant": json.dumps(relevant_env(shape.env))}
+    return {"values": json.dumps(redact_values(shape.config))}
+
+
+def assert_shape_redacted(name: str, shape: Shape) -> None:
+    for where, out in redacted_forms(shape).items():
+        for secret in shape.secrets:
+            kept = secret if len(secret) < 12 and secret in out else survives(secret, out)
+            assert kept is None, f"{name}: {secret!r} survives in {where}: {out[:300]!r}"
+
+
+@pytest.mark.parametrize("name", sorted(SHAPE_MAKERS))
+def test_every_shape_on_a_fixed_seed(name):
+    for seed in range(40):
+        assert_shape_redacted(name, SHAPE_MAKERS[name](random.Random(20261202 + seed)))
+
+
+@settings(max_examples=600, deadline=None, derandomize=True)
+@given(name=st.sampled_from(sorted(SHAPE_MAKERS)), seed=st.integers(0, 2**32 - 1))
+def test_secrets_of_every_shape_are_redacted(name, seed):
+    """Property: a secret of any shape, drawn from any seed, survives no redactor."""
+    assert_shape_redacted(name, SHAPE_MAKERS[name](random.Random(seed)))
+
+
+def test_the_shapes_as_the_issue_found_them():
+    pw, tok, hex24 = "Zx9!vQ2$mK", "Ab3dEf6hIj9kLm2nOp5qRs8tUv1w", "0f3a9c1e7b2d4a6c8e0f1a2b"
+    assert redact_text(f"redis://:{pw}@host") == f"redis://:{REDACTED}@host"
+    assert redact_text(f"Authorization: Bearer {tok}") == f"Authorization: Bearer {REDACTED}"
+    assert redact_text(f"Bearer {hex24}") == f"Bearer {REDACTED}"
+    assert redact_argv(["mysql", f"-p{pw}", "-u", f"me:{pw}", "--pw", pw]) == [
+        "mysql", f"-p{REDACTED}", "-u", f"me:{REDACTED}", "--pw", REDACTED]
+    assert redact_env({"HF_MIRROR_PW": pw}) == {"HF_MIRROR_PW": REDACTED}
+    assert redact_text("ASIAIOSFODNN7EXAMPLE") == REDACTED
+    assert redact_values({"model_args": {"password": pw, "api_key": "abc", "pretrained": "o/m"}}
+                         ) == {"model_args": {"password": REDACTED, "api_key": REDACTED,
+                                              "pretrained": "o/m"}}
+    assert redact_text("pretrained=x,token=abc") == f"pretrained=x,token={REDACTED}"
+    assert tok not in redact_text(f"training.lr: not a number (got '{tok}')")
+
+
+def test_a_pem_block_goes_whole_whatever_line_it_is_split_on():
+    block, lines = pem_key(random.Random(7))
+    for joined in ("\n", "\r\n", "\\n", " "):
+        text = "before " + block.replace("\n", joined) + " after"
+        assert redact_text(text) == f"before {REDACTED} after", joined
+    # its lines as separate arguments: every one of them, the short last one included
+    argv = redact_argv(["cmd", *block.split("\n"), "--next"])
+    assert argv == ["cmd"] + [REDACTED] * (len(lines) + 2) + ["--next"]
+    # split in two values: the END part alone still goes up to its END line
+    head, tail = block.split(lines[2])
+    assert lines[-1] not in redact_text(tail) and "-----END" not in redact_text(tail)
+
+
+@pytest.mark.parametrize("harmless", [
+    "max_new_tokens=128", "token_budget: 660000", "pad_token=<pad>", "eos_token: </s>",
+    "generation needs an EOS token: the tokenizer and model define none",
+    "unknown key: tempreature", "the bearer of bad news", "LlamaForSequenceClassification",
+    "HuggingFaceTB/SmolLM2-135M-Instruct", "text_key=question", "passes=3",
+    "https://hub.internal:8443/api/models", "redis://cache.internal:6379/0",
+    "student_train_max_new_tokens_128_temperature_0.7", "GPU-8f6b3f2a-8b7e-4d2a-9c1f-0123456789ab",
+])
+def test_ordinary_text_near_the_new_rules_is_kept(harmless):
+    assert redact_text(harmless) == harmless
+    assert redact_values({"note": harmless}) == {"note": harmless}
+
+
+def test_config_keys_are_redacted_by_name_at_any_depth():
+    cfg = {"training": {"token_budget": 660000, "lr": 3e-4}, "task": {"max_new_tokens": 12},
+           "models": {"pad_token": "<pad>", "text_key": "question"},
+           "a": {"b": [{"c": {"hf_token": 12345, "apiKey": "x", "DB_PASSWORD": 7.5}}]},
+           "auth": {"user": "me", "pass": "x"}, "secret": True}
+    assert redact_values(cfg) == {
+        "training": {"token_budget": 660000, "lr": 3e-4}, "task": {"max_new_tokens": 12},
+        "models": {"pad_token": "<pad>", "text_key": "question"},
+        "a": {"b": [{"c": {"hf_token": REDACTED, "apiKey": REDACTED,
+                           "DB_PASSWORD": REDACTED}}]},
+        "auth": {"user": REDACTED, "pass": REDACTED}, "secret": True}
+
+
+def test_environment_json_keeps_git_sha_hub_ids_uuids_and_paths(tmp_path):
+    env = snapshot(argv=["train.py", "--model", "HuggingFaceTB/SmolLM2-135M-Instruct",
+                         "--out", "/scratch/runs/kd-seed-3"],
+                   environ={"CUDA_VISIBLE_DEVICES": "GPU-8f6b3f2a-8b7e-4d2a-9c1f-0123456789ab",
+                            "HF_HOME": "/data/hf", "HF_MIRROR_PW": "Zx9!vQ2$mK"})
+    assert env["command"]["argv"][2:] == ["HuggingFaceTB/SmolLM2-135M-Instruct", "--out",
+                                          "/scratch/runs/kd-seed-3"]
+    assert env["env"] == {"CUDA_VISIBLE_DEVICES": "GPU-8f6b3f2a-8b7e-4d2a-9c1f-0123456789ab",
+                          "HF_HOME": "/data/hf", "HF_MIRROR_PW": REDACTED}
+    if env["git"] is not None:  # the tests run from a checkout: its commit, whole
+        assert len(env["git"]["commit"]) == 40

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from reliability_support import ROOT, TINY_RUN, cli_run, write_config
 
-from key_alphabets import AWS_DOC_EXAMPLE, keys
+from key_alphabets import AWS_DOC_EXAMPLE, keys, shapes
 
 SOURCES = sorted((ROOT / "src" / "distillmeter").rglob("*.py"))
 PICKLE_MODULES = {"pickle", "cPickle", "_pickle", "dill", "shelve", "marshal", "joblib",
@@ -210,11 +210,26 @@ def secret_env() -> dict[str, str]:
     for alphabet, drawn in keys(N_KEYS, SEED + 1).items():
         for i, key in enumerate(drawn):
             env[f"DISTILLMETER_NOTE_{alphabet.upper()}_{i}"] = key
+    # secrets told by their shape (tests/key_alphabets.py): HF_MIRROR_PW, and the texts
+    # (a redis URL, Authorization headers, an ASIA key id, a PEM block, ...) as values of
+    # variables environment.json keeps
+    for name, shape in shapes(SEED + 5).items():
+        env.update(shape.env or {})
+        if shape.text is not None:
+            env[f"DISTILLMETER_NOTE_{name.upper().replace('-', '_')}"] = shape.text
     return env
 
 
+def _shape_secrets(seed: int) -> list[str]:
+    return [s for shape in shapes(seed).values() for s in shape.secrets]
+
+
 def _secret_values(env: dict[str, str]) -> list[str]:
-    return [v.split("://me:", 1)[1].split("@")[0] if "://" in v else v for v in env.values()]
+    """The secrets in ``secret_env``: whole values, the password of HF_ENDPOINT, and the
+    secret parts of the shapes' texts (their other words are no secret)."""
+    texts = {s.text for s in shapes(SEED + 5).values() if s.text is not None}
+    return [v.split("://me:", 1)[1].split("@")[0] if "://me:" in v else v
+            for v in env.values() if v not in texts] + _shape_secrets(SEED + 5)
 
 
 @pytest.fixture(scope="module")
@@ -268,16 +283,21 @@ def test_no_secret_in_any_file_of_a_measurement(tmp_path, secret_env):
     argv_secrets = {"hf": "hf_" + _token(rng, ALNUM, 34), "key": _token(rng, ALNUM, 40),
                     "pw": "pw-" + _token(rng, ALNUM, 12), "aws": AWS_DOC_EXAMPLE}
     bare = [k for drawn in keys(N_KEYS, SEED + 3).values() for k in drawn]
+    # the shapes' command lines (-pPW, -u user:PW, --pw PW, a PEM block one line an
+    # argument) and texts (an Authorization header, a redis URL, ...) as arguments
+    shaped = [a for shape in shapes(SEED + 6).values()
+              for a in (shape.argv or ([shape.text] if shape.text else []))]
     cmd = [sys.executable, "-c", "import sys; sys.exit(3)",
            "--hf-token", argv_secrets["hf"], f"--api-key={argv_secrets['key']}",
            f"WANDB_API_KEY={secret_env['WANDB_API_KEY']}", "--password", argv_secrets["pw"],
-           argv_secrets["aws"], *bare]
+           argv_secrets["aws"], *shaped, *bare]
     res = cli_run("measure", "--out", str(run_dir), "--idle-seconds", "0", "--", *cmd,
                   env=secret_env)
     assert res.returncode == 3, res.stderr  # the command's status, passed through
     (run_dir / "console.log").write_text(res.stdout + res.stderr)
     assert (run_dir / "report.json").exists() and (run_dir / "config.yaml").exists()
-    index = KeyIndex(_secret_values(secret_env) + list(argv_secrets.values()) + bare)
+    index = KeyIndex(_secret_values(secret_env) + list(argv_secrets.values()) + bare
+                     + _shape_secrets(SEED + 6))
     assert not _leaks(run_dir, index)
     config = (run_dir / "config.yaml").read_text()
     assert "--hf-token" in config and "<redacted>" in config  # recorded, redacted

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ from distillmeter.analysis.efficiency import efficiency
 from distillmeter.analysis.runs import RunFigures, campaign_total_j, figures
 from distillmeter.analysis.stats import Summary
 from distillmeter.protocol import Report
+from distillmeter.terminal import printable
 
 SUMMARY_SCHEMA = "distillmeter.summary/1"
 J_PER_KWH = 3.6e6
@@ -244,8 +246,31 @@ CSV_COLUMNS = (
 )
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (=HYPERLINK(...),
+# +cmd|..., -2+3, @SUM(...)). (A tab or carriage return first, which hides the character
+# after it, is written as an escape: csv_cell.)
+_FORMULA_START = ("=", "+", "-", "@")
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+
+def csv_cell(value: Any) -> Any:
+    """A summary.csv cell that no spreadsheet runs: a text cell starting with ``= + - @``
+    gets a leading apostrophe (the convention spreadsheets read as "this is text", and
+    hide), and control characters in text are written as escapes (``\t``, ``\r``: a raw
+    carriage return splits a row in many readers; summary.json keeps the text as it is).
+    Numbers are written as numbers, and text that is a plain number (``-3.2``, ``+1e5``)
+    is left as it is: a spreadsheet reads it as that number and runs nothing."""
+    if not isinstance(value, str):
+        return value
+    value = printable(value)
+    if value.startswith(_FORMULA_START) and not _NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
 def summary_csv(summary: dict[str, Any]) -> str:
-    """One row per configuration, the scalar columns of summary.json."""
+    """One row per configuration, the scalar columns of summary.json (text cells that a
+    spreadsheet would run as formulas neutralised: :func:`csv_cell`)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
@@ -255,5 +280,5 @@ def summary_csv(summary: dict[str, Any]) -> str:
             ci = rec.get(f"{k}_ci95")
             flat[f"{k}_ci95_lo"], flat[f"{k}_ci95_hi"] = (ci if ci else (None, None))
         flat["not_separable_from"] = ";".join(rec.get("not_separable_from") or [])
-        w.writerow(["" if flat.get(c) is None else flat.get(c) for c in CSV_COLUMNS])
+        w.writerow(["" if flat.get(c) is None else csv_cell(flat.get(c)) for c in CSV_COLUMNS])
     return buf.getvalue()

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.console import Console
 
 from distillmeter.errors import UserError
 
@@ -37,12 +36,6 @@ def _watts(text: str, what: str) -> float:
         raise UserError(f"{what}: {text!r} is not a number of watts") from None
 
 
-def report_console() -> Console:
-    """A console for report tables: the terminal's width, or $COLUMNS (80 by default) when
-    piped; the tables fit themselves to it (tables.fit)."""
-    return Console()
-
-
 @click.command("account")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--idle-w", "idle_w", multiple=True, metavar="W|DEVICE=W",
@@ -70,6 +63,7 @@ def command(
     """Account RUN_DIR from its raw files: write RUN_DIR/report.json and print it."""
     from distillmeter.accounting import account, write_report
     from distillmeter.tables import print_report
+    from distillmeter.terminal import get_console, json_text, plain_text
 
     if grid is not None and country:
         raise UserError("give --grid (a number) or --country (a code), not both")
@@ -79,8 +73,8 @@ def command(
     )
     path = write_report(run_dir, report)
     if as_json:
-        click.echo(report.to_json())
+        click.echo(json_text(report.to_json()))
         return
-    console = report_console()
+    console = get_console()
     print_report(report, console)
-    console.print(f"wrote {path}", highlight=False)
+    console.print(plain_text(f"wrote {path}"))

@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from distillmeter.errors import UserError
+from distillmeter.terminal import printable
 
 DEFAULT_STAGE = "student.command"
 
@@ -82,11 +83,11 @@ def command(out: Path | None, stage: str, idle_seconds: float, fresh_idle: bool,
     """
     from distillmeter.energy import EnergyMeter
     from distillmeter.energy.environment import redact_argv
-    from distillmeter.protocol import check_stage_name
+    from distillmeter.energy.stage import checked_stage_name
 
     _resolve(cmd)
     try:
-        check_stage_name(stage)
+        checked_stage_name(stage)
     except ValueError as exc:
         raise UserError(f"--stage: {exc}") from None
     if idle_seconds < 0 or sample_hz < 0:
@@ -106,7 +107,8 @@ def command(out: Path | None, stage: str, idle_seconds: float, fresh_idle: bool,
                    "host's baseline is cached ...", err=True)
     meter.start()
     if meter.idle_cached is not None:
-        click.echo(f"distillmeter: idle baseline reused from {meter.idle_cached['path']} "
+        click.echo(f"distillmeter: idle baseline reused from "
+                   f"{printable(meter.idle_cached['path'])} "
                    f"(measured {meter.idle_cached['measured_at']}; --fresh-idle measures "
                    "it again)", err=True)
     rc, status = 1, "failed"
@@ -118,8 +120,8 @@ def command(out: Path | None, stage: str, idle_seconds: float, fresh_idle: bool,
         status = "ok" if rc == 0 else "failed"
     finally:
         meter.close(status)
-    click.echo(f"distillmeter: {cmd[0]} exited with status {rc}; run directory {run_dir}",
-               err=True)
+    click.echo(f"distillmeter: {printable(redact_argv(cmd[:1])[0])} exited with status {rc}; "
+               f"run directory {printable(run_dir)}", err=True)
     if not no_report:
         _report(run_dir)
     return rc
@@ -127,18 +129,19 @@ def command(out: Path | None, stage: str, idle_seconds: float, fresh_idle: bool,
 
 def _report(run_dir: Path) -> None:
     """Account the run and print its tables on stderr (stdout belongs to the command)."""
-    from rich.console import Console
-
     from distillmeter.accounting import account, write_report
+    from distillmeter.energy.redact import redact_text
     from distillmeter.errors import USER_ERRORS
     from distillmeter.tables import print_report
+    from distillmeter.terminal import get_console
 
-    console = Console(stderr=True)  # the tables fit its width (80 columns when piped)
+    console = get_console(stderr=True)  # the tables fit its width (80 columns when piped)
     try:
         report = account(run_dir)
         write_report(run_dir, report)
     except USER_ERRORS as exc:
-        click.secho(f"error: could not account {run_dir}: {exc}", fg="red", err=True)
+        click.secho(f"error: could not account {printable(run_dir)}: "
+                    f"{printable(redact_text(str(exc)))}", fg="red", err=True)
         return
     print_report(report, console=console)
 

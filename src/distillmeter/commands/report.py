@@ -22,6 +22,7 @@ from distillmeter.analysis.sensitivity import default_account_shifted, sensitivi
 from distillmeter.analysis.summary import Analysis, analyse, summary_csv, summary_dict
 from distillmeter.errors import UserError
 from distillmeter.protocol import ProtocolError, read_trace
+from distillmeter.terminal import printable
 
 
 def check_options(amortize: float, grid: float | None, pue: float | None,
@@ -161,5 +162,5 @@ def command(runs_dir: Path, amortize: float, grid: float | None, pue: float | No
         from distillmeter.report.forecast import print_check
 
         print_check(check)
-    click.echo("wrote " + ", ".join(str(p) for p in paths.values()))
+    click.echo("wrote " + ", ".join(printable(p) for p in paths.values()))
     print_verdict(a)

@@ -31,8 +31,6 @@ def command(config: Path | None, out_dir: Path, seeds: int | None, resume: bool,
     analysed as `distillmeter report OUT` does: the Pareto table and rules are printed and
     OUT/summary.json, OUT/summary.csv and OUT/report.html written, and the verdict (each
     method against the baseline) is printed last."""
-    from rich.console import Console
-
     from distillmeter.pipelines.config import RunConfig
     from distillmeter.pipelines.config_file import load_config
 
@@ -47,7 +45,9 @@ def command(config: Path | None, out_dir: Path, seeds: int | None, resume: bool,
 
     if RankInfo.from_env().rank != 0:  # under torchrun, rank 0 speaks for the job
         return
-    console = Console()
+    from distillmeter.terminal import get_console, printable
+
+    console = get_console()
     print_outcome(summary, console, analysed=not no_report)
     if not no_report:
         from distillmeter.commands.report import analyse_dir, write_outputs
@@ -65,37 +65,39 @@ def command(config: Path | None, out_dir: Path, seeds: int | None, resume: bool,
             from distillmeter.report.forecast import print_check
 
             print_check(check, console)
-        console.print(f"wrote {paths['html']} (open it in a browser), "
-                      f"{paths['json']}, {paths['csv']}", highlight=False)
+        console.print(printable(f"wrote {paths['html']} (open it in a browser), "
+                                f"{paths['json']}, {paths['csv']}"), markup=False)
         print_verdict(analysis, console)
 
 
 def print_outcome(summary: Any, console: Any, *, analysed: bool) -> None:
     """What the run did, in a few lines: the teacher run(s) and interrupted attempts. The
     figures per configuration are the analysis's alone (printed after this)."""
+    from distillmeter.terminal import literal
+
     students = summary.of_kind("student")
     done = sum(r.status == "done" for r in students)
     for t in summary.of_kind("teacher"):
         rep = t.report
         if rep is None:
-            console.print(f"teacher {t.name}: not accounted", highlight=False)
+            console.print(f"teacher {literal(t.name)}: not accounted", highlight=False)
             continue
         q = rep.quality
         em = f", {q.metric} {q.value:.3f}" if q is not None else ""
         if t.status == "skipped":
-            console.print(f"teacher [bold]{t.name}[/] (found, not run again){em}",
-                          highlight=False)
+            console.print(f"teacher [bold]{literal(t.name)}[/] (found, not run again)"
+                          f"{literal(em)}", highlight=False)
         else:
-            console.print(f"teacher [bold]{t.name}[/]: {_energy(rep)} in "
-                          f"{rep.totals.seconds:.1f} s{em}", highlight=False)
+            console.print(f"teacher [bold]{literal(t.name)}[/]: {_energy(rep)} in "
+                          f"{rep.totals.seconds:.1f} s{literal(em)}", highlight=False)
     console.print(f"students: {done} run, {len(students) - done} already done, in "
-                  f"{summary.out_dir}/<method>-s<seed>/", highlight=False)
+                  f"{literal(summary.out_dir)}/<method>-s<seed>/", highlight=False)
     for f in summary.of_kind("failed"):
         energy = _energy(f.report) if f.report else "not accounted"
-        console.print(f"interrupted attempt {f.name}: {energy} (kept, accounted)",
+        console.print(f"interrupted attempt {literal(f.name)}: {energy} (kept, accounted)",
                       highlight=False)
     if not analysed:
-        console.print(f"`distillmeter report {summary.out_dir}` analyses them.",
+        console.print(f"`distillmeter report {literal(summary.out_dir)}` analyses them.",
                       highlight=False)
 
 

@@ -18,9 +18,9 @@ def command(run_dir: Path, as_json: bool, windows: bool) -> None:
     """Print RUN_DIR's report: from report.json when it is there and valid, else accounted
     in memory from the raw files (nothing is written)."""
     from distillmeter.accounting import account
-    from distillmeter.commands.account import report_console
     from distillmeter.protocol import load_report
     from distillmeter.tables import print_report
+    from distillmeter.terminal import get_console, json_text, plain_text
 
     note = None
     report = None
@@ -41,9 +41,9 @@ def command(run_dir: Path, as_json: bool, windows: bool) -> None:
     if report is None:
         report = account(run_dir)
     if as_json:
-        click.echo(report.to_json())
+        click.echo(json_text(report.to_json()))
         return
-    console = report_console()
+    console = get_console()
     if note:
-        console.print(f"[dim]{note}[/dim]", highlight=False)
+        console.print(plain_text(note, style="dim"))
     print_report(report, console, windows=windows)

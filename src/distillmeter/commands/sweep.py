@@ -28,22 +28,21 @@ def command(sweep_file: Path, out_dir: Path, ray_address: str | None, resume: bo
     `grid` (dotted config keys -> lists of values) and `seeds`; see docs/scale.md. Teacher
     work is done once and shared by every config that needs it. Analyse the results with
     `distillmeter report RUNS_DIR`."""
-    from rich.console import Console
-
     from distillmeter.energy.ranks import RankInfo
     from distillmeter.errors import UserError
     from distillmeter.pipelines.scale.sweep import load_sweep
+    from distillmeter.terminal import get_console, literal, printable
 
     if RankInfo.from_env().distributed:
         raise UserError("distillmeter sweep runs its own jobs: start it without torchrun "
                         "(use `distillmeter run` under torchrun for one config)")
 
     sweep = load_sweep(sweep_file)  # everything validated before any work
-    console = Console()
+    console = get_console()
     if dry_run:
         for p, s in sweep.jobs():
             shown = ", ".join(f"{k}={v!r}" for k, v in p.overrides.items()) or "(base)"
-            console.print(f"{out_dir / p.name}  seed {s}  {shown}", highlight=False)
+            console.print(printable(f"{out_dir / p.name}  seed {s}  {shown}"), markup=False)
         console.print(f"{len(sweep.points)} configs x {len(sweep.seeds)} seeds = "
                       f"{len(sweep.jobs())} jobs", highlight=False)
         return
@@ -55,8 +54,9 @@ def command(sweep_file: Path, out_dir: Path, ray_address: str | None, resume: bo
     console.print(fit(summary_table(records)))
     failed = [r for r in records if r.status == "failed"]
     for r in failed:
-        console.print(f"[red]failed[/] {r.point}/{r.method}-s{r.seed}: {r.note}",
-                      highlight=False)
-    console.print(f"analyse with: distillmeter report {out_dir}", style="dim")
+        console.print(f"[red]failed[/] {literal(r.point)}/{literal(r.method)}-s{r.seed}: "
+                      f"{literal(r.note)}", highlight=False)
+    console.print(printable(f"analyse with: distillmeter report {out_dir}"), style="dim",
+                  markup=False)
     if failed:
         raise click.exceptions.Exit(1)

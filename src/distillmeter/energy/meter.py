@@ -77,8 +77,8 @@ class EnergyMeter:
         self.sample_hz, self.idle_seconds = float(sample_hz), float(idle_seconds)
         self.run_id = run_id or str(uuid.uuid4())
         self._run_id_given = run_id is not None
-        self.labels = {"method": method, "seed": None if seed is None else int(seed),
-                       "config_id": config_id, "task": task,
+        self.labels = {"method": _text(method), "seed": None if seed is None else int(seed),
+                       "config_id": config_id, "task": _text(task),
                        "labels": redact_values(dict(labels or {}))}
         self.upstream = [UpstreamRef.model_validate(u if isinstance(u, dict) else u.model_dump())
                          .model_dump() for u in (upstream or [])]
@@ -360,8 +360,8 @@ class EnergyMeter:
         """Labels learnt after the run started (a ``run_labels`` event; readers apply it to
         run_start): given fields replace the run's, ``labels`` are merged in."""
         self._require_running()
-        ev = {"method": method, "seed": None if seed is None else int(seed),
-              "config_id": config_id, "task": task}
+        ev = {"method": _text(method), "seed": None if seed is None else int(seed),
+              "config_id": config_id, "task": _text(task)}
         ev = {k: v for k, v in ev.items() if v is not None}
         self.labels.update(ev)
         extra = redact_values(dict(labels or {}))
@@ -437,3 +437,8 @@ class EnergyMeter:
                       "so this stage has no trace samples (boundary readings only)",
                       stage=st.name)
         self._check_contamination(stage=st.name)
+
+
+def _text(label: str | None) -> str | None:
+    """A free-text label as the ledger keeps it: secrets redacted."""
+    return None if label is None else redact_text(str(label))

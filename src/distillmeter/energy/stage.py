@@ -6,12 +6,29 @@ import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from distillmeter.energy.redact import redact_text
 from distillmeter.protocol import check_stage_name
 
 if TYPE_CHECKING:
     from distillmeter.energy.meter import EnergyMeter
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def checked_stage_name(name: str) -> str:
+    """``name`` if it is a valid stage name holding nothing that looks like a secret, else
+    ValueError. A name goes into the ledger, the report and every table, so one that holds
+    a token (``student.ghp_...``) is refused rather than redacted (a redacted name would
+    no longer say which stage it was); the message does not repeat it."""
+    try:
+        check_stage_name(name)
+    except ValueError as exc:
+        raise ValueError(redact_text(str(exc))) from None
+    if redact_text(name) != name:
+        raise ValueError("a stage name must not hold a secret: this one holds what looks "
+                         "like a token or key (not shown); choose a plain name such as "
+                         "'student.train'")
+    return name
 
 
 class Stage:
@@ -21,7 +38,7 @@ class Stage:
 
     def __init__(self, meter: EnergyMeter, name: str, tokens: int = 0, samples: int = 0):
         self.meter = meter
-        self.name = check_stage_name(name)
+        self.name = checked_stage_name(name)
         self.tokens, self.samples = int(tokens), int(samples)
         self.status, self.error = "ok", None
         self.t_start: float | None = None

@@ -65,6 +65,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from distillmeter.energy.redact import redact_text
 from distillmeter.integrations.trainer_support import (
     args_config,
     count_params,
@@ -76,6 +77,7 @@ from distillmeter.integrations.trainer_support import (
 )
 from distillmeter.integrations.trainer_windows import Windows
 from distillmeter.protocol import Report, stage_side
+from distillmeter.terminal import printable
 
 __all__ = ["DistillMeterCallback", "dataset_tokens"]
 
@@ -389,7 +391,8 @@ class DistillMeterCallback(TrainerCallback):
             try:
                 self.finish("failed" if self._windows.is_open() else None)
             except Exception as exc:  # at exit: say what happened, never raise
-                print(f"distillmeter: could not finish {self.run_dir}: {exc}", file=sys.stderr)
+                print(printable(redact_text(f"distillmeter: could not finish {self.run_dir}: "
+                                            f"{exc}")), file=sys.stderr)
 
     def __enter__(self) -> DistillMeterCallback:
         return self

@@ -16,7 +16,7 @@ after the distillmeter run, and ended again after logging):
 - params ``dm.method``, ``dm.seed``, ``dm.run_id``, ``dm.config_id``, ``dm.task``,
   ``dm.estimated``, the devices and their sources, the hardware, and the run's config.yaml
   flattened as ``dm.config.<key.path>`` (values cut to 500 characters, MLflow's oldest
-  limit);
+  limit; secrets redacted, by key name and by value, as in every file distillmeter writes);
 - artifacts under ``distillmeter/``: report.json, the HTML report if given (or the run
   directory's report.html), config.yaml, and with ``raw=True`` the ledger, trace and
   environment too, so the run can be re-accounted from MLflow alone.
@@ -35,6 +35,7 @@ from typing import Any
 
 import yaml
 
+from distillmeter.energy.redact import redact_values
 from distillmeter.errors import UserError
 from distillmeter.protocol import (
     CONFIG_FILE,
@@ -164,7 +165,10 @@ def report_params(report: Report, run_dir: Path | None) -> dict[str, str]:
             raise UserError(f"{config_path}: not valid YAML ({exc})") from None
         for key, value in _flatten(config or {}, "config"):
             p[key] = value
-    return {safe_name(PREFIX + k): _param(v) for k, v in p.items() if v is not None}
+    # config.yaml and the labels were redacted when written; a config.yaml from elsewhere
+    # (or an older version) was not: every param is redacted again, by name and by value
+    p = redact_values({k: v for k, v in p.items() if v is not None})
+    return {safe_name(PREFIX + k): _param(v) for k, v in p.items()}
 
 
 def _chunks(d: dict[str, Any]) -> Iterator[dict[str, Any]]:

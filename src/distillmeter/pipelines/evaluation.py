@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from distillmeter.energy.redact import redact_values
 from distillmeter.pipelines import artifacts
 from distillmeter.pipelines.artifacts import ArtifactManifest
 from distillmeter.pipelines.config import EvalConfig
@@ -97,11 +98,13 @@ def read_metrics(folder: Path) -> dict:
 
 def write_lm_eval(folder: Path, result: LmEvalResult, *, kind: str, key_hash: str, stage: str,
                   run_id: str | None) -> ArtifactManifest:
-    """``metrics.json`` and ``request.json`` in an eval artifact."""
+    """``metrics.json`` and ``request.json`` in an eval artifact (the request redacted:
+    model_args may carry a token or password for the harness)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "metrics.json").write_text(json.dumps(result.metrics(), indent=2))
-    (folder / "request.json").write_text(json.dumps(result.request, indent=2, default=str))
+    request = redact_values(json.loads(json.dumps(result.request, default=str)))
+    (folder / "request.json").write_text(json.dumps(request, indent=2))
     info = {k: v for k, v in result.metrics().items() if k != "details"}
     return artifacts.write_manifest(folder, ArtifactManifest(
         kind=kind, hash=key_hash, stage=stage, run_id=run_id, info=info))

@@ -14,6 +14,7 @@ from distillmeter.models.memory import model_shape
 from distillmeter.pipelines import components
 from distillmeter.pipelines.components import run_tokenizer_model
 from distillmeter.pipelines.config import RunConfig
+from distillmeter.terminal import literal
 
 
 @dataclass
@@ -96,7 +97,7 @@ def preflight(cfg: RunConfig, device: str, note: Callable[[str], None] | None = 
     out.lines.append(f"memory (estimate): largest phase {top.phase} {top.total / memory.GIB:.2f}"
                      f" GiB of {out.available / memory.GIB:.2f} GiB free on {out.where}")
     for line in out.lines if note is not None else []:
-        note(f"[dim]preflight: {line}[/]")
+        note(f"[dim]preflight: {literal(line)}[/]")
     return out
 
 

@@ -9,6 +9,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
+from distillmeter.energy.redact import redact_text
+from distillmeter.terminal import get_console, literal
+
 
 def _short(x: float) -> str:
     """1234 -> 1.2k, 560000 -> 560k, 2.5e6 -> 2.5M: counts that fit an 80-column line."""
@@ -91,7 +94,7 @@ class StageProgress:
     def __init__(self, console: Console | None = None, *, quiet: bool = False,
                  power: Callable[[], float | None] | None = None,
                  power_estimated: Callable[[], bool] | None = None):
-        self.console = console or Console(stderr=True)
+        self.console = console or get_console(stderr=True)
         self.quiet = quiet
         self.power = power or (lambda: None)
         # whether the power figure comes (in part) from an estimate: marked on the bar
@@ -106,7 +109,8 @@ class StageProgress:
             yield StageBar(None, None, self.power)
             return
         progress = Progress(
-            TextColumn(f"  {name:<16}"), BarColumn(bar_width=12),
+            TextColumn(f"  {literal(name):<16}".replace("{", "{{").replace("}", "}}")),
+            BarColumn(bar_width=12),
             _CountColumn(unit),
             _RateColumn(), TimeElapsedColumn(),
             console=self.console, transient=False, refresh_per_second=8)
@@ -153,9 +157,11 @@ class StageProgress:
                 yield windows
 
     def note(self, message: str) -> None:
-        """A line of its own (a run starting, skipped, resumed)."""
+        """A line of its own (a run starting, skipped, resumed): rich markup, whose
+        callers escape the names and paths they quote (terminal.literal); secrets in it
+        are redacted."""
         if not self.quiet:
-            self.console.print(message, highlight=False)
+            self.console.print(redact_text(message), highlight=False)
 
 
 class _CountingBar:

@@ -37,6 +37,7 @@ from distillmeter.pipelines.progress import StageProgress
 from distillmeter.pipelines.scale.rank_jobs import Leader, serve
 from distillmeter.pipelines.student import run_student
 from distillmeter.pipelines.teacher import locate_existing, run_teacher
+from distillmeter.terminal import literal
 
 
 @dataclass
@@ -106,7 +107,7 @@ def _account(run_dir: Path, cfg: RunConfig, ui: StageProgress) -> protocol.Repor
         write_report(run_dir, report)
         return report
     except USER_ERRORS as exc:
-        ui.note(f"[yellow]warning:[/] {run_dir.name}: cannot account: {exc}")
+        ui.note(f"[yellow]warning:[/] {literal(run_dir.name)}: cannot account: {literal(exc)}")
         return None
 
 
@@ -149,7 +150,7 @@ def run_all(cfg: RunConfig, out_dir: Path | str = "runs", *, resume: bool = Fals
     taken_over = lock.acquire(f"distillmeter run (pid {os.getpid()})")
     try:
         if taken_over:
-            ui.note(f"[yellow]{out_dir}[/]: {taken_over}")
+            ui.note(f"[yellow]{literal(out_dir)}[/]: {literal(taken_over)}")
         if not resume:
             _check_fresh(out_dir, [t_plan.run_name] + [s.name for s in students])
         leader = Leader(ctx)
@@ -190,7 +191,8 @@ def _run_locked(ctx: Context, t_plan, students: list[StudentRun],
                                            run.method.name, run.seed, "already done"))
             continue
         moved.append(move_aside(path))
-        ui.note(f"[yellow]{run.name}[/]: interrupted earlier; kept as {moved[-1].name} "
+        ui.note(f"[yellow]{literal(run.name)}[/]: interrupted earlier; kept as "
+                f"{literal(moved[-1].name)} "
                 "(accounted), running it again")
         todo.append(run)
 
@@ -237,7 +239,8 @@ def _teacher_dir(ctx: Context, t_plan, moved: list[Path]) -> Path:
     status, _ = ledger_status(path)
     if status != "ok":
         moved.append(move_aside(path))
-        ctx.ui.note(f"[yellow]{path.name}[/]: interrupted earlier; kept as {moved[-1].name} "
+        ctx.ui.note(f"[yellow]{literal(path.name)}[/]: interrupted earlier; kept as "
+                    f"{literal(moved[-1].name)} "
                     "(accounted); its finished artifacts are reused")
         return path
     n = 2

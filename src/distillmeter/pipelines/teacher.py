@@ -35,6 +35,7 @@ from distillmeter.pipelines.progress import generation_progress
 from distillmeter.pipelines.synthetic import generate_synthetic, read_synthetic
 from distillmeter.pipelines.training import autocast, ce_loss, train
 from distillmeter.pipelines.work import attention_info
+from distillmeter.terminal import literal
 
 
 @dataclass
@@ -87,7 +88,8 @@ def locate_existing(ctx: Context, plan: TeacherPlan) -> dict[ArtifactSpec, Locat
     """Teacher artifacts already under the output directory, verified by checksum."""
     found = {}
     for spec in plan.artifacts():
-        folder = artifacts.find_verified(ctx.out_dir, spec.kind, spec.hash, warn=ctx.ui.note)
+        folder = artifacts.find_verified(ctx.out_dir, spec.kind, spec.hash,
+                                          warn=lambda m: ctx.ui.note(literal(m)))
         if folder is not None:
             found[spec] = Located(spec, folder, _run_id_of(folder, artifacts.read_manifest(folder)))
     return found
@@ -115,7 +117,7 @@ def run_teacher(ctx: Context, plan: TeacherPlan, run_dir: Path) -> TeacherOutput
         ctx.ui.note("[dim]teacher: every artifact found and verified; not run again[/]")
         return out
     cfg, ui, device, label = ctx.cfg, ctx.ui, ctx.device, run_dir.name
-    ui.note(f"[bold]{label}[/]: the teacher ({', '.join(s.stage for s in missing)})")
+    ui.note(f"[bold]{literal(label)}[/]: the teacher ({', '.join(s.stage for s in missing)})")
     if out.located:
         ui.note(f"teacher: reusing {', '.join(s.stage for s in out.located)}; "
                 f"making {', '.join(s.stage for s in missing)}")

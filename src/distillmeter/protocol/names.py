@@ -47,8 +47,9 @@ EVENTS = (
     "run_end",
 )
 
-_DEVICE_RE = re.compile(r"^(gpu|cpu|dram):(\d+)$")
-_STAGE_RE = re.compile(r"^(setup|teacher|student|eval)\.[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+# \Z, not $: '$' also matches before a final newline ("student.x\n" would pass)
+_DEVICE_RE = re.compile(r"^(gpu|cpu|dram):(\d+)\Z")
+_STAGE_RE = re.compile(r"^(setup|teacher|student|eval)\.[A-Za-z0-9_][A-Za-z0-9_.\-]*\Z")
 
 
 class ProtocolError(ValueError):

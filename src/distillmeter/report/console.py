@@ -1,4 +1,5 @@
-"""The summary table and the plan, printed in the terminal (rich)."""
+"""The summary table and the plan, printed in the terminal (rich). Labels, paths, notes and
+rules quote user-controlled names: they are printed inert (distillmeter.terminal)."""
 
 from __future__ import annotations
 
@@ -11,21 +12,22 @@ from rich.table import Table
 from distillmeter.analysis.rules import fmt_ci, fmt_j_pm, fmt_pm
 from distillmeter.analysis.summary import Analysis
 from distillmeter.tables import fit
+from distillmeter.terminal import get_console, literal, printable
 
 
 def print_summary(a: Analysis, console: Console | None = None) -> None:
     """One table per group of comparable runs, then notes, skipped runs and rules."""
-    console = console or Console()
+    console = console or get_console()
     for s in a.skipped:
-        console.print(f"[red]skipped[/red] {s['run_dir']}: {s['reason']}", markup=True,
-                      highlight=False)
+        console.print(f"[red]skipped[/red] {literal(s['run_dir'])}: {literal(s['reason'])}",
+                      markup=True, highlight=False)
     for n in a.notes:
-        console.print(f"[yellow]note:[/yellow] {n}", highlight=False)
+        console.print(f"[yellow]note:[/yellow] {literal(n)}", highlight=False)
     amort = "" if a.amortize == 1 else f", teacher side / {a.amortize:g}"
     for g in a.grouping.groups:
         cs = [c for c in a.configs if c.group == g.id]
-        table = Table(title=f"group {g.id}: {g.describe()}{amort}", title_justify="left",
-                      box=box.SIMPLE_HEAD)
+        table = Table(title=printable(f"group {g.id}: {g.describe()}{amort}"),
+                      title_justify="left", box=box.SIMPLE_HEAD)
         names = {c.config: c.label or c.config for c in cs}
         width = max([len(names[c.config]) + (2 if c.estimated else 0) for c in cs] + [6])
         table.add_column("config", min_width=min(width, 24), overflow="fold")
@@ -55,23 +57,29 @@ def print_summary(a: Analysis, console: Console | None = None) -> None:
                       f"frontier point X (95% intervals overlap on both axes{shared})",
                       highlight=False)
         for r in a.rules.get(g.id, []):
-            console.print(f"  - {r}", highlight=False, soft_wrap=True)
+            console.print(f"  - {printable(r)}", markup=False, highlight=False, soft_wrap=True)
 
 
 def print_plan(plan: dict[str, Any], console: Console | None = None) -> None:
     """The planner's choice per group and the rules behind it."""
-    console = console or Console()
-    console.print(plan["criterion"], highlight=False, soft_wrap=True)
+    console = console or get_console()
+
+    def say(text: str) -> None:
+        console.print(printable(text), markup=False, highlight=False, soft_wrap=True)
+
+    say(plan["criterion"])
     for g in plan["groups"]:
-        console.print(f"\n[bold]group {g['group']}: {g['describe']}[/bold]", highlight=False)
-        console.print(g["verdict"], highlight=False, soft_wrap=True)
+        console.print()
+        console.print(f"[bold]group {literal(g['group'])}: {literal(g['describe'])}[/bold]",
+                      highlight=False)
+        say(g["verdict"])
         if g.get("why"):
-            console.print("why:", highlight=False)
+            say("why:")
             for line in g["why"]:
-                console.print(f"  - {line}", highlight=False, soft_wrap=True)
+                say(f"  - {line}")
         if g.get("estimated"):
-            console.print(g["estimated"], highlight=False, soft_wrap=True)
+            say(g["estimated"])
         if g.get("rules"):
-            console.print("what the measured frontier says:", highlight=False)
+            say("what the measured frontier says:")
             for line in g["rules"]:
-                console.print(f"  - {line}", highlight=False, soft_wrap=True)
+                say(f"  - {line}")

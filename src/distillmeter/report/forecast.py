@@ -12,6 +12,12 @@ from rich.table import Table
 from distillmeter.analysis.candidates import UNITS
 from distillmeter.analysis.rules import fmt_j
 from distillmeter.tables import fit
+from distillmeter.terminal import get_console, literal, printable
+
+
+def _say(console: Console, text: str) -> None:
+    """A message quoting names and paths: inert, never wrapped inside a word."""
+    console.print(printable(text), markup=False, highlight=False, soft_wrap=True)
 
 
 def _ci(ci: list[float] | None, fmt=fmt_j) -> str:
@@ -25,17 +31,16 @@ def _s(x: float | None) -> str:
 def print_forecast(doc: dict[str, Any], console: Console | None = None) -> None:
     """Each run's stages (predicted energy, 95% interval, time, basis), the totals per
     student with the teacher share and N*, then what could not be forecast and warnings."""
-    console = console or Console()
+    console = console or get_console()
     b = doc.get("basis", {})
     tf = b.get("time_fit", {})
     spread = tf.get("rel_sd")
-    console.print(
-        f"forecast (predicted, nothing run) for {doc.get('config', 'the config')} on "
-        f"{b.get('hardware')}, from {b.get('runs')} run(s) in {b.get('runs_dir')}; time fit: "
-        f"{tf.get('stages')} stages, {tf.get('coefficients')} coefficients, residual "
-        f"spread {'n/a' if spread is None else f'{spread:.0%}'}", highlight=False,
-        soft_wrap=True)
-    console.print(f"{b.get('energy')}", highlight=False, soft_wrap=True)
+    _say(console,
+         f"forecast (predicted, nothing run) for {doc.get('config', 'the config')} on "
+         f"{b.get('hardware')}, from {b.get('runs')} run(s) in {b.get('runs_dir')}; time fit: "
+         f"{tf.get('stages')} stages, {tf.get('coefficients')} coefficients, residual "
+         f"spread {'n/a' if spread is None else f'{spread:.0%}'}")
+    _say(console, f"{b.get('energy')}")
     for key, rec in doc["methods"].items():
         runs = rec.get("runs", [])
         title = f"{key}: " + (", ".join(runs[:3]) + (" ..." if len(runs) > 3 else ""))
@@ -75,17 +80,17 @@ def print_forecast(doc: dict[str, Any], console: Console | None = None) -> None:
                       "error against the true energy, as every report does", highlight=False,
                       soft_wrap=True)
     for n in doc.get("notes", []):
-        console.print(f"note: {n}", highlight=False, soft_wrap=True)
+        _say(console, f"note: {n}")
     for c in doc.get("not_forecast", []):
-        console.print(f"[yellow]not forecast:[/] {c['run']} {c['stage']}: {c['reason']}",
-                      highlight=False, soft_wrap=True)
+        console.print(f"[yellow]not forecast:[/] {literal(c['run'])} {literal(c['stage'])}: "
+                      f"{literal(c['reason'])}", highlight=False, soft_wrap=True)
     for w in doc.get("warnings", []):
-        console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]warning:[/] {literal(w)}", highlight=False, soft_wrap=True)
 
 
 def print_check(check: dict[str, Any], console: Console | None = None) -> None:
     """Forecast vs measured, per stage, in the terminal."""
-    console = console or Console()
+    console = console or get_console()
     table = Table(title=f"forecast vs measured ({check.get('forecast_file')})",
                   title_justify="left", box=box.SIMPLE_HEAD)
     for col in ("run", "stage", "forecast", "95% interval", "measured", "error", "inside"):
@@ -103,12 +108,11 @@ def print_check(check: dict[str, Any], console: Console | None = None) -> None:
 
 def print_candidates(result: dict[str, Any], console: Console | None = None) -> None:
     """``plan --candidates``: the ranking, every figure marked predicted."""
-    console = console or Console()
+    console = console or get_console()
     b = result["basis"]
-    console.print(f"{result['points']} configuration(s) from {result['sweep']}, not yet run, "
-                  f"forecast on {b['hardware']} from {b['runs']} run(s) in {b['runs_dir']}",
-                  highlight=False, soft_wrap=True)
-    console.print(result["criterion"] + ".", highlight=False, soft_wrap=True)
+    _say(console, f"{result['points']} configuration(s) from {result['sweep']}, not yet run, "
+                  f"forecast on {b['hardware']} from {b['runs']} run(s) in {b['runs_dir']}")
+    _say(console, result["criterion"] + ".")
     limits = "; ".join(f"{v:.3g} {UNITS[k]}" for k, v in result["limits"].items())
     table = Table(title=f"budget per student: {limits}" + (
         "" if result["amortize"] == 1 else f", teacher side / {result['amortize']:g}"),
@@ -134,6 +138,6 @@ def print_candidates(result: dict[str, Any], console: Console | None = None) -> 
     console.print(f"{result['fitting']} of {len(result['candidates'])} candidate(s) fit "
                   "(predicted).", highlight=False)
     for n in result.get("notes", []):
-        console.print(f"note: {n}", highlight=False, soft_wrap=True)
+        _say(console, f"note: {n}")
     for w in result.get("warnings", []):
-        console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]warning:[/] {literal(w)}", highlight=False, soft_wrap=True)

@@ -9,12 +9,13 @@ from html import escape
 from rich.console import Console
 
 from distillmeter.analysis.summary import Analysis
+from distillmeter.terminal import get_console, printable
 
 
 def print_verdict(a: Analysis, console: Console | None = None) -> None:
     """Print ``a.verdict`` under a heading, one wrapped line per sentence, estimates
     explained when any figure is one."""
-    console = console or Console()
+    console = console or get_console()
     if not a.verdict:
         return
     console.print()
@@ -29,8 +30,10 @@ def print_verdict(a: Analysis, console: Console | None = None) -> None:
 
 
 def _wrapped(console: Console, text: str, first: str, width: int) -> None:
-    lines = textwrap.wrap(text, width=width, initial_indent=first,
-                          subsequent_indent=" " * len(first), break_on_hyphens=False)
+    # a label or path longer than a line stays whole (break_long_words=False)
+    lines = textwrap.wrap(printable(text), width=width, initial_indent=first,
+                          subsequent_indent=" " * len(first), break_on_hyphens=False,
+                          break_long_words=False)
     for line in lines:
         console.print(line, highlight=False, markup=False, soft_wrap=True)
 

@@ -36,6 +36,7 @@ from distillmeter.pipelines.config import RunConfig
 from distillmeter.pipelines.runner import has_data
 from distillmeter.pipelines.scale.sweep import TEACHERS_DIR, Sweep
 from distillmeter.pipelines.scale.sweep_jobs import JobRecord, student_job, teacher_job
+from distillmeter.terminal import get_console, literal
 
 
 def _check_fresh(sweep: Sweep, root: Path) -> None:
@@ -67,14 +68,14 @@ def run_sweep(sweep: Sweep, runs_dir: str | Path, *, resume: bool = False, quiet
     from distillmeter.energy.runlock import RunLock
     from distillmeter.pipelines.plan import plan_teacher
 
-    console = console or Console(stderr=True)
+    console = console or get_console(stderr=True)
     root = Path(runs_dir).resolve()
     root.mkdir(parents=True, exist_ok=True)
     lock = RunLock(root)  # one sweep per RUNS_DIR: two would move each other's runs aside
     taken = lock.acquire(f"distillmeter sweep (pid {os.getpid()})")
     try:
         if taken and not quiet:
-            console.print(f"[yellow]{root}[/]: {taken}")
+            console.print(f"[yellow]{literal(root)}[/]: {literal(taken)}")
         if not resume:
             _check_fresh(sweep, root)
         src = Path(sweep.source)
