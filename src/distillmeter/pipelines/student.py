@@ -59,10 +59,14 @@ def run_student(ctx: Context, run: StudentRun, teacher: TeacherOutputs,
     method, seed = run.method, run.seed
     main = ctx.dist is None or ctx.dist.is_main  # rank 0 (or the only process)
     plan = teacher.plan
+    teacher.check_data([method])  # before its run directory exists (the runner checks first)
     t_metrics = teacher.teacher_metrics()
+    # how many of the teacher's answers it trains on, so the analysis can tell (0: none)
+    answers = ({"synthetic_examples": teacher.synthetic_kept()}
+               if "synthetic" in method.data else {})
     meter = ctx.open_meter(run_dir, method=method.name, seed=seed, config_id=run.config_id,
                            upstream=teacher.upstream_for(method, run_dir),
-                           labels={"role": "student", "data": list(method.data),
+                           labels={"role": "student", "data": list(method.data), **answers,
                                    "loss": method.loss,
                                    "teacher_mode": method.teacher_mode if method.loss == "kd"
                                    else None,
