@@ -1,6 +1,8 @@
 """The lm-eval backend without the harness: request building and results parsing, on a
-results dict written in the layout ``lm_eval.simple_evaluate`` documents (per-task
-``"<metric>,<filter>"`` keys with ``_stderr`` twins, ``n-samples``, ``group_subtasks``)."""
+results dict written in the layout ``lm_eval.simple_evaluate`` 0.4.13 returns (per-task
+``"<metric>,<filter>"`` keys with ``_stderr`` twins, and ``alias``, ``name``, ``sample_len``
+and a group's ``sample_count`` beside them; ``n-samples``, ``group_subtasks``). The
+harness itself runs in test_lm_eval_harness.py."""
 
 from __future__ import annotations
 
@@ -19,11 +21,12 @@ from distillmeter.errors import UserError
 # gsm8k (two answer filters) and mmlu (a group over two subtasks, limit 50 each).
 RESULTS = {
     "results": {
-        "gsm8k": {"alias": "gsm8k",
+        "gsm8k": {"alias": "gsm8k", "name": "gsm8k", "sample_len": 200,
                   "exact_match,strict-match": 0.3125, "exact_match_stderr,strict-match": 0.0128,
                   "exact_match,flexible-extract": 0.3350,
                   "exact_match_stderr,flexible-extract": 0.0130},
-        "mmlu": {"alias": "mmlu", "acc,none": 0.46, "acc_stderr,none": 0.05},
+        "mmlu": {"alias": "mmlu", "acc,none": 0.46, "acc_stderr,none": 0.05,
+                 "sample_len": 100, "sample_count": {"mmlu_anatomy": 50}},
         "mmlu_anatomy": {"alias": " - anatomy", "acc,none": 0.40, "acc_stderr,none": 0.07},
         "mmlu_astronomy": {"alias": " - astronomy", "acc,none": 0.52,
                            "acc_stderr,none": "N/A"},

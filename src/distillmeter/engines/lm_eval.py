@@ -156,11 +156,13 @@ def parse_results(results: Mapping[str, Any]) -> list[TaskScore]:
     for task, metrics in per_task.items():
         n = _samples(results, task)
         for key, value in metrics.items():
-            name, _, filt = key.partition(",")
+            # a score is "<metric>,<filter>"; the other keys (alias, name, sample_len,
+            # sample_count) describe the task, even when they are numbers
+            name, comma, filt = key.partition(",")
             v = _number(value)
-            if v is None or name.endswith("_stderr") or key == "alias":
+            if v is None or not comma or name.endswith("_stderr"):
                 continue
-            stderr = _number(metrics.get(f"{name}_stderr,{filt}" if filt else f"{name}_stderr"))
+            stderr = _number(metrics.get(f"{name}_stderr,{filt}"))
             scores.append(TaskScore(task, _short(key), v, stderr, n))
     return scores
 
