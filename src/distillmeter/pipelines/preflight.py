@@ -56,11 +56,12 @@ def preflight(cfg: RunConfig, device: str, note: Callable[[str], None] | None = 
     """Every check that can fail before work starts; UserError naming the problem."""
     out = Preflight()
     if cfg.eval.backend == "lm_eval":
-        from distillmeter.engines.lm_eval import available
+        from distillmeter.engines.lm_eval import available, preload
 
         if not available():
             raise UserError("eval.backend: lm_eval needs lm-evaluation-harness: pip install "
                             "'distillmeter[eval]'")
+        preload()
     t_m, s_m = cfg.teacher.model, cfg.student.model
     for role, mcfg in (("teacher", t_m), ("student", s_m)):
         if mcfg.is_checkpoint:

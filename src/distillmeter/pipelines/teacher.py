@@ -124,8 +124,11 @@ class TeacherOutputs:
                 "run_id": loc.run_id,
                 "run_dir": os.path.relpath(loc.run_dir, student_dir),
                 "stages": []})
-            if spec.stage not in ref["stages"]:
-                ref["stages"].append(spec.stage)
+            # an lm-eval teacher evaluation loaded its model and tasks in a stage of its own
+            load = artifacts.read_manifest(loc.folder).info.get("load_stage")
+            for stage in [load, spec.stage] if load else [spec.stage]:
+                if stage not in ref["stages"]:
+                    ref["stages"].append(stage)
         return list(by_run.values())
 
 
@@ -225,20 +228,15 @@ def run_teacher(ctx: Context, plan: TeacherPlan, run_dir: Path) -> TeacherOutput
             made(plan.checkpoint, folder)
 
         if plan.eval in missing and cfg.eval.backend == "lm_eval":
-            from distillmeter.engines.lm_eval import evaluate_lm_eval
             from distillmeter.models.checkpoints import compute_dtype, model_source
-            from distillmeter.pipelines.evaluation import write_lm_eval
+            from distillmeter.pipelines.evaluation import lm_eval_stages
 
             ckpt = (out.folder(plan.checkpoint) if plan.checkpoint is not None
                     else model_source(cfg.teacher.model, "teacher"))
-            with ui.metered(meter, label, "eval.teacher", None) as bar:
-                le = evaluate_lm_eval(ckpt, cfg.eval.lm_eval, batch_size=cfg.eval.batch_size,
-                                      device=device,
-                                      dtype=compute_dtype(cfg.teacher.model, device))
-                bar.advance(0, le.n, 0)
-                folder = artifacts.artifact_dir(run_dir, plan.eval.kind, plan.eval.hash)
-                write_lm_eval(folder, le, kind=plan.eval.kind, key_hash=plan.eval.hash,
-                              stage="eval.teacher", run_id=meter.run_id)
+            folder = artifacts.artifact_dir(run_dir, plan.eval.kind, plan.eval.hash)
+            le = lm_eval_stages(ui, meter, label, "eval.teacher", ckpt, cfg.eval,
+                                device=device, dtype=compute_dtype(cfg.teacher.model, device),
+                                folder=folder, kind=plan.eval.kind, key_hash=plan.eval.hash)
             q = le.quality
             meter.record_quality(q.metric, q.value, n=q.n, details={**q.details,
                                                                     "role": "teacher"})
