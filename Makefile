@@ -13,9 +13,9 @@ ARGS   ?=
 BASE_STAMP := $(VENV)/.distillmeter-base
 TEST_STAMP := $(VENV)/.distillmeter-test
 # The tests also exercise the optional integrations that install from PyPI here
-# (Parquet/datasets, Ray, MLflow, TRL's trainers); vLLM and lm-eval need GPUs or
-# downloads, and their tests skip with the reason.
-TEST_EXTRAS := pipelines,dev,data,ray,mlflow,trainer
+# (Parquet/datasets, Ray, MLflow, TRL's trainers, lm-eval on local tasks); vLLM needs a
+# GPU, and its tests skip with the reason.
+TEST_EXTRAS := pipelines,dev,data,ray,mlflow,trainer,eval
 
 $(BASE_STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -117,3 +117,59 @@ def to_hub_cache(checkpoint: Path, cache: Path, repo_id: str,
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
     return snap
+
+
+# --------------------------------------------------------------------------- Qwen2 + BPE
+
+QWEN_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+# Qwen2's own chat template, cut down to what the tests use (its markers, no system prompt)
+QWEN_CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
+                      "<|im_end|>\n{% endfor %}"
+                      "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def bpe_tokenizer(texts: list[str], vocab_size: int = 320):
+    """A byte-level BPE tokenizer trained with `tokenizers` on ``texts``, shaped like
+    Qwen2's: no BOS, ``<|endoftext|>`` as EOS and padding, its chat markers special."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(texts, trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=QWEN_SPECIAL, show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>",
+                                  pad_token="<|endoftext|>",
+                                  additional_special_tokens=QWEN_SPECIAL[1:])
+    tok.chat_template = QWEN_CHAT_TEMPLATE
+    return tok
+
+
+def save_qwen2(folder: Path, tok, *, seed: int, hidden: int = 32, layers: int = 1) -> Path:
+    """A tiny Qwen2ForCausalLM (grouped-query attention, tied embeddings, as the small
+    Qwen2.5 models) and its tokenizer in ``folder``, untrained (weights from ``seed``)."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden,
+                         num_hidden_layers=layers, num_attention_heads=4,
+                         num_key_value_heads=2, max_position_embeddings=256,
+                         tie_word_embeddings=True, eos_token_id=tok.eos_token_id,
+                         pad_token_id=tok.pad_token_id, bos_token_id=None)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Qwen2ForCausalLM(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def qwen2_pair(root: Path) -> tuple[Path, Path]:
+    """An untrained Qwen2 teacher (hidden 48, 2 layers) and student (hidden 32, 1 layer)
+    sharing one BPE tokenizer trained on the math records."""
+    texts = [r["question"] + "\n" + r["answer"] for r in math_records(200)]
+    tok = bpe_tokenizer(texts)
+    return (save_qwen2(root / "qwen-teacher", tok, seed=0, hidden=48, layers=2),
+            save_qwen2(root / "qwen-student", tok, seed=1))

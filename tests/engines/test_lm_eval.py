@@ -1,6 +1,8 @@
 """The lm-eval backend without the harness: request building and results parsing, on a
-results dict written in the layout ``lm_eval.simple_evaluate`` documents (per-task
-``"<metric>,<filter>"`` keys with ``_stderr`` twins, ``n-samples``, ``group_subtasks``)."""
+results dict written in the layout ``lm_eval.simple_evaluate`` 0.4.13 returns (per-task
+``"<metric>,<filter>"`` keys with ``_stderr`` twins, and ``alias``, ``name``, ``sample_len``
+and a group's ``sample_count`` beside them; ``n-samples``, ``group_subtasks``). The
+harness itself runs in test_lm_eval_harness.py."""
 
 from __future__ import annotations
 
@@ -19,11 +21,12 @@ from distillmeter.errors import UserError
 # gsm8k (two answer filters) and mmlu (a group over two subtasks, limit 50 each).
 RESULTS = {
     "results": {
-        "gsm8k": {"alias": "gsm8k",
+        "gsm8k": {"alias": "gsm8k", "name": "gsm8k", "sample_len": 200,
                   "exact_match,strict-match": 0.3125, "exact_match_stderr,strict-match": 0.0128,
                   "exact_match,flexible-extract": 0.3350,
                   "exact_match_stderr,flexible-extract": 0.0130},
-        "mmlu": {"alias": "mmlu", "acc,none": 0.46, "acc_stderr,none": 0.05},
+        "mmlu": {"alias": "mmlu", "acc,none": 0.46, "acc_stderr,none": 0.05,
+                 "sample_len": 100, "sample_count": {"mmlu_anatomy": 50}},
         "mmlu_anatomy": {"alias": " - anatomy", "acc,none": 0.40, "acc_stderr,none": 0.07},
         "mmlu_astronomy": {"alias": " - astronomy", "acc,none": 0.52,
                            "acc_stderr,none": "N/A"},
@@ -94,22 +97,17 @@ def test_empty_results_are_a_clear_error():
         parse_results({"results": {}})
 
 
-@pytest.mark.skipif(available(), reason="lm-eval is installed: the missing-harness message "
-                    "is not reachable")
-def test_missing_harness_is_a_user_error():
+def test_missing_harness_is_a_user_error(monkeypatch):
+    import importlib.util
+
+    from distillmeter.engines import lm_eval
+
+    real = importlib.util.find_spec
+    # as on a machine without the [eval] extra: the module is not found
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "lm_eval" else real(name, *a))
+    assert not available()
     with pytest.raises(UserError, match=r"distillmeter\[eval\]"):
         run_lm_eval(build_request("m", tasks=["gsm8k"]))
-
-
-@pytest.mark.skipif(not available(), reason="lm-evaluation-harness is not installed, and its "
-                    "benchmarks need the network to download")
-def test_real_harness_runs_a_task(tmp_path):  # pragma: no cover - needs the harness + data
-    from distillmeter.models import TinyModelSpec, build_char_tokenizer, build_llama
-
-    tok = build_char_tokenizer("abcdefghijklmnopqrstuvwxyz 0123456789.,?")
-    build_llama(TinyModelSpec(), tok, seed=0).save_pretrained(tmp_path / "m")
-    tok.save_pretrained(tmp_path / "m")
-    res = run_lm_eval(build_request(tmp_path / "m", tasks=["arc_easy"], dtype="float32",
-                                    limit=4, batch_size=2, device="cpu"))
-    q = primary_quality(parse_results(res))
-    assert q.metric.startswith("arc_easy:") and q.n == 4
+    with pytest.raises(UserError, match=r"distillmeter\[eval\]"):
+        lm_eval.prepare(build_request("m", tasks=["gsm8k"]))

@@ -71,6 +71,45 @@ metric_list:
 """
 
 
+def _loads_by_stage(monkeypatch) -> list[tuple[str, str | None]]:
+    """(what was loaded, the meter's running stage) for every model, tokenizer and dataset
+    load from here on: the meter's stage boundaries and the loaders are wrapped."""
+    import datasets
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from distillmeter.energy.meter import EnergyMeter
+
+    running: list[str | None] = [None]
+    loads: list[tuple[str, str | None]] = []
+    open_stage, close_stage = EnergyMeter._open_stage, EnergyMeter._close_stage
+
+    def opened(self, st):
+        open_stage(self, st)
+        running[0] = st.name
+
+    def closed(self, st):
+        close_stage(self, st)
+        running[0] = None
+
+    monkeypatch.setattr(EnergyMeter, "_open_stage", opened)
+    monkeypatch.setattr(EnergyMeter, "_close_stage", closed)
+    for owner, name, what in ((PreTrainedModel, "from_pretrained", "model"),
+                              (PreTrainedTokenizerBase, "from_pretrained", "tokenizer")):
+        real = getattr(owner, name).__func__
+
+        def spy(cls, *args, _real=real, _what=what, **kwargs):
+            loads.append((_what, running[0]))
+            return _real(cls, *args, **kwargs)
+        monkeypatch.setattr(owner, name, classmethod(spy))
+    real_dataset = datasets.load_dataset
+
+    def dataset_spy(*args, **kwargs):
+        loads.append(("dataset", running[0]))
+        return real_dataset(*args, **kwargs)
+    monkeypatch.setattr(datasets, "load_dataset", dataset_spy)
+    return loads
+
+
 @pytest.mark.slow  # the harness's imports and a whole run: ~30-60 s on 2 busy cores
 @pytest.mark.skipif(not available(), reason="lm-evaluation-harness is not installed "
                                             "(pip install 'distillmeter[eval]')")
@@ -87,13 +126,33 @@ def test_a_run_evaluates_with_the_real_harness_on_a_local_task(tmp_path, monkeyp
         "tasks": ["local_sums"], "limit": 4, "include_path": str(tmp_path / "tasks")}}
     path = real_pair.write_config(tmp_path / "cfg.yaml", cfg)
     out = tmp_path / "out"
+    loads = _loads_by_stage(monkeypatch)
     assert main(["run", str(path), "--out", str(out), "--quiet"]) == 0
-    for run in out.iterdir():
+    runs = [run for run in out.iterdir() if run.is_dir()]  # besides report.html, summary.*
+    assert len(runs) == 2
+    for run in runs:
         report = protocol.load_report(run)
         assert report.status == "ok"
         assert report.quality.metric == "local_sums:exact_match" and report.quality.n == 4
         assert report.quality.details["backend"] == "lm_eval"
-        stage = next(s for s in report.stages if s.name.startswith("eval."))
-        assert stage.seconds > 0 and stage.energy_j["total"] > 0  # metered like any stage
-    student_q = protocol.load_report(out / "synthetic-s0").quality
-    assert "teacher_value" in student_q.details
+        names = [s.name for s in report.stages]
+        ev = next(s for s in report.stages if s.name in ("eval.teacher", "eval.student"))
+        # the harness's loading has a stage of its own, just before the evaluation
+        assert names[names.index(ev.name) - 1] == "eval.load"
+        assert ev.seconds > 0 and ev.energy_j["total"] > 0  # metered like any stage
+        # the tokens the harness fed and generated: 4 prompts, up to 8 new tokens each
+        info = ev.info
+        assert info["gen_batches"] == 1 and 0 < info["new_tokens"] <= 4 * 8
+        assert ev.tokens == info["prompt_tokens"] + info["new_tokens"] > 0
+        assert ev.j_per_token is not None and ev.j_per_token > 0
+        assert info["backend"] == "lm_eval" and info["params"] > 0
+    # no model, tokenizer or task data is loaded inside an evaluation window
+    assert [w for w in loads if w[1] in ("eval.teacher", "eval.student")] == []
+    assert {"model", "tokenizer", "dataset"} <= {what for what, st in loads
+                                                  if st == "eval.load"}
+    student_report = protocol.load_report(out / "synthetic-s0")
+    assert "teacher_value" in student_report.quality.details
+    assert student_report.labels["synthetic_examples"] > 0  # the teacher's answers it used
+    # the student counts the teacher's evaluation, its loading included
+    (up,) = protocol.read_ledger(out / "synthetic-s0").run_start.upstream
+    assert {"eval.load", "eval.teacher"} <= set(up.stages)

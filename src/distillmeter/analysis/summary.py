@@ -126,7 +126,12 @@ def analyse(
         analysis.notes.append("some energies are estimates (no counter or sensor on a device)"
                               ": see the sources table")
     from distillmeter.analysis.rules import rules_for_group
-    from distillmeter.analysis.verdict import verdict
+    from distillmeter.analysis.verdict import verdict, without_teacher_answers
+
+    for c in grouping.configs:
+        if without_teacher_answers(c):
+            analysis.notes.append(f"{c.label or c.config}: trained on 0 of the teacher's "
+                                  "answers (synthetic_examples 0): no teacher data")
 
     for g in grouping.groups:
         analysis.rules[g.id] = rules_for_group(analysis, g.id)

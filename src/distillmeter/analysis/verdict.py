@@ -145,6 +145,21 @@ def verdict(a: Analysis) -> list[dict[str, Any]]:
             continue
         entries = {e["config"]: e for e in be.get("configs", [])}
         for c in cs:
-            if c is not base:
-                out.append(verdict_entry(c, base, entries.get(c.config, {}), a.min_q, prefix))
+            if c is base:
+                continue
+            if without_teacher_answers(c):
+                out.append({"group": c.group, "config": c.config, "label": _name(c),
+                            "method": c.method, "baseline": base.config,
+                            "no_teacher_data": True, "text": (
+                                f"{prefix}{_name(c)}: its students trained on 0 of the "
+                                "teacher's answers (the teacher kept none): not a "
+                                "distillation result, not compared with the baseline.")})
+                continue
+            out.append(verdict_entry(c, base, entries.get(c.config, {}), a.min_q, prefix))
     return out
+
+
+def without_teacher_answers(c: ConfigStats) -> bool:
+    """A configuration meant to learn from the teacher's answers whose students got none
+    (the ``synthetic_examples`` label the pipeline records is 0)."""
+    return any(r.labels.get("synthetic_examples") == 0 for r in c.runs)

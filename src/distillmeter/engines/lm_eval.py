@@ -1,24 +1,33 @@
 """lm-evaluation-harness for the ``eval.*`` stages (extra ``[eval]``): real benchmarks.
 
-``eval.backend: lm_eval``: the harness evaluates the model's checkpoint directory (it loads
-its own copy, as ``lm_eval --model hf --model_args pretrained=DIR`` would), inside the
-metered stage; its chosen score becomes the run's quality, and the request records
-exactly what was asked of the harness (``evaluate_lm_eval``).
+``eval.backend: lm_eval``: the harness evaluates the model's checkpoint directory, as
+``lm_eval --model hf --model_args pretrained=DIR`` would; its chosen score becomes the
+run's quality, and the request records exactly what was asked of the harness
+(``evaluate_lm_eval``). Loading is kept out of the evaluation's window: ``prepare``
+builds the harness's model from the directory and loads the tasks (their data and
+few-shot examples), and ``PreparedLmEval.evaluate`` runs only the evaluation, counting
+the tokens the harness feeds and generates (``lm_eval_counts.py``)::
 
     request = build_request("ckpt/student", tasks=["gsm8k"], dtype="bfloat16", limit=200)
-    with meter.stage("eval.student"):
-        results = run_lm_eval(request)               # lm_eval.simple_evaluate(**request)
+    prepared = prepare(request)                      # model and tasks loaded (unmetered)
+    with meter.stage("eval.student") as st:
+        results = prepared.evaluate()                # lm_eval.evaluate on them, only
+        st.add(tokens=prepared.work.tokens)
     scores = parse_results(results)
     q = primary_quality(scores)
     meter.record_quality(q.metric, q.value, n=q.n, details=q.details)
 
-``simple_evaluate`` returns a dict whose ``results`` maps each task (and group, such as
-``mmlu``) to ``{"<metric>,<filter>": value, "<metric>_stderr,<filter>": stderr, "alias":
-...}``, and whose ``n-samples`` maps each task to ``{"original": N, "effective": n}`` (the
-examples evaluated, after ``limit``); ``group_subtasks`` lists a group's tasks. The
-harness is imported only by ``run_lm_eval``, so the request building and the parsing are
-usable (and tested) without it. The harness does not report token counts, so an
-``eval.*`` stage run through it carries energy, time and samples but no J/token.
+``prepare`` does what ``lm_eval.simple_evaluate`` does before it evaluates (seeds, the
+``hf`` model from ``model_args``, tasks, few-shot settings), in the same order, so the
+scores are the same as a direct ``simple_evaluate`` call (tested); what it does after
+(the git commit and environment lookups, which print "fatal: not a git repository"
+outside a repository) is not done. ``simple_evaluate`` returns a dict whose ``results``
+maps each task (and group, such as ``mmlu``) to ``{"<metric>,<filter>": value,
+"<metric>_stderr,<filter>": stderr, "alias": ..., "sample_len": ...}`` (only the
+``<metric>,<filter>`` keys are scores), and whose ``n-samples`` maps each task to
+``{"original": N, "effective": n}`` (the examples evaluated, after ``limit``);
+``group_subtasks`` lists a group's tasks. The harness is imported only by ``prepare``, so
+the request building and the parsing are usable (and tested) without it.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from distillmeter.configbase import StrictModel as _Strict
+from distillmeter.engines.lm_eval_counts import HarnessWork, count_work
 from distillmeter.errors import UserError
 from distillmeter.paths import resolve_path
 
@@ -46,6 +56,14 @@ PREFERRED_METRICS = ("exact_match,strict-match", "exact_match,flexible-extract",
 def available() -> bool:
     """True when lm-evaluation-harness is installed."""
     return importlib.util.find_spec("lm_eval") is not None
+
+
+def preload() -> None:
+    """Import the harness's modules (seconds of Python imports) before any meter starts,
+    so that ``eval.load`` measures loading the model and tasks, not importing."""
+    import lm_eval.evaluator  # noqa: F401
+    import lm_eval.models.huggingface  # noqa: F401
+    import lm_eval.tasks  # noqa: F401
 
 
 def model_args(pretrained: str | Path, *, dtype: str | None = "bfloat16",
@@ -93,16 +111,88 @@ def build_request(pretrained: str | Path, *, tasks: Sequence[str], dtype: str | 
 
 
 def run_lm_eval(request: Mapping[str, Any]) -> dict[str, Any]:
-    """Run the harness (``lm_eval.simple_evaluate(**request)``); UserError when absent."""
+    """The harness's results for ``request`` (the ``lm_eval.simple_evaluate`` keywords that
+    ``build_request`` makes): ``prepare(request).evaluate()``; UserError when absent."""
+    return prepare(request).evaluate()
+
+
+# the simple_evaluate keywords prepare() understands (what build_request writes, and the
+# task sources); any other is a mistake in the caller's code
+_REQUEST_KEYS = {"model", "model_args", "tasks", "num_fewshot", "limit", "batch_size",
+                 "log_samples", "device", "apply_chat_template", "include_path",
+                 "task_manager"}
+
+
+@dataclass
+class PreparedLmEval:
+    """The harness's model and tasks, loaded; ``evaluate()`` is all that belongs inside an
+    ``eval.*`` window. ``work`` counts what it runs through the model (None: a model the
+    counters do not know; lm_eval_counts.py)."""
+
+    lm: Any
+    tasks: Any
+    settings: dict[str, Any]
+    work: HarnessWork | None
+
+    @property
+    def model(self) -> Any:
+        """The torch model the harness runs (for its size and shape)."""
+        return getattr(self.lm, "model", None)
+
+    def evaluate(self) -> dict[str, Any]:
+        """``lm_eval.evaluate`` on the prepared model and tasks: the results dict."""
+        from lm_eval.evaluator import evaluate
+
+        results = evaluate(lm=self.lm, task_dict=self.tasks, **self.settings)
+        return results or {}  # non-zero ranks of a distributed evaluation get None
+
+
+def prepare(request: Mapping[str, Any]) -> PreparedLmEval:
+    """Everything ``lm_eval.simple_evaluate(**request)`` does before it evaluates, in its
+    order and with its defaults: seed random, numpy and torch; build the model
+    (``model_args``: for ``hf``, the checkpoint loaded in its dtype); load the tasks
+    (their datasets: this is where a missing benchmark fails) and apply ``num_fewshot``
+    and the few-shot seed."""
     if not available():
         raise UserError("lm-evaluation-harness is not installed: pip install "
                         "'distillmeter[eval]'")
-    import lm_eval
+    unknown = set(request) - _REQUEST_KEYS
+    if unknown:
+        raise TypeError(f"prepare: unsupported request keys {sorted(unknown)}")
+    import random
 
-    results = lm_eval.simple_evaluate(**dict(request))
-    if results is None:  # non-zero ranks of a distributed evaluation get None
-        return {}
-    return results
+    import numpy as np
+    from lm_eval.api.registry import get_model
+    from lm_eval.defaults import DEFAULT_OTHER_SEED, DEFAULT_RANDOM_SEED
+    from lm_eval.tasks import TaskManager
+    from lm_eval.utils import set_torch_seed, simple_parse_args_string
+
+    random.seed(DEFAULT_RANDOM_SEED)
+    np.random.seed(DEFAULT_OTHER_SEED)
+    set_torch_seed(DEFAULT_OTHER_SEED)
+    args = str(request.get("model_args") or "")
+    lm = get_model(str(request.get("model", "hf"))).create_from_arg_string(
+        args, {"batch_size": request.get("batch_size"), "max_batch_size": None,
+               "device": request.get("device")})
+    manager = request.get("task_manager")
+    if manager is None:
+        include = request.get("include_path")
+        manager = TaskManager(include_path=include,
+                              metadata=simple_parse_args_string(args))
+    tasks = manager.load(list(request["tasks"]))
+    num_fewshot = request.get("num_fewshot")
+    for task in tasks["tasks"].values():
+        default = task.get_config("num_fewshot")
+        if num_fewshot is not None and default != 0:  # a task's own 0 is kept, as there
+            task.set_config(key="num_fewshot", value=num_fewshot)
+        elif num_fewshot is None and default is None:
+            task.set_config(key="num_fewshot", value=0)
+        task.set_fewshot_seed(seed=DEFAULT_OTHER_SEED)
+    settings = {"limit": request.get("limit"), "bootstrap_iters": 100000,
+                "log_samples": bool(request.get("log_samples", True)),
+                "apply_chat_template": request.get("apply_chat_template", False),
+                "fewshot_as_multiturn": True}
+    return PreparedLmEval(lm, tasks, settings, count_work(lm))
 
 
 @dataclass(frozen=True)
@@ -156,11 +246,13 @@ def parse_results(results: Mapping[str, Any]) -> list[TaskScore]:
     for task, metrics in per_task.items():
         n = _samples(results, task)
         for key, value in metrics.items():
-            name, _, filt = key.partition(",")
+            # a score is "<metric>,<filter>"; the other keys (alias, name, sample_len,
+            # sample_count) describe the task, even when they are numbers
+            name, comma, filt = key.partition(",")
             v = _number(value)
-            if v is None or name.endswith("_stderr") or key == "alias":
+            if v is None or not comma or name.endswith("_stderr"):
                 continue
-            stderr = _number(metrics.get(f"{name}_stderr,{filt}" if filt else f"{name}_stderr"))
+            stderr = _number(metrics.get(f"{name}_stderr,{filt}"))
             scores.append(TaskScore(task, _short(key), v, stderr, n))
     return scores
 
@@ -228,10 +320,15 @@ _DTYPE_NAMES = {"torch.float32": "float32", "torch.bfloat16": "bfloat16",
 class LmEvalResult:
     quality: EvalQuality
     request: dict[str, Any]
+    work: HarnessWork | None = None  # what the harness ran (None: not counted)
 
     @property
     def n(self) -> int:
         return self.quality.n
+
+    @property
+    def tokens(self) -> int:
+        return self.work.tokens if self.work is not None else 0
 
     def metrics(self) -> dict[str, Any]:
         """metrics.json: ``metric`` names the score, stored under its own name as well."""
@@ -253,21 +350,31 @@ def lm_eval_request(model_dir: Path, le: LmEvalConfig, *, batch_size: int, devic
                          extra_model_args=le.model_args)
 
 
-def evaluate_lm_eval(model_dir: Path, le: LmEvalConfig, *, batch_size: int, device: str,
-                     dtype) -> LmEvalResult:
-    """Run the harness on the checkpoint in ``model_dir``; the run's quality from it."""
+def prepare_lm_eval(model_dir: Path, le: LmEvalConfig, *, batch_size: int, device: str,
+                    dtype) -> tuple[PreparedLmEval, dict[str, Any]]:
+    """The harness's model (from the checkpoint in ``model_dir``) and tasks, loaded, and
+    the request they answer (for request.json): what an ``eval.load`` stage does."""
     request = lm_eval_request(model_dir, le, batch_size=batch_size, device=device, dtype=dtype)
-    call = dict(request)
-    include = le.include_path
-    if include is not None:
-        folder = resolve_path(include)
+    if le.include_path is not None:
+        folder = resolve_path(le.include_path)
         if not folder.is_dir():
             raise UserError(f"eval.lm_eval.include_path: {folder} is not a directory")
         request["include_path"] = str(folder.resolve())
-        if available():  # else run_lm_eval names the extra
-            from lm_eval.tasks import TaskManager
+    return prepare(request), request
 
-            call["task_manager"] = TaskManager(include_path=request["include_path"])
-    results = run_lm_eval(call)
+
+def evaluate_prepared(prepared: PreparedLmEval, request: dict[str, Any],
+                      le: LmEvalConfig) -> LmEvalResult:
+    """Run the prepared evaluation (the only thing inside the ``eval.*`` window); the run's
+    quality from it, with the work counted."""
+    results = prepared.evaluate()
     quality = primary_quality(parse_results(results), task=le.task, metric=le.metric)
-    return LmEvalResult(quality, request)
+    return LmEvalResult(quality, request, prepared.work)
+
+
+def evaluate_lm_eval(model_dir: Path, le: LmEvalConfig, *, batch_size: int, device: str,
+                     dtype) -> LmEvalResult:
+    """Prepare and run the harness on the checkpoint in ``model_dir`` in one call."""
+    prepared, request = prepare_lm_eval(model_dir, le, batch_size=batch_size, device=device,
+                                        dtype=dtype)
+    return evaluate_prepared(prepared, request, le)

@@ -20,7 +20,7 @@ import hashlib
 import json
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from distillmeter.configbase import StrictModel as _Strict
 from distillmeter.engines.lm_eval import LmEvalConfig
@@ -249,6 +249,19 @@ def _default_methods() -> list[MethodConfig]:
     ]
 
 
+def _methods(names: list[str]) -> str:
+    return ("method " if len(names) == 1 else "methods ") + ", ".join(names)
+
+
+def _error_at(loc: tuple[str | int, ...], value: Any, message: str) -> ValidationError:
+    """A validation error placed at ``loc`` rather than at the whole config, for a rule
+    that spans sections: its message then names that key and its line, as a field's own
+    error would."""
+    return ValidationError.from_exception_data("RunConfig", [{
+        "type": "value_error", "loc": loc, "input": value,
+        "ctx": {"error": ValueError(message)}}])
+
+
 class RunConfig(_Strict):
     """Everything `distillmeter run` does. ``RunConfig()`` is the built-in default."""
 
@@ -287,9 +300,18 @@ class RunConfig(_Strict):
             if self.has_onpolicy() and files.pool is None:
                 raise ValueError("an onpolicy method samples from the prompt pool: "
                                  "task.files.pool must name the prompts")
-        elif self.has_onpolicy() and self.task.n_pool == 0:
-            raise ValueError("an onpolicy method samples from the prompt pool: task.n_pool "
-                             "must be at least 1")
+        needs_pool = [m.name for m in self.methods if "synthetic" in m.data or m.onpolicy]
+        if needs_pool and self.task.n_pool == 0:
+            # a synthetic student would train on the labelled set alone and pass for a
+            # distillation result: refused here, at the key's line (config_file.py)
+            one = len(needs_pool) == 1
+            what = ((f"sample{'s' if one else ''} from")
+                    if all(self.method(n).onpolicy for n in needs_pool)
+                    else f"learn{'s' if one else ''} from the teacher's answers to")
+            raise _error_at(("task", "n_pool"), 0, (
+                f"{_methods(needs_pool)} {what} the prompt pool, which is empty: no "
+                "teacher data; set task.n_pool to at least 1, or drop "
+                f"{'that method' if one else 'those methods'}"))
         return self
 
     def method(self, name: str) -> MethodConfig:

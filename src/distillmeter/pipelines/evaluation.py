@@ -97,17 +97,54 @@ def read_metrics(folder: Path) -> dict:
 
 
 def write_lm_eval(folder: Path, result: LmEvalResult, *, kind: str, key_hash: str, stage: str,
-                  run_id: str | None) -> ArtifactManifest:
+                  run_id: str | None, load_stage: str | None = None) -> ArtifactManifest:
     """``metrics.json`` and ``request.json`` in an eval artifact (the request redacted:
-    model_args may carry a token or password for the harness)."""
+    model_args may carry a token or password for the harness). ``load_stage``: the stage
+    that loaded the model and tasks for it, which a user of the artifact counts with
+    ``stage`` (``TeacherOutputs.upstream_for``)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "metrics.json").write_text(json.dumps(result.metrics(), indent=2))
     request = redact_values(json.loads(json.dumps(result.request, default=str)))
     (folder / "request.json").write_text(json.dumps(request, indent=2))
     info = {k: v for k, v in result.metrics().items() if k != "details"}
+    if result.work is not None:
+        info["tokens"] = result.tokens
+    if load_stage is not None:
+        info["load_stage"] = load_stage
     return artifacts.write_manifest(folder, ArtifactManifest(
         kind=kind, hash=key_hash, stage=stage, run_id=run_id, info=info))
+
+
+LM_EVAL_LOAD = "eval.load"
+
+
+def lm_eval_stages(ui, meter, label: str, stage: str, model_dir: Path, cfg: EvalConfig, *,
+                   device: str, dtype, folder: Path, kind: str, key_hash: str
+                   ) -> LmEvalResult:
+    """``eval.load`` (the harness builds its model from ``model_dir`` and loads the tasks),
+    then ``stage`` (``eval.teacher`` / ``eval.student``), which holds only the evaluation:
+    its tokens are what the harness fed and generated, its info the work and the model's
+    shape, as the built-in evaluation records them. The eval artifact goes to ``folder``."""
+    from distillmeter.engines.lm_eval import evaluate_prepared, prepare_lm_eval
+    from distillmeter.models import count_params
+    from distillmeter.pipelines.work import attention_info
+
+    with ui.metered(meter, label, LM_EVAL_LOAD, None):
+        prepared, request = prepare_lm_eval(model_dir, cfg.lm_eval, batch_size=cfg.batch_size,
+                                            device=device, dtype=dtype)
+    model = prepared.model
+    shape = {"params": count_params(model), **attention_info(model)} if model is not None \
+        else {}
+    with ui.metered(meter, label, stage, None) as bar:
+        bar.annotate(backend="lm_eval", batch_size=cfg.batch_size, **shape)
+        result = evaluate_prepared(prepared, request, cfg.lm_eval)
+        bar.advance(result.tokens, result.n, 0)
+        if result.work is not None:
+            bar.annotate(**result.work.info())
+        write_lm_eval(folder, result, kind=kind, key_hash=key_hash, stage=stage,
+                      run_id=meter.run_id, load_stage=LM_EVAL_LOAD)
+    return result
 
 
 def metric_value(metrics: dict[str, Any]) -> float:

@@ -57,11 +57,12 @@ def preflight(cfg: RunConfig, device: str, note: Callable[[str], None] | None = 
     """Every check that can fail before work starts; UserError naming the problem."""
     out = Preflight()
     if cfg.eval.backend == "lm_eval":
-        from distillmeter.engines.lm_eval import available
+        from distillmeter.engines.lm_eval import available, preload
 
         if not available():
             raise UserError("eval.backend: lm_eval needs lm-evaluation-harness: pip install "
                             "'distillmeter[eval]'")
+        preload()
     t_m, s_m = cfg.teacher.model, cfg.student.model
     for role, mcfg in (("teacher", t_m), ("student", s_m)):
         if mcfg.is_checkpoint:
@@ -85,6 +86,7 @@ def preflight(cfg: RunConfig, device: str, note: Callable[[str], None] | None = 
                                 min(t_limit, s_limit))
         lengths["teacher_train"] = t_limit
     else:
+        _pool_not_empty(cfg, data)
         lengths = _data_lengths(cfg, data, tok)
         out.lines.append(f"data: {len(data.labelled)} labelled, {len(data.pool)} pool prompts, "
                          f"{len(data.test)} test" + (f", {len(data.teacher_train)} for the "
@@ -99,6 +101,18 @@ def preflight(cfg: RunConfig, device: str, note: Callable[[str], None] | None = 
     for line in out.lines if note is not None else []:
         note(f"[dim]preflight: {literal(line)}[/]")
     return out
+
+
+def _pool_not_empty(cfg: RunConfig, data) -> None:
+    """A method that learns from the teacher's answers (or samples prompts) with no prompt
+    to answer would train on the labelled set alone and pass for a distillation result."""
+    needs = [m.name for m in cfg.methods if "synthetic" in m.data or m.onpolicy]
+    if needs and not data.pool:
+        src = "task.files.pool" if cfg.task.files is not None else "the prompt pool"
+        who = f"method {needs[0]} has" if len(needs) == 1 else f"methods {', '.join(needs)} have"
+        raise UserError(f"{who} no teacher data: {src} gives 0 usable prompts (after "
+                        "removing those in the test and labelled sets); give a larger pool "
+                        "(more records, or task.n_pool)")
 
 
 def _estimates(cfg: RunConfig, device: str, t_shape, s_shape, lengths: dict[str, int],

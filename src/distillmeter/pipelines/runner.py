@@ -209,6 +209,10 @@ def _run_locked(ctx: Context, t_plan, students: list[StudentRun],
                                            _valid_report(d) or _account(d, cfg, ui),
                                            "teacher"))
 
+    # -- a method whose teacher data came out empty would train as if it had some and pass
+    # for a result: the whole campaign stops here, before any student (docs/pipelines.md)
+    teacher.check_data([run.method for run in todo])
+
     # -- the students
     for run in todo:
         path = out_dir / run.name

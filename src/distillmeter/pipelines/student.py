@@ -59,10 +59,14 @@ def run_student(ctx: Context, run: StudentRun, teacher: TeacherOutputs,
     method, seed = run.method, run.seed
     main = ctx.dist is None or ctx.dist.is_main  # rank 0 (or the only process)
     plan = teacher.plan
+    teacher.check_data([method])  # before its run directory exists (the runner checks first)
     t_metrics = teacher.teacher_metrics()
+    # how many of the teacher's answers it trains on, so the analysis can tell (0: none)
+    answers = ({"synthetic_examples": teacher.synthetic_kept()}
+               if "synthetic" in method.data else {})
     meter = ctx.open_meter(run_dir, method=method.name, seed=seed, config_id=run.config_id,
                            upstream=teacher.upstream_for(method, run_dir),
-                           labels={"role": "student", "data": list(method.data),
+                           labels={"role": "student", "data": list(method.data), **answers,
                                    "loss": method.loss,
                                    "teacher_mode": method.teacher_mode if method.loss == "kd"
                                    else None,
@@ -174,20 +178,16 @@ def run_student(ctx: Context, run: StudentRun, teacher: TeacherOutputs,
         from distillmeter.pipelines.evaluation import metric_value
 
         t_em = metric_value(t_metrics)
-        if cfg.eval.backend == "lm_eval":
-            from distillmeter.engines.lm_eval import evaluate_lm_eval
+        if cfg.eval.backend == "lm_eval":  # eval.load, then eval.student: evaluation only
             from distillmeter.models.checkpoints import compute_dtype
-            from distillmeter.pipelines.evaluation import write_lm_eval
+            from distillmeter.pipelines.evaluation import lm_eval_stages
 
-            ckpt = artifacts.artifact_dir(run_dir, STUDENT_CKPT, run.config_id)
-            with ui.metered(meter, label, "eval.student", None) as bar:
-                le = evaluate_lm_eval(ckpt, cfg.eval.lm_eval, batch_size=cfg.eval.batch_size,
-                                      device=device,
-                                      dtype=compute_dtype(cfg.student.model, device))
-                bar.advance(0, le.n, 0)
-                folder = artifacts.artifact_dir(run_dir, STUDENT_EVAL, run.config_id)
-                write_lm_eval(folder, le, kind=STUDENT_EVAL, key_hash=run.config_id,
-                              stage="eval.student", run_id=meter.run_id)
+            le = lm_eval_stages(
+                ui, meter, label, "eval.student",
+                artifacts.artifact_dir(run_dir, STUDENT_CKPT, run.config_id), cfg.eval,
+                device=device, dtype=compute_dtype(cfg.student.model, device),
+                folder=artifacts.artifact_dir(run_dir, STUDENT_EVAL, run.config_id),
+                kind=STUDENT_EVAL, key_hash=run.config_id)
             q = le.quality
             meter.record_quality(q.metric, q.value, n=q.n, details={
                 **q.details, "teacher_value": t_em, "teacher_metric": t_metrics.get("metric"),

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distillmeter import protocol
+from distillmeter.errors import UserError
 from distillmeter.models import build, count_params
 from distillmeter.pipelines import artifacts, components
 from distillmeter.pipelines.context import Context, training_pairs
@@ -63,6 +64,57 @@ class TeacherOutputs:
     def teacher_metrics(self) -> dict:
         return read_metrics(self.folder(self.plan.eval))
 
+    def synthetic_kept(self) -> int | None:
+        """The teacher answers kept in the synthetic data (None: none planned or made)."""
+        spec = self.plan.synthetic
+        if spec is None or spec not in self.located:
+            return None
+        return int(artifacts.read_manifest(self.folder(spec)).info.get("n_kept", 0))
+
+    def missing_data(self, method) -> tuple[str, str] | None:
+        """Why ``method`` has no teacher data to learn from (a teacher product that came
+        out empty) and the way out, or None. A method learning from none would train as
+        if it did and pass for a distillation result, so the runner stops on it
+        (``check_data``)."""
+        spec = self.plan.synthetic
+        if "synthetic" in method.data and spec is not None and spec in self.located:
+            info = artifacts.read_manifest(self.folder(spec)).info
+            if not info.get("n_kept"):
+                n = int(info.get("n_prompts", 0))
+                if (info.get("generation") or {}).get("verify", True):
+                    return (f"the teacher kept 0 of {n} answers (teacher.generate, verified)",
+                            "set generation.verify: false, use a larger pool (task.n_pool) "
+                            "or a trained teacher")
+                return (f"the teacher's {n} answers were all blank (teacher.generate)",
+                        "use a trained teacher or a larger pool (task.n_pool)")
+        cache = self.plan.caches.get(method.name)
+        if cache is not None:
+            info = (artifacts.read_manifest(self.folder(cache)).info
+                    if cache in self.located else {})
+            if not info.get("n_sequences") or not info.get("n_positions"):
+                return ("its logit cache covers no training sequence (teacher.logits)",
+                        "give it training data (task.n_labelled, or the teacher's answers)")
+        return None
+
+    def check_data(self, methods) -> None:
+        """UserError (one line) when any of ``methods`` has no teacher data: naming the
+        methods, the count and the way out. Called before any student of the campaign
+        trains (docs/pipelines.md)."""
+        by_reason: dict[tuple[str, str], list[str]] = {}
+        for m in methods:
+            why = self.missing_data(m)
+            if why is not None and m.name not in by_reason.setdefault(why, []):
+                by_reason[why].append(m.name)
+        if not by_reason:
+            return
+        parts = []
+        for (why, fix), names in by_reason.items():
+            who = (f"method {names[0]} has" if len(names) == 1
+                   else f"methods {', '.join(names)} have")
+            parts.append(f"{who} no teacher data: {why}; stopped before any student "
+                         f"trained (the teacher's run is kept and accounted): {fix}")
+        raise UserError("; ".join(parts))
+
     def upstream_for(self, method, student_dir: Path) -> list[dict]:
         """``run_start.upstream`` for a student of ``method``: the runs that measured the
         teacher stages it uses, with paths relative to the student's run directory."""
@@ -73,8 +125,11 @@ class TeacherOutputs:
                 "run_id": loc.run_id,
                 "run_dir": os.path.relpath(loc.run_dir, student_dir),
                 "stages": []})
-            if spec.stage not in ref["stages"]:
-                ref["stages"].append(spec.stage)
+            # an lm-eval teacher evaluation loaded its model and tasks in a stage of its own
+            load = artifacts.read_manifest(loc.folder).info.get("load_stage")
+            for stage in [load, spec.stage] if load else [spec.stage]:
+                if stage not in ref["stages"]:
+                    ref["stages"].append(stage)
         return list(by_run.values())
 
 
@@ -109,12 +164,22 @@ def _partial(ctx: Context, spec: ArtifactSpec) -> Path | None:
     return best
 
 
+def _caches_without_answers(cfg, plan: TeacherPlan) -> set[ArtifactSpec]:
+    """The logit caches of methods that learn from the teacher's answers."""
+    return {plan.caches[m.name] for m in cfg.methods
+            if m.name in plan.caches and "synthetic" in m.data}
+
+
 def run_teacher(ctx: Context, plan: TeacherPlan, run_dir: Path) -> TeacherOutputs:
     """Make the artifacts ``plan`` needs that are not already found, in ``run_dir``."""
     out = TeacherOutputs(plan, locate_existing(ctx, plan) if ctx.resume else {})
-    missing = [s for s in plan.artifacts() if s not in out.located]
+    # a cache over sequences that should hold the teacher's answers, when it kept none, is
+    # not made: that method cannot run (TeacherOutputs.check_data), so no work is spent on it
+    skip = _caches_without_answers(ctx.cfg, plan) if out.synthetic_kept() == 0 else set()
+    missing = [s for s in plan.artifacts() if s not in out.located and s not in skip]
     if not missing:
-        ctx.ui.note("[dim]teacher: every artifact found and verified; not run again[/]")
+        if not skip:
+            ctx.ui.note("[dim]teacher: every artifact found and verified; not run again[/]")
         return out
     cfg, ui, device, label = ctx.cfg, ctx.ui, ctx.device, run_dir.name
     ui.note(f"[bold]{literal(label)}[/]: the teacher ({', '.join(s.stage for s in missing)})")
@@ -165,20 +230,15 @@ def run_teacher(ctx: Context, plan: TeacherPlan, run_dir: Path) -> TeacherOutput
             made(plan.checkpoint, folder)
 
         if plan.eval in missing and cfg.eval.backend == "lm_eval":
-            from distillmeter.engines.lm_eval import evaluate_lm_eval
             from distillmeter.models.checkpoints import compute_dtype, model_source
-            from distillmeter.pipelines.evaluation import write_lm_eval
+            from distillmeter.pipelines.evaluation import lm_eval_stages
 
             ckpt = (out.folder(plan.checkpoint) if plan.checkpoint is not None
                     else model_source(cfg.teacher.model, "teacher"))
-            with ui.metered(meter, label, "eval.teacher", None) as bar:
-                le = evaluate_lm_eval(ckpt, cfg.eval.lm_eval, batch_size=cfg.eval.batch_size,
-                                      device=device,
-                                      dtype=compute_dtype(cfg.teacher.model, device))
-                bar.advance(0, le.n, 0)
-                folder = artifacts.artifact_dir(run_dir, plan.eval.kind, plan.eval.hash)
-                write_lm_eval(folder, le, kind=plan.eval.kind, key_hash=plan.eval.hash,
-                              stage="eval.teacher", run_id=meter.run_id)
+            folder = artifacts.artifact_dir(run_dir, plan.eval.kind, plan.eval.hash)
+            le = lm_eval_stages(ui, meter, label, "eval.teacher", ckpt, cfg.eval,
+                                device=device, dtype=compute_dtype(cfg.teacher.model, device),
+                                folder=folder, kind=plan.eval.kind, key_hash=plan.eval.hash)
             q = le.quality
             meter.record_quality(q.metric, q.value, n=q.n, details={**q.details,
                                                                     "role": "teacher"})
@@ -219,12 +279,14 @@ def run_teacher(ctx: Context, plan: TeacherPlan, run_dir: Path) -> TeacherOutput
             made(plan.synthetic, folder)
         if plan.synthetic is not None:
             synthetic = read_synthetic(out.folder(plan.synthetic))
+            if not synthetic:
+                skip = _caches_without_answers(cfg, plan)
 
         from distillmeter.models.checkpoints import shared_vocab
 
         vocab = shared_vocab(tok, model)  # padding rows past the tokenizer's ids: never used
         for spec in {s.hash: s for s in plan.caches.values()}.values():
-            if spec not in missing:
+            if spec not in missing or spec in skip:
                 continue
             method = next(m for m in cfg.methods if plan.caches.get(m.name) == spec)
             seqs = encode_pairs(tok, training_pairs(method, data, synthetic), max_len)

@@ -28,6 +28,7 @@ STANDARD_STAGES = (
     "teacher.logits",
     "eval.teacher",
     "student.train",
+    "eval.load",
     "eval.student",
 )
 
