@@ -205,18 +205,20 @@ class _ProcessTreeCpu:
         self._refresh_s = refresh_s
         self._last = 0.0
         self._psutil_root: Any = None
+        self.seen: set[int] = set()  # every descendant ever listed (which ranks were counted)
 
     def _list_children(self) -> list[int]:
         kids = _proc_children(self.root or os.getpid())
-        if kids is not None:
-            return kids
-        import psutil
+        if kids is None:
+            import psutil
 
-        self._psutil_root = self._psutil_root or psutil.Process(self.root)
-        try:
-            return [c.pid for c in self._psutil_root.children(recursive=True)]
-        except psutil.Error:
-            return []
+            self._psutil_root = self._psutil_root or psutil.Process(self.root)
+            try:
+                kids = [c.pid for c in self._psutil_root.children(recursive=True)]
+            except psutil.Error:
+                kids = []
+        self.seen.update(kids)
+        return kids
 
     @staticmethod
     def _child_seconds(pid: int) -> float | None:
@@ -293,6 +295,12 @@ class CpuEstimateSensor(Sensor):
         ``mp.spawn``) local rank 0 passes the launcher's pid, so that the node's estimate
         covers every local rank, not only its own."""
         self._cpu = _ProcessTreeCpu(root=int(pid))
+
+    def counted_pids(self) -> set[int]:
+        """The processes whose CPU time this estimate has counted so far: the root of the
+        tree (this process, or the launcher given to :meth:`count_process_tree`) and every
+        descendant seen at a listing (each boundary reading, and every 2 s while sampling)."""
+        return {self._cpu.root or os.getpid(), *self._cpu.seen}
 
     def method(self, device: str) -> str:
         """One line saying how ``device`` is estimated."""
