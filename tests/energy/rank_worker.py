@@ -1,6 +1,7 @@
 """One rank of a multi-process job for test_ranks.py: the real RankMeter, a file barrier
-(no torch, so the job starts in a second). Rank 1 burns CPU in student.train while rank 0
-sleeps: the node's CPU estimate, read by rank 0 alone, must still see rank 1's work.
+(no torch, so the job starts in a second), or with ``NO_SYNC`` none at all. Rank 1 burns
+CPU in student.train while rank 0 sleeps: the node's CPU estimate, read by rank 0 alone,
+must still see rank 1's work.
 
     python rank_worker.py RUN_DIR SYNC_DIR      (RANK, WORLD_SIZE, LOCAL_RANK, ... set)
 """
@@ -42,9 +43,13 @@ def busy(seconds: float) -> float:
 
 
 train_cpu = 0.0
-with RankMeter(run_dir, sync=lambda event, stage: barrier(), barrier=barrier,
-               idle_seconds=0.3, sample_hz=50, method="kd", seed=0, config_id="c1",
-               config={"job": "rank test"}) as meter:
+time.sleep(float(os.environ.get("START_DELAY", "0")))  # a rank slower to start (imports)
+# NO_SYNC: no collective at all (as the Trainer callback runs it): the ranks meet through
+# their files, with bounded waits
+ranks_meet = ({"host_wait_s": 30, "merge_wait_s": 30} if os.environ.get("NO_SYNC")
+              else {"sync": lambda event, stage: barrier(), "barrier": barrier})
+with RankMeter(run_dir, idle_seconds=0.3, sample_hz=50, method="kd", seed=0, config_id="c1",
+               config={"job": "rank test"}, **ranks_meet) as meter:
     with meter.stage("setup.load"):
         time.sleep(0.1)
     with meter.stage("student.train") as st:

@@ -59,6 +59,30 @@ def test_hidden_sku_is_recognised_by_cpuid_generation():
     assert (m.how, m.matched) == ("family", "Xeon Platinum 8480+")
 
 
+@pytest.mark.parametrize(("model", "family"), [
+    ("AMD EPYC", "EPYC"),                         # a cloud VM's name, cpuid unknown to us
+    ("AMD EPYC Processor", "EPYC"),
+    ("Intel(R) Xeon(R) CPU @ 2.20GHz", "Xeon"),
+    ("Intel(R) Xeon(R) Platinum", "Xeon Platinum"),
+])
+def test_a_bare_family_name_gets_that_familys_median_with_its_source(model, family):
+    # cpuid family 26 is in no row of the table: the name alone decides
+    m = lookup_tdp(info(model, "AuthenticAMD", 26, 2), TABLE)
+    members = [c for c in TABLE["cpus"] if c["name"].startswith(family + " ")]
+    assert members
+    assert (m.how, m.matched) == ("family", family)
+    assert m.w_per_thread == pytest.approx(
+        statistics.median(c["tdp_w"] / c["threads"] for c in members))
+    assert f"{len(members)} {family} entries" in m.source
+    assert TABLE["sources"][members[0]["source"]] in m.source  # vendor pages, with year
+
+
+def test_a_name_with_an_unknown_model_number_is_not_a_family_match():
+    # "EPYC 9B14" is a part the table lacks: its number says so, so the default applies
+    assert lookup_tdp(info("AMD EPYC 9B14 96-Core Processor"), TABLE).how == "default"
+    assert lookup_tdp(info("AMD Opteron"), TABLE).how == "default"
+
+
 def test_unknown_cpu_uses_the_documented_default():
     m = lookup_tdp(info("Mystery RISC-V 9000", None, None, None), TABLE)
     median = statistics.median(c["tdp_w"] / c["threads"] for c in TABLE["cpus"])

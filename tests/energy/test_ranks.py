@@ -16,18 +16,20 @@ import pytest
 
 from distillmeter.accounting import account, write_report
 from distillmeter.analysis.loading import find_run_dirs
-from distillmeter.energy.ranks import RankInfo, rank_gpu_entries
+from distillmeter.energy.ranks import RankInfo, lone_process_note, rank_gpu_entries
 from distillmeter.protocol import load_report, read_ledger, read_trace
 from distillmeter.protocol.merge import merge_ranks, rank_dirs, write_merged
 
 WORKER = Path(__file__).with_name("rank_worker.py")
 
-# torchrun's agent in miniature: start every rank with its variables, wait for all.
+# torchrun's agent in miniature: start every rank with its variables, wait for all. A rank
+# whose variables hold WRAP runs under a wrapper process of its own (a per-rank shell, say).
 LAUNCHER = textwrap.dedent("""
     import json, os, subprocess, sys
     worker, run_dir, sync_dir, envs = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
-    procs = [subprocess.Popen([sys.executable, worker, run_dir, sync_dir],
-                              env={**os.environ, **e}) for e in envs]
+    wrap = [sys.executable, "-c", "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))"]
+    procs = [subprocess.Popen((wrap if e.get("WRAP") else []) + [sys.executable, worker, run_dir,
+                              sync_dir], env={**os.environ, **e}) for e in envs]
     sys.exit(max(p.wait() for p in procs))
 """)
 
@@ -130,6 +132,38 @@ def test_node_cpu_estimate_sees_the_work_of_other_local_ranks(two_ranks):
     assert above_idle >= 0.9 * per_cpu_second * busy
 
 
+def test_a_rank_outside_the_launchers_tree_is_named_not_silently_missed(tmp_path):
+    """Rank 0 under a wrapper of its own: its parent's tree holds rank 0 alone, so rank 1's
+    0.8 s of CPU are not in the node's estimate, and the run says so."""
+    envs = one_node()
+    envs[0]["WRAP"] = "1"
+    run = launch(tmp_path, envs)
+    pid1 = json.loads((run / "ranks" / "rank1" / "rank.json").read_text())["pid"]
+    warnings = [w.message for w in read_ledger(run).of("warning")]
+    assert any(f"rank 1 (pid {pid1}) on this host was never among them" in w
+               for w in warnings), warnings
+
+
+def test_without_collectives_ranks_meet_at_the_idle_baseline_and_the_merge(tmp_path):
+    """NO_SYNC: no barrier anywhere (the Trainer callback's way). Rank 1 starts 1 s late:
+    rank 0 measures the node's idle power only after rank 1 has arrived, rank 1 works only
+    after that idle window, and rank 0 still merges once rank 1 has ended."""
+    envs = [{**e, "NO_SYNC": "1"} for e in one_node()]
+    envs[1]["START_DELAY"] = "1.0"
+    run = launch(tmp_path, envs)
+    r0 = json.loads((run / "ranks" / "rank0" / "rank.json").read_text())
+    arrived1 = (run / "ranks" / "rank1" / "arrived.json").stat().st_mtime
+    assert r0["t0_unix"] >= arrived1 - 0.05  # rank 0's run (and idle) began after arrival
+    merged = read_ledger(run)  # written by rank 0: it waited for rank 1's run_end
+    assert merged.run_end is not None and merged.run_end.status == "ok"
+    offsets = {r["rank"]: r["offset_s"] for r in merged.run_start.ranks}
+    own0, own1 = (read_ledger(run / "ranks" / f"rank{k}") for k in (0, 1))
+    idle_end = next(e.t for e in own0.of("stage_end") if e.stage == "setup.idle") + offsets[0]
+    load1 = next(e.t for e in own1.of("stage_start") if e.stage == "setup.load") + offsets[1]
+    assert load1 >= idle_end - 1e-6
+    assert not any("had not" in w.message for w in merged.of("warning"))
+
+
 def test_report_command_sees_one_run_not_three(two_ranks):
     assert find_run_dirs(two_ranks.parent) == [two_ranks]
 
@@ -199,6 +233,33 @@ def test_rank_gpu_entries(cvd, local, expect):
     mine, notes = rank_gpu_entries(info, cvd)
     assert mine == expect
     assert bool(notes) == (expect == [])
+
+
+def test_rank_info_from_mpi_launchers_as_accelerate_reads_them():
+    ompi = RankInfo.from_env({"OMPI_COMM_WORLD_RANK": "3", "OMPI_COMM_WORLD_SIZE": "4",
+                              "OMPI_COMM_WORLD_LOCAL_RANK": "1",
+                              "OMPI_COMM_WORLD_LOCAL_SIZE": "2"})
+    assert (ompi.rank, ompi.world_size, ompi.local_rank, ompi.node) == (3, 4, 1, 1)
+    pmi = RankInfo.from_env({"PMI_RANK": "1", "PMI_SIZE": "2"})
+    assert (pmi.rank, pmi.local_rank, pmi.local_world_size) == (1, 1, 2)
+    # torchrun's variables win over an MPI or SLURM environment around them
+    both = RankInfo.from_env({"RANK": "0", "WORLD_SIZE": "2", "PMI_RANK": "5",
+                              "PMI_SIZE": "8", "SLURM_PROCID": "7", "SLURM_NTASKS": "8"})
+    assert (both.rank, both.world_size) == (0, 2)
+
+
+def test_accelerates_simple_launcher_is_told_apart():
+    # what `accelerate launch --num_processes 2 --cpu` sets (accelerate 1.15, this venv)
+    simple = {"ACCELERATE_MIXED_PRECISION": "no", "ACCELERATE_USE_CPU": "True",
+              "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
+    note = lone_process_note(RankInfo.from_env(simple), simple)
+    assert note is not None and "not distributed" in note and "torchrun" in note
+    # --num_processes 1 sets no MASTER_ADDR; a real multi-process launch sets RANK/WORLD_SIZE
+    one = {k: v for k, v in simple.items() if not k.startswith("MASTER")}
+    assert lone_process_note(RankInfo.from_env(one), one) is None
+    multi = {**simple, "RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}
+    assert lone_process_note(RankInfo.from_env(multi), multi) is None
+    assert lone_process_note(RankInfo(), {}) is None
 
 
 def test_rank_info_from_env():

@@ -15,8 +15,6 @@ pytest.importorskip("accelerate", reason="transformers' Trainer needs accelerate
 from transformers import (  # noqa: E402
     DataCollatorForLanguageModeling,
     Trainer,
-    TrainerControl,
-    TrainerState,
     TrainingArguments,
 )
 
@@ -106,23 +104,29 @@ def test_quality_labels_and_config(trained):
     assert "max_steps: 6" in (run_dir / "config.yaml").read_text()
 
 
-def test_other_ranks_write_nothing(tmp_path, monkeypatch):
-    monkeypatch.setenv("RANK", "1")  # as torchrun and accelerate set it
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    cb = DistillMeterCallback(tmp_path / "run", idle_seconds=0)  # made on rank 1: no meter
-    assert not (tmp_path / "run").exists()
-    # (accelerate's process state is a singleton: it must not see the variables)
-    monkeypatch.delenv("RANK")
-    monkeypatch.delenv("WORLD_SIZE")
-    args = TrainingArguments(output_dir=str(tmp_path / "hf"), report_to=[], use_cpu=True)
-    state, control = TrainerState(), TrainerControl()
-    state.is_world_process_zero = False
-    cb.on_train_begin(args, state, control, model=None)
-    cb.on_step_end(args, state, control)
-    cb.on_evaluate(args, state, control, metrics={"eval_loss": 1.0})
-    cb.on_train_end(args, state, control)
-    assert not (tmp_path / "run").exists()
-    assert cb.finish() is None
+def test_a_callback_made_after_the_model_says_its_loading_is_not_counted(tmp_path, capfd):
+    tok = build_char_tokenizer("0123456789+= ")
+    model = build_llama(SPEC, tok, seed=0)  # loaded first
+    cb = DistillMeterCallback(tmp_path / "run", idle_seconds=0, print_report=False)
+    args = TrainingArguments(output_dir=str(tmp_path / "hf"), max_steps=2,
+                             per_device_train_batch_size=BATCH, save_strategy="no",
+                             report_to=[], use_cpu=True, disable_tqdm=True,
+                             logging_strategy="no", dataloader_num_workers=0)
+    Trainer(model=model, args=args, train_dataset=_data(tok, N_TRAIN),
+            data_collator=DataCollatorForLanguageModeling(tok, mlm=False),
+            callbacks=[cb]).train()
+    said = "the model this Trainer trains was loaded before the callback was made"
+    assert said in capfd.readouterr().err
+    assert any(said in w for w in load_report(tmp_path / "run").warnings)
+
+
+def test_a_callback_made_first_says_nothing_of_the_kind(trained, tmp_path):
+    # other models alive in this process (the fixture's) are not the one trained here
+    cb = DistillMeterCallback(tmp_path / "run", idle_seconds=0, print_report=False)
+    _trainer(tmp_path, cb, eval_strategy="no", max_steps=2).train()
+    for run_dir in (trained[0], tmp_path / "run"):
+        assert not any("loaded before the callback" in w
+                       for w in load_report(run_dir).warnings)
 
 
 class _FailingCollator(DataCollatorForLanguageModeling):

@@ -37,7 +37,8 @@ GIB = 1024**3
 
 @dataclass(frozen=True)
 class TdpMatch:
-    """The TDP used for a CPU and where it came from (``how``: table, family or default;
+    """The TDP used for a CPU and where it came from (``how``: table, family (by cpuid
+    generation, or the family's median for a name that gives only the family) or default;
     ``summary``: a few words for warnings; ``source``: the full provenance)."""
 
     cpu_model: str
@@ -71,10 +72,39 @@ def _contains(haystack: str, needle: str) -> bool:
     return re.search(pattern, haystack) is not None
 
 
+# Words of a model name that name the maker, not the part.
+_VENDOR_WORDS = {"amd", "intel", "apple", "genuineintel", "authenticamd"}
+
+
+def _family_words(name: str) -> list[str]:
+    """The leading words of a table name before its first word with a digit: "Xeon
+    Platinum 8480+" -> ["xeon", "platinum"], "EPYC 7763" -> ["epyc"]."""
+    words = []
+    for w in _normalise(name).split():
+        if any(ch.isdigit() for ch in w):
+            break
+        words.append(w)
+    return words
+
+
+def _bare_family(model: str, table: dict[str, Any]) -> tuple[str, list[dict]] | None:
+    """``(family name, its table entries)`` when ``model`` (normalised) names a family and
+    nothing more, as cloud VMs often show it ("AMD EPYC", "Intel(R) Xeon(R) CPU @ 2.2GHz"):
+    no word with a digit, and its words lead the family words of some table entries."""
+    words = [w for w in model.split() if w not in _VENDOR_WORDS]
+    if not words or any(ch.isdigit() for w in words for ch in w):
+        return None
+    members = [c for c in table["cpus"] if _family_words(c["name"])[:len(words)] == words]
+    if not members:
+        return None
+    return " ".join(members[0]["name"].split()[:len(words)]), members
+
+
 def lookup_tdp(info: CpuInfo, table: dict[str, Any] | None = None) -> TdpMatch:
     """Find the TDP per hardware thread for ``info``: by model name (longest table name that
-    occurs in it), else by cpuid generation for a name a hypervisor hides, else the table's
-    median W per thread (documented default)."""
+    occurs in it), else by cpuid generation for a name a hypervisor hides, else, for a name
+    that gives only the family ("AMD EPYC"), the median W per thread of that family's
+    entries, else the table's median W per thread (documented default)."""
     table = table or load_table()
     sources = table.get("sources", {})
     model = _normalise(info.model)
@@ -98,6 +128,18 @@ def lookup_tdp(info: CpuInfo, table: dict[str, Any] | None = None) -> TdpMatch:
                             f"({sources.get(c['source'], c['source'])})",
                             f"SKU hidden, cpuid says {fam['generation']}: as {c['name']}, "
                             f"{c['tdp_w']} W / {c['threads']} threads")
+    family = _bare_family(model, table)
+    if family is not None:
+        name, members = family
+        per_thread = statistics.median(c["tdp_w"] / c["threads"] for c in members)
+        cited = "; ".join(dict.fromkeys(sources.get(c["source"], c["source"]) for c in members))
+        return TdpMatch(info.model, per_thread, "family", name,
+                        f"model name {info.model!r} names the family only (no model number, "
+                        f"and no cpuid generation in the table): the median TDP per hardware "
+                        f"thread of the table's {len(members)} {name} entries, "
+                        f"{per_thread:.3f} W/thread ({cited})",
+                        f"family only: median of {len(members)} {name} entries, "
+                        f"{per_thread:.2f} W per thread")
     per_thread = statistics.median(c["tdp_w"] / c["threads"] for c in table["cpus"])
     return TdpMatch(info.model, per_thread, "default", None,
                     f"unknown CPU: {table['default']['rule']} ({per_thread:.3f} W/thread)",
@@ -163,18 +205,20 @@ class _ProcessTreeCpu:
         self._refresh_s = refresh_s
         self._last = 0.0
         self._psutil_root: Any = None
+        self.seen: set[int] = set()  # every descendant ever listed (which ranks were counted)
 
     def _list_children(self) -> list[int]:
         kids = _proc_children(self.root or os.getpid())
-        if kids is not None:
-            return kids
-        import psutil
+        if kids is None:
+            import psutil
 
-        self._psutil_root = self._psutil_root or psutil.Process(self.root)
-        try:
-            return [c.pid for c in self._psutil_root.children(recursive=True)]
-        except psutil.Error:
-            return []
+            self._psutil_root = self._psutil_root or psutil.Process(self.root)
+            try:
+                kids = [c.pid for c in self._psutil_root.children(recursive=True)]
+            except psutil.Error:
+                kids = []
+        self.seen.update(kids)
+        return kids
 
     @staticmethod
     def _child_seconds(pid: int) -> float | None:
@@ -251,6 +295,12 @@ class CpuEstimateSensor(Sensor):
         ``mp.spawn``) local rank 0 passes the launcher's pid, so that the node's estimate
         covers every local rank, not only its own."""
         self._cpu = _ProcessTreeCpu(root=int(pid))
+
+    def counted_pids(self) -> set[int]:
+        """The processes whose CPU time this estimate has counted so far: the root of the
+        tree (this process, or the launcher given to :meth:`count_process_tree`) and every
+        descendant seen at a listing (each boundary reading, and every 2 s while sampling)."""
+        return {self._cpu.root or os.getpid(), *self._cpu.seen}
 
     def method(self, device: str) -> str:
         """One line saying how ``device`` is estimated."""

@@ -10,7 +10,8 @@ Each rank meters only what is its own, into its own protocol-v1 run directory::
   single process (``nvml.visible_gpu_indices``).
 - CPU and DRAM: by local rank 0 only, so a node's host energy is counted once. Where they
   are estimated (no RAPL) and the node runs several ranks, the estimate counts the CPU time
-  of the launcher's whole process tree (every local rank), not only rank 0's.
+  of the launcher's whole process tree (every local rank), not only rank 0's; at close it
+  warns about any local rank whose process was never in that tree.
 - ``rank.json`` anchors the rank's clock (wall and monotonic time at ``t = 0``, host and
   boot id) so that :func:`distillmeter.protocol.merge.merge_ranks` can put every rank on
   one clock and write the merged ``RUN_DIR/ledger.jsonl`` and ``trace.csv``.
@@ -39,6 +40,7 @@ from distillmeter.energy.sensors import Sensor, parse_device_selection
 from distillmeter.protocol.merge import RANK_FILE, RANKS_DIR
 
 Sync = Callable[[str, "str | None"], None]  # (event, stage) before a boundary reading
+ARRIVED_FILE = "arrived.json"  # ranks/rank<k>/: the rank has made its meter (see RankMeter)
 
 
 def _env_int(env: dict[str, str], *names: str) -> int | None:
@@ -47,6 +49,19 @@ def _env_int(env: dict[str, str], *names: str) -> int | None:
         if value.lstrip("-").isdigit():
             return int(value)
     return None
+
+
+# (rank, world size, local rank, local world size, node rank variables) per launcher
+_LAUNCHER_VARS = (
+    ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", ("GROUP_RANK", "NODE_RANK")),
+    ("PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID", "MPI_LOCALNRANKS", ()),
+    ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
+     "OMPI_COMM_WORLD_LOCAL_SIZE", ()),
+    ("MV2_COMM_WORLD_RANK", "MV2_COMM_WORLD_SIZE", "MV2_COMM_WORLD_LOCAL_RANK",
+     "MV2_COMM_WORLD_LOCAL_SIZE", ()),
+    ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_NTASKS_PER_NODE",
+     ("SLURM_NODEID",)),
+)
 
 
 @dataclass(frozen=True)
@@ -61,26 +76,50 @@ class RankInfo:
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> RankInfo:
-        """From torchrun/accelerate's variables (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
-        ``LOCAL_WORLD_SIZE``, ``GROUP_RANK``/``NODE_RANK``), else SLURM's; a single process
-        when none is set."""
+        """From the first launcher whose rank and world size are both set: torchrun's and
+        accelerate's (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``,
+        ``GROUP_RANK``/``NODE_RANK``), MPI's (Intel MPI/MPICH ``PMI_*``, Open MPI
+        ``OMPI_COMM_WORLD_*``, MVAPICH ``MV2_COMM_WORLD_*``: what accelerate itself reads),
+        then SLURM's; a single process when none is."""
         env = dict(os.environ if environ is None else environ)
-        rank = _env_int(env, "RANK", "SLURM_PROCID")
-        world = _env_int(env, "WORLD_SIZE", "SLURM_NTASKS")
-        if rank is None or world is None or world < 1:
-            return cls()
-        # without the local variables, assume one node (every rank local)
-        local = _env_int(env, "LOCAL_RANK", "SLURM_LOCALID")
-        local = rank if local is None else local
-        local_world = _env_int(env, "LOCAL_WORLD_SIZE", "SLURM_NTASKS_PER_NODE") or world
-        node = _env_int(env, "GROUP_RANK", "NODE_RANK", "SLURM_NODEID")
-        if node is None:
-            node = rank // max(1, local_world)
-        return cls(rank, world, local, max(1, local_world), node)
+        for rank_v, world_v, local_v, local_world_v, node_vs in _LAUNCHER_VARS:
+            rank, world = _env_int(env, rank_v), _env_int(env, world_v)
+            if rank is None or world is None or world < 1:
+                continue
+            # without the local variables, assume one node (every rank local)
+            local = _env_int(env, local_v)
+            local = rank if local is None else local
+            local_world = _env_int(env, local_world_v) or world
+            node = _env_int(env, *node_vs)
+            if node is None:
+                node = rank // max(1, local_world)
+            return cls(rank, world, local, max(1, local_world), node)
+        return cls()
 
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
+
+
+def lone_process_note(info: RankInfo, environ: dict[str, str] | None = None) -> str | None:
+    """A sentence for the user when a launcher asked for several processes but ``info``
+    (this process's place, from :meth:`RankInfo.from_env`) says it runs alone; else None.
+
+    ``accelerate launch --num_processes N`` without ``--multi_gpu`` (always with ``--cpu``)
+    takes accelerate's simple launcher: it runs the script once, setting ``MASTER_ADDR`` and
+    ``MASTER_PORT`` (only when N > 1 or several machines were asked for) and its
+    ``ACCELERATE_*`` variables, but no ``RANK`` or ``WORLD_SIZE`` (accelerate 1.x,
+    ``utils/launch.py: prepare_simple_launcher_cmd_env``)."""
+    env = os.environ if environ is None else environ
+    if info.distributed:
+        return None
+    if "ACCELERATE_MIXED_PRECISION" in env and env.get("MASTER_ADDR"):
+        return ("accelerate launch asked for several processes (it set MASTER_ADDR) but "
+                "started only this one (no RANK or WORLD_SIZE): with --cpu, or without "
+                "--multi_gpu, accelerate runs its simple launcher, one process, so this run "
+                "is not distributed. For N processes on CPU use `torchrun --nproc_per_node N` "
+                "or `accelerate launch --multi_gpu --num_processes N` (docs/scale.md)")
+    return None
 
 
 def rank_dir(run_dir: str | os.PathLike[str], rank: int) -> Path:
@@ -187,6 +226,16 @@ def rank_sensors(info: RankInfo, devices: str | Iterable[str] | None = "auto", *
     return sensors, notes, facts
 
 
+def _wait(done: Callable[[], bool], seconds: float, poll_s: float = 0.05) -> bool:
+    """Poll ``done`` until it is true (True) or ``seconds`` have passed (False)."""
+    deadline = time.monotonic() + max(0.0, seconds)
+    while not done():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll_s)
+    return True
+
+
 def _boot_id() -> str | None:
     try:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
@@ -204,15 +253,25 @@ class RankMeter(EnergyMeter):
     called after this rank's ``run_end``; rank 0 then merges the ranks into ``RUN_DIR``.
     Without a barrier rank 0 merges only if every rank's ledger already has its
     ``run_end``; otherwise accounting merges the rank files when it reads the run.
-    ``gpus_per_rank``: GPUs each rank drives (model parallel within a rank). Other keyword
-    arguments are :class:`EnergyMeter`'s."""
+    ``gpus_per_rank``: GPUs each rank drives (model parallel within a rank).
+
+    Without collectives (no ``sync``, no ``barrier``: a program whose ranks must never wait
+    on the meter), the ranks meet through their files instead, each wait bounded:
+    ``host_wait_s``: at start, each rank marks its arrival (``ranks/rank<k>/arrived.json``);
+    a node's local rank 0 waits up to this long for every local rank to arrive before it
+    measures the node's idle power, and the other local ranks wait for it to have started,
+    so that the idle baseline is measured while no rank of the node works yet;
+    ``merge_wait_s``: rank 0 waits up to this long, at close, for every rank's ``run_end``
+    before it merges. Other keyword arguments are :class:`EnergyMeter`'s."""
 
     def __init__(self, run_dir: str | os.PathLike[str], *, rank: RankInfo | None = None,
                  sync: Sync | None = None, barrier: Callable[[], None] | None = None,
-                 gpus_per_rank: int = 1, merge: bool = True, **kwargs: Any) -> None:
+                 gpus_per_rank: int = 1, merge: bool = True, host_wait_s: float = 0.0,
+                 merge_wait_s: float = 0.0, **kwargs: Any) -> None:
         self.info = rank or RankInfo.from_env()
         self.base_dir = Path(run_dir)
         self.sync, self.barrier, self.merge = sync, barrier, merge
+        self.host_wait_s, self.merge_wait_s = float(host_wait_s), float(merge_wait_s)
         self.gpus_per_rank = int(gpus_per_rank)
         self._facts: dict[str, Any] = {}
         self.merged: bool = False
@@ -228,8 +287,69 @@ class RankMeter(EnergyMeter):
                 self.info, self.device_selection or "auto", gpus_per_rank=self.gpus_per_rank)
             self._given_sensors = sensors
             self._pending.extend((msg, dev, None) for msg, dev in notes)
+        meet = self.sync is None and self.host_wait_s > 0 and self.info.local_world_size > 1
+        if meet:
+            self._arrive()
+            if self.info.local_rank == 0 and not _wait(self._all_local_arrived,
+                                                       self.host_wait_s):
+                here = sorted(d.get("local_rank") for d in self._host_files(ARRIVED_FILE))
+                self.warn(f"local ranks {here} of {self.info.local_world_size} had arrived "
+                          f"after {self.host_wait_s:.0f} s; the node's idle baseline was "
+                          "measured while the others may have been working")
         super().start()
         self._write_rank_file()
+        if meet and self.info.local_rank != 0:
+            if not _wait(lambda: self._host_lead() is not None, self.host_wait_s):
+                self.warn(f"rank {self.info.rank}: local rank 0 of this node had not started "
+                          f"its meter after {self.host_wait_s:.0f} s; the node's idle baseline "
+                          "may include this rank's work")
+
+    def _arrive(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        doc = {"rank": self.info.rank, "local_rank": self.info.local_rank, "pid": os.getpid(),
+               "host": socket.gethostname(), "boot_id": _boot_id()}
+        tmp = self.run_dir / (ARRIVED_FILE + ".tmp")
+        tmp.write_text(json.dumps(doc) + "\n", encoding="utf-8")
+        os.replace(tmp, self.run_dir / ARRIVED_FILE)
+
+    def _all_local_arrived(self) -> bool:
+        from distillmeter.energy.runlock import _pid_alive
+
+        here = {d.get("local_rank") for d in self._host_files(ARRIVED_FILE)
+                if _pid_alive(int(d.get("pid") or 0), None)}
+        return len(here) >= self.info.local_world_size
+
+    def _sibling_files(self) -> list[dict[str, Any]]:
+        """The rank.json of every rank of this run on this host, this one's included; a
+        rank whose file is not written yet is not there."""
+        return self._host_files(RANK_FILE)
+
+    def _host_files(self, name: str) -> list[dict[str, Any]]:
+        """The JSON file ``name`` of every rank directory of this run on this host (by boot
+        id, else host name)."""
+        me, host = _boot_id(), socket.gethostname()
+        out = []
+        for path in sorted((self.base_dir / RANKS_DIR).glob(f"rank*/{name}")):
+            try:
+                doc = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue  # being written: seen at the next look
+            if not isinstance(doc, dict):
+                continue
+            if (doc.get("boot_id") == me) if me and doc.get("boot_id") else (
+                    doc.get("host") == host):
+                out.append(doc)
+        return out
+
+    def _host_lead(self) -> dict[str, Any] | None:
+        """Local rank 0's rank.json, once that process has started its meter (a file left by
+        a process that is gone does not count)."""
+        from distillmeter.energy.runlock import _pid_alive
+
+        for doc in self._sibling_files():
+            if doc.get("local_rank") == 0 and _pid_alive(int(doc.get("pid") or 0), None):
+                return doc
+        return None
 
     def _write_rank_file(self) -> None:
         now = self.now()
@@ -255,6 +375,8 @@ class RankMeter(EnergyMeter):
             self._stage is not None and self._stage.status != "ok")
         if running and self.sync is not None and not failed:
             self.sync("run_end", None)
+        if running:
+            self._check_cpu_coverage()
         super().close(status)
         if not running or not self.merge or failed:
             return
@@ -263,10 +385,31 @@ class RankMeter(EnergyMeter):
         if self.info.rank == 0:
             self.merged = self._merge()
 
+    def _check_cpu_coverage(self) -> None:
+        """On the rank whose CPU estimate counts the launcher's process tree: warn about any
+        rank on this host whose process was never in that tree (a per-rank wrapper, a
+        launcher that is not their common parent): its CPU time is then not in the node's
+        estimate."""
+        from distillmeter.energy.cpu_estimate import CpuEstimateSensor
+
+        root = self._facts.get("cpu_process_root")
+        est = next((s for s in self.sensors if isinstance(s, CpuEstimateSensor)), None)
+        if root is None or est is None:
+            return
+        counted = est.counted_pids()
+        missed = [d for d in self._sibling_files()
+                  if d.get("pid") is not None and int(d["pid"]) not in counted]
+        for d in missed:
+            self.warn(f"the CPU estimate counts process {root} and its descendants, but rank "
+                      f"{d.get('rank')} (pid {d['pid']}) on this host was never among them: "
+                      "its CPU time is missing from the node's CPU energy")
+
     def _merge(self) -> bool:
         from distillmeter.protocol.merge import ranks_finished, write_merged
 
-        if self.barrier is None and not ranks_finished(self.base_dir, self.info.world_size):
+        world = self.info.world_size
+        if self.barrier is None and not _wait(lambda: ranks_finished(self.base_dir, world),
+                                              self.merge_wait_s):
             return False
         write_merged(self.base_dir)
         return True

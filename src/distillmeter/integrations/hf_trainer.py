@@ -16,8 +16,10 @@ everything in ``student.train``).
 What is metered, and how (the windows, trainer_windows.py, are one open at a time):
 - ``setup_stage`` (``setup.load``): from the callback's creation to ``on_train_begin``:
   the model, tokenizer and dataset preparation done after it was made. The meter starts
-  when the callback is made (on the world's process zero, as the launcher's ``RANK`` says);
-  its idle baseline comes from the per-host cache after the first run (energy/idle.py).
+  when the callback is made; its idle baseline comes from the per-host cache after the
+  first run (energy/idle.py). A callback made after the model it will see trained was
+  loaded says so (a warning in the report and on the console): that loading is not in
+  ``setup.load``, which holds what followed.
   ``setup_stage=None`` starts the meter at the first Trainer event instead;
 - training runs inside ``train_stage`` (``student.train``), from ``on_train_begin`` to
   ``on_train_end``;
@@ -32,25 +34,26 @@ What is metered, and how (the windows, trainer_windows.py, are one open at a tim
   analysis sums them by name;
 - training tokens come from ``state.num_input_tokens_seen``: the callback turns on the
   Trainer's own counter (``include_num_input_tokens_seen="non_padding"``: the attention
-  mask's sum, gathered over all ranks) when it is off. Evaluation tokens are counted from
-  the evaluation dataset's ``attention_mask``/``input_ids`` when it has them;
+  mask's sum, gathered over all ranks) when it is off, on every rank alike (the counter is
+  a collective: a rank that skipped it would leave the others waiting in its gather).
+  Evaluation tokens are counted from the evaluation dataset's ``attention_mask``/
+  ``input_ids`` when it has them;
 - samples: optimizer steps x the global batch size (an upper bound when an epoch ends on
   a partial batch);
 - labels learnt only when training begins (the seed from the TrainingArguments, the
   model's parameter count, how tokens are counted) are written then, as a ``run_labels``
   event; the TrainingArguments become config.yaml;
-- only the world's process zero meters and writes (it meters every GPU its node shows;
-  one meter per node for multi-node jobs is not done here);
+- ranks (trainer_ranks.py): under a launcher every process meters its own devices and
+  rank 0 merges them; the Trainer's counts are global, so only the world's process zero
+  records tokens, samples and quality. The callback calls no collective;
 - at ``on_train_end`` the meter closes and the run is accounted into ``report.json``
   (``finish_at_train_end=False`` keeps it open for a later ``trainer.evaluate()``; then
   call :meth:`DistillMeterCallback.finish`). If the program ends without that (a crash in
   training), an exit handler closes the run (an open stage is marked failed) and
   accounts it.
 
-A phase inside training (TRL's on-policy generation as ``student.generate``, the
-teacher's forward as ``teacher.score``) switches windows in :meth:`_phase`, called by the
-wrapped calls of ``trainer_phases.PhaseHooks``; :class:`Windows` keeps one window open at a
-time.
+A phase inside training (``student.generate``, ``teacher.score``) switches windows in
+:meth:`_phase`, called by the wrapped calls of ``trainer_phases.PhaseHooks``.
 """
 
 from __future__ import annotations
@@ -66,12 +69,22 @@ from typing import Any
 from transformers import TrainerCallback
 
 from distillmeter.energy.redact import redact_text
+from distillmeter.integrations.trainer_ranks import (
+    launch_rank,
+    make_meter,
+    rank_of,
+    reconcile_world,
+    trainer_rank,
+    world_note,
+)
 from distillmeter.integrations.trainer_support import (
     args_config,
     count_params,
     counts_non_padding,
     dataset_len,
     dataset_tokens,
+    loaded_before,
+    modules_in_memory,
     saves_at_end,
     training_done,
 )
@@ -118,7 +131,8 @@ class DistillMeterCallback(TrainerCallback):
         for name in (train_stage, eval_stage, setup_stage):
             if name is not None:
                 stage_side(name)  # raises ValueError on a malformed stage name
-        self.run_dir = Path(run_dir) if run_dir is not None else Path(meter.run_dir)
+        self.run_dir = Path(run_dir) if run_dir is not None else Path(
+            getattr(meter, "base_dir", meter.run_dir))  # a RankMeter's run, not its rank
         self.meter = meter
         self._owns_meter = meter is None
         self.train_stage, self.eval_stage = train_stage, eval_stage
@@ -130,7 +144,9 @@ class DistillMeterCallback(TrainerCallback):
         self.account_kwargs = dict(account or {})
         self.meter_kwargs = meter_kwargs
         self.report: Report | None = None
-        self._active: bool | None = None  # None until we know which rank we are
+        self._active: bool | None = None  # whether this process meters (None: not known yet)
+        self._lead = True  # world process zero: records the Trainer's (global) counts
+        self._world_checked = False
         self._windows: Windows | None = Windows(meter) if meter is not None else None
         self._training = False
         self._labelled = False
@@ -142,37 +158,48 @@ class DistillMeterCallback(TrainerCallback):
         self._hooks: Any = None  # trainer_phases.PhaseHooks while training
         self._args: Any = None
         self._state: Any = None
+        self._before: Any = None  # the torch modules alive when the callback was made
         if self.setup_stage is not None:
-            from distillmeter.energy.ranks import RankInfo
-
-            self._active = RankInfo.from_env().rank == 0  # the launcher's RANK
-            if self._active:
-                self._start_meter()
-                self._windows.open(self.setup_stage)
+            # every process meters (its own devices, under a launcher); the first reading
+            # comes before anything the user loads next
+            self._before = modules_in_memory()
+            self._active = True
+            self._start_meter(launch_rank())
+            self._windows.open(self.setup_stage)
 
     # ------------------------------------------------------------------ plumbing
-    def _is_main(self, state: Any) -> bool:
-        main = bool(getattr(state, "is_world_process_zero", True))
+    def _settle(self, args: Any, state: Any) -> bool:
+        """Who records the Trainer's counts (its world process zero), whether this process
+        meters (a meter you gave: if a ``RankMeter``, else on process zero), and, once,
+        whether launcher and Trainer agree on the world. True if this process meters."""
+        self._lead = bool(getattr(state, "is_world_process_zero", True))
         if self._active is None:
-            self._active = main
-        elif self._active and not main and not self._finished:
-            # metering began on the launcher's rank 0, but the Trainer says otherwise
-            warnings.warn("DistillMeterCallback: the Trainer says this process is not the "
-                          "world's process zero; stopping the meter started here",
-                          stacklevel=3)
-            self.finish("failed")
-            self._active = False
+            given = self.meter is not None and not self._owns_meter
+            self._active = not given or self._lead or rank_of(self.meter) is not None
+        if not self._world_checked and self._owns_meter and self.meter is not None:
+            self._world_checked = True
+            note = reconcile_world(self.meter, args)
+            if note is not None:
+                self._tell(note)
         return bool(self._active)
 
-    def _start_meter(self) -> None:
-        from distillmeter.energy import EnergyMeter
+    def _tell(self, message: str) -> None:
+        """A problem the user must see: console and the run's warnings (once: the lead)."""
+        if self._lead:
+            print(f"distillmeter: {message}", file=sys.stderr)
+            self.meter.warn(message)
 
+    def _start_meter(self, info: Any) -> None:
         labels = {"integration": "transformers.Trainer", **self.labels}
-        meter = EnergyMeter(self.run_dir, method=self.method, seed=self.seed, labels=labels,
-                            config=self.config, **self.meter_kwargs)
+        meter = make_meter(self.run_dir, info, method=self.method, seed=self.seed,
+                           labels=labels, config=self.config, **self.meter_kwargs)
         meter.start()
         self.meter, self._windows = meter, Windows(meter)
+        self._lead = info.rank == 0
         atexit.register(self._at_exit)
+        note = world_note(info)
+        if note is not None:
+            self._tell(note)
 
     def _ensure_started(self, args: Any, model: Any) -> bool:
         """Make and start the meter at the first event that needs it (unless it already
@@ -182,8 +209,8 @@ class DistillMeterCallback(TrainerCallback):
                           "is not metered (use finish_at_train_end=False to meter a later "
                           "trainer.evaluate())", stacklevel=3)
             return False
-        if self.meter is None:
-            self._start_meter()
+        if self.meter is None:  # started at a Trainer event: the Trainer knows the world
+            self._start_meter(trainer_rank(args, launch_rank()))
         if self._owns_meter and not self._labelled:
             self._labelled = True
             self._learn_labels(args, model)
@@ -201,7 +228,7 @@ class DistillMeterCallback(TrainerCallback):
         self.meter.add_labels(seed=seed, labels=labels)
         config = self.config if self.config is not None else args_config(args)
         if config is not None:
-            write_config(self.run_dir, config)
+            write_config(self.meter.run_dir, config)  # a rank's own directory under ranks
 
     def _role(self) -> str:
         return "teacher" if stage_side(self.train_stage) == "teacher" else "student"
@@ -211,7 +238,9 @@ class DistillMeterCallback(TrainerCallback):
         to the open training window."""
         seen = int(getattr(state, "num_input_tokens_seen", 0) or 0)
         delta, self._tokens_seen = seen - self._tokens_seen, seen
-        if self._windows.is_open(self.train_stage):
+        # the Trainer's token count is gathered over ranks and the global batch spans them:
+        # recorded once, by the lead, as the merge adds the ranks' counts up
+        if self._lead and self._windows.is_open(self.train_stage):
             global_batch = (int(getattr(args, "train_batch_size", 0) or 0)
                             * int(getattr(args, "gradient_accumulation_steps", 1) or 1)
                             * int(getattr(args, "world_size", 1) or 1))
@@ -229,7 +258,9 @@ class DistillMeterCallback(TrainerCallback):
         if it has work left. Returns the number of evaluated examples (0 if unknown)."""
         dataset = getattr(dataloader, "dataset", None)
         n = dataset_len(dataset)
-        if self._windows.is_open(self.eval_stage):
+        if self._windows.is_open(self.eval_stage) and not self._lead:
+            self._windows.close()  # this rank's devices; the dataset is counted by the lead
+        elif self._windows.is_open(self.eval_stage):
             tokens = None
             if dataset is not None:
                 key = id(dataset)
@@ -247,10 +278,10 @@ class DistillMeterCallback(TrainerCallback):
 
     # ------------------------------------------------------------------ Trainer events
     def on_train_begin(self, args, state, control, **kwargs):
-        if not self._is_main(state):
-            return
-        # The Trainer's own token counter, gathered over ranks. "no" -> count non-padding
-        # (transformers 4.57+; older versions only count every token, padding included).
+        # The Trainer's own token counter, gathered over ranks: set on every rank alike,
+        # before anything that may return, or the ranks that set it wait forever in its
+        # gather for those that did not. "no" -> count non-padding (transformers 4.57+;
+        # older versions only count every token, padding included).
         if getattr(args, "include_num_input_tokens_seen", "no") in ("no", False, None):
             if counts_non_padding():
                 args.include_num_input_tokens_seen = "non_padding"
@@ -259,8 +290,15 @@ class DistillMeterCallback(TrainerCallback):
                 self._token_counter = "all (padding included)"
         else:
             self._token_counter = str(args.include_num_input_tokens_seen)
+        if not self._settle(args, state):
+            return
         if not self._ensure_started(args, kwargs.get("model")):
             return
+        if self._before is not None and loaded_before(kwargs.get("model"), self._before):
+            self._tell(f"the model this Trainer trains was loaded before the callback was "
+                       f"made: its loading is not in {self.setup_stage}, which holds only what "
+                       "came after (make the callback first to count the loading)")
+        self._before = None
         self._training = True
         self._tokens_seen = int(getattr(state, "num_input_tokens_seen", 0) or 0)
         self._windows.switch(self.train_stage)  # closes setup.load
@@ -309,7 +347,7 @@ class DistillMeterCallback(TrainerCallback):
             self._to_eval(args, state)
 
     def on_prediction_step(self, args, state, control, **kwargs):
-        if not self._is_main(state) or (self._windows and self._windows.is_open(
+        if not self._settle(args, state) or (self._windows and self._windows.is_open(
                 self.eval_stage)):
             return
         if not self._ensure_started(args, kwargs.get("model")):
@@ -320,7 +358,8 @@ class DistillMeterCallback(TrainerCallback):
         if not self._active or self.meter is None or self._finished:
             return
         n = self._end_eval(kwargs.get("eval_dataloader"), args, state)
-        self._record_quality(metrics or {}, n, state)
+        if self._lead:
+            self._record_quality(metrics or {}, n, state)
 
     def on_predict(self, args, state, control, metrics=None, **kwargs):
         if not self._active or self.meter is None or self._finished:
@@ -355,7 +394,9 @@ class DistillMeterCallback(TrainerCallback):
     def finish(self, status: str | None = None) -> Report | None:
         """Close any open window and (if the callback made it) the meter, then account the
         run into ``report.json``. Returns the report (None on other ranks, or when the
-        meter is yours: close it and call ``distillmeter.accounting.account`` yourself)."""
+        meter is yours: close it and call ``distillmeter.accounting.account`` yourself).
+        Under a launcher call it on every rank: rank 0 merges once every rank has ended
+        (it waits up to ``merge_wait_s``, 120 s by default, for them)."""
         if self._finished or not self._active or self.meter is None:
             return self.report
         self._unhook()
@@ -365,6 +406,14 @@ class DistillMeterCallback(TrainerCallback):
         if not self._owns_meter:
             return None
         self.meter.close(status)
+        info = rank_of(self.meter)
+        if info is not None and info.rank != 0:
+            return None  # rank 0 merges and accounts the run
+        if info is not None and not self.meter.merged and self.meter.status == "ok":
+            print(f"distillmeter: not every rank of {self.run_dir} had ended after "
+                  f"{self.meter.merge_wait_s:.0f} s; the report below merges what they wrote "
+                  f"so far (`distillmeter account {self.run_dir}` once they end)",
+                  file=sys.stderr)
         from distillmeter.accounting import account, write_report
 
         try:

@@ -4,7 +4,10 @@ non-padding tokens. No transformers import at module level."""
 
 from __future__ import annotations
 
+import gc
 import json
+import sys
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -90,3 +93,31 @@ def saves_at_end(args: Any) -> bool:
     checkpoint on the last step, or loading the best model back)."""
     return (str(getattr(args, "save_strategy", "no")).split(".")[-1].lower() != "no"
             or bool(getattr(args, "load_best_model_at_end", False)))
+
+
+def modules_in_memory() -> weakref.WeakSet:
+    """Every torch module alive in this process now (none when torch is not imported: no
+    model can exist then), held weakly: to tell later whether the model a Trainer trains was
+    loaded before this moment. A scan of the garbage collector's objects: tens of ms with
+    transformers imported."""
+    found: weakref.WeakSet = weakref.WeakSet()
+    module_type = getattr(getattr(sys.modules.get("torch"), "nn", None), "Module", None)
+    if module_type is None:
+        return found
+    for obj in gc.get_objects():
+        # type(), not isinstance: isinstance reads __class__, which some lazy module
+        # attributes answer with a deprecation warning
+        if issubclass(type(obj), module_type):
+            found.add(obj)
+    return found
+
+
+def loaded_before(model: Any, before: weakref.WeakSet) -> bool:
+    """Whether ``model``, or a module inside it (the base model a PEFT wrapper holds), was
+    among ``before`` (:func:`modules_in_memory`)."""
+    if model is None or not before:
+        return False
+    try:
+        return any(m in before for m in model.modules())
+    except Exception:  # not a torch module
+        return False
