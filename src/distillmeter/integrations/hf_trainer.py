@@ -50,10 +50,7 @@ What is metered, and how (the windows, trainer_windows.py, are one open at a tim
   (``finish_at_train_end=False`` keeps it open for a later ``trainer.evaluate()``; then
   call :meth:`DistillMeterCallback.finish`). If the program ends without that (a crash in
   training), an exit handler closes the run (an open stage is marked failed) and
-  accounts it.
-
-A phase inside training (``student.generate``, ``teacher.score``) switches windows in
-:meth:`_phase`, called by the wrapped calls of ``trainer_phases.PhaseHooks``.
+  accounts it. Phases inside training switch windows in :meth:`_phase` (PhaseHooks).
 """
 
 from __future__ import annotations
