@@ -42,7 +42,7 @@ from distillmeter.accounting.uncertainty import (
 )
 from distillmeter.accounting.upstream import resolve_upstream
 from distillmeter.accounting.windows import StageWindow, shift_windows, stage_windows
-from distillmeter.errors import UserError
+from distillmeter.errors import cannot_write
 from distillmeter.protocol import (
     ESTIMATED_SOURCES,
     LEDGER_FILE,
@@ -430,7 +430,7 @@ def write_report(run_dir: Path | str, report: Report) -> Path:
     try:
         fd, tmp = tempfile.mkstemp(prefix=".report.", suffix=".tmp", dir=run_dir)
     except OSError as exc:
-        raise UserError(f"cannot write {target}: {exc.strerror}") from None
+        raise cannot_write(exc, target) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text + "\n")
@@ -440,7 +440,7 @@ def write_report(run_dir: Path | str, report: Report) -> Path:
         os.replace(tmp, target)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
-        raise UserError(f"cannot write {target}: {exc.strerror}") from None
+        raise cannot_write(exc, target) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

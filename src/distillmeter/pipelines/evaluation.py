@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from distillmeter.errors import writing
 from distillmeter.pipelines import artifacts
 from distillmeter.pipelines.artifacts import ArtifactManifest
 from distillmeter.pipelines.config import EvalConfig
@@ -81,11 +82,12 @@ def write_eval(folder: Path, result: EvalResult, *, kind: str, key_hash: str, st
                run_id: str | None) -> ArtifactManifest:
     """``completions.jsonl`` (prompt, target, completion, correct) and ``metrics.json``."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "completions.jsonl", "w", encoding="utf-8") as f:
-        for r in result.records:
-            f.write(json.dumps(r) + "\n")
-    (folder / "metrics.json").write_text(json.dumps(result.metrics(), indent=2))
+    with writing(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / "completions.jsonl", "w", encoding="utf-8") as f:
+            for r in result.records:
+                f.write(json.dumps(r) + "\n")
+        (folder / "metrics.json").write_text(json.dumps(result.metrics(), indent=2))
     return artifacts.write_manifest(folder, ArtifactManifest(
         kind=kind, hash=key_hash, stage=stage, run_id=run_id, info=result.metrics()))
 
@@ -99,9 +101,11 @@ def write_lm_eval(folder: Path, result: LmEvalResult, *, kind: str, key_hash: st
                   run_id: str | None) -> ArtifactManifest:
     """``metrics.json`` and ``request.json`` in an eval artifact."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "metrics.json").write_text(json.dumps(result.metrics(), indent=2))
-    (folder / "request.json").write_text(json.dumps(result.request, indent=2, default=str))
+    with writing(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "metrics.json").write_text(json.dumps(result.metrics(), indent=2))
+        (folder / "request.json").write_text(json.dumps(result.request, indent=2,
+                                                        default=str))
     info = {k: v for k, v in result.metrics().items() if k != "details"}
     return artifacts.write_manifest(folder, ArtifactManifest(
         kind=kind, hash=key_hash, stage=stage, run_id=run_id, info=info))

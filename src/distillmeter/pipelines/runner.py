@@ -28,7 +28,7 @@ from pathlib import Path
 from rich.console import Console
 
 from distillmeter import protocol
-from distillmeter.errors import USER_ERRORS, UserError
+from distillmeter.errors import USER_ERRORS, UserError, writing
 from distillmeter.pipelines import components
 from distillmeter.pipelines.config import RunConfig
 from distillmeter.pipelines.context import Context
@@ -82,7 +82,8 @@ def move_aside(run_dir: Path) -> Path:
     n = 1
     while (target := run_dir.with_name(f"{run_dir.name}.failed-{n}")).exists():
         n += 1
-    run_dir.rename(target)
+    with writing(run_dir):
+        run_dir.rename(target)
     return target
 
 
@@ -142,7 +143,8 @@ def run_all(cfg: RunConfig, out_dir: Path | str = "runs", *, resume: bool = Fals
         serve(ctx, run_student)  # the other ranks do what rank 0 decides (scale/rank_jobs.py)
         dist.close()
         return Summary(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with writing(out_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
     lock = RunLock(out_dir)  # two `distillmeter run` on one OUT would move each other's runs
     # Locked before anything else is checked, so that a run still going on in OUT is named
     # as such (pid, host, start), not taken for an earlier run's data.

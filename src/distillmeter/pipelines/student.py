@@ -18,6 +18,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from distillmeter.errors import writing
 from distillmeter.models import build, count_params
 from distillmeter.pipelines import artifacts, components
 from distillmeter.pipelines.artifacts import ArtifactManifest
@@ -155,14 +156,16 @@ def run_student(ctx: Context, run: StudentRun, teacher: TeacherOutputs,
                     run_id=meter.run_id, info={"method": method.name, "seed": seed,
                                                "world_size": world}))
                 log = artifacts.artifact_dir(run_dir, TRAIN_LOG, run.config_id)
-                log.mkdir(parents=True, exist_ok=True)
-                (log / "train.json").write_text(json.dumps({
-                    "steps": result.steps, "tokens": result.tokens, "samples": result.samples,
-                    "examples": len(seqs), "epochs": result.samples / max(1, len(seqs)),
-                    "final_loss": result.final_loss, "last_parts": result.last_parts,
-                    "losses": result.losses, "world_size": world,
-                    **({"onpolicy": rounds.log.as_dict()} if rounds is not None else {})},
-                    indent=1))
+                with writing(log):
+                    log.mkdir(parents=True, exist_ok=True)
+                    (log / "train.json").write_text(json.dumps({
+                        "steps": result.steps, "tokens": result.tokens,
+                        "samples": result.samples, "examples": len(seqs),
+                        "epochs": result.samples / max(1, len(seqs)),
+                        "final_loss": result.final_loss, "last_parts": result.last_parts,
+                        "losses": result.losses, "world_size": world,
+                        **({"onpolicy": rounds.log.as_dict()} if rounds is not None
+                           else {})}, indent=1))
                 artifacts.write_manifest(log, ArtifactManifest(
                     kind=TRAIN_LOG, hash=run.config_id, stage="student.train",
                     run_id=meter.run_id))

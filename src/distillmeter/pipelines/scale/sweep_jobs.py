@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from distillmeter import protocol
-from distillmeter.errors import USER_ERRORS, UserError
+from distillmeter.errors import USER_ERRORS, OutputError, UserError
 from distillmeter.pipelines.config import RunConfig
 from distillmeter.pipelines.runner import has_data, ledger_status
 from distillmeter.pipelines.scale.sweep import TEACHERS_DIR
@@ -128,6 +128,8 @@ def student_job(cfg: RunConfig, point: str, seed: int, teacher: Any, runs_dir: s
         ctx.ui.note(f"[bold]{point}/{run.name}[/]: {run.method.name}, seed {seed}")
         try:
             run_student(ctx, run, teacher, path)
+        except OutputError:  # a full disk stops every config alike: stop here
+            raise
         except Exception as exc:  # one failing config must not stop the sweep
             rec.status, rec.note = "failed", f"{type(exc).__name__}: {exc}"
         try:
