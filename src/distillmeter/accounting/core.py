@@ -347,7 +347,9 @@ def _account(
     by_side = {side: 0.0 for side in SIDES}
     for s in stages:
         by_side[s.side] = by_side.get(s.side, 0.0) + s.energy_j["total"]
-    by_side["teacher"] += upstream_j  # shared teacher work counts in full (DESIGN)
+    for s in upstream:  # shared teacher work in full (DESIGN); a student's own training
+        # carried from an interrupted attempt at its run (docs/reliability.md) is student work
+        by_side["student" if s.side == "student" else "teacher"] += s.energy_j["total"]
 
     totals = Totals(
         energy_j=energy_j, kwh=energy_j / J_PER_KWH, seconds=inputs.t_end - inputs.t_begin,
