@@ -93,6 +93,41 @@ def test_the_api_stops_at_a_full_ledger_and_keeps_every_line_before(tmp_path):
     assert names.count("student.train") in (windows, windows + 1) and "eval.student" in names
 
 
+_TRACE_FILLER = """
+import sys, time
+from distillmeter import EnergyMeter
+from distillmeter.energy import ReplaySensor
+run_dir, replay = sys.argv[1], sys.argv[2]
+with EnergyMeter(run_dir, sensors=[ReplaySensor(replay)], idle_seconds=0, sample_hz=100,
+                 write_environment=False) as meter:
+    with meter.stage("student.train") as st:
+        deadline = time.monotonic() + 60
+        while "trace.csv" not in open(run_dir + "/ledger.jsonl").read():
+            assert time.monotonic() < deadline, "the trace never filled up"
+            time.sleep(0.05)
+        st.add(tokens=1)
+"""
+
+
+def test_a_full_trace_is_said_and_the_run_goes_on_with_boundary_readings(tmp_path):
+    run_dir = tmp_path / "api"
+    replay = Path(__file__).resolve().parents[1] / "data" / "h100-run-a"
+    r = subprocess.run([sys.executable, "-c", _TRACE_FILLER, str(run_dir), str(replay)],
+                       preexec_fn=file_size_limit(6000), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    evs = _whole_lines(run_dir / "ledger.jsonl")
+    said = [e["message"] for e in evs if e["event"] == "warning"
+            and f"cannot write {run_dir / 'trace.csv'}: File too large" in e["message"]]
+    assert len(said) == 1 and "boundary readings only" in said[0]
+    assert [(e["stage"], e["status"]) for e in evs if e["event"] == "stage_end"] == [
+        ("student.train", "ok")]
+    assert evs[-1]["event"] == "run_end" and evs[-1]["status"] == "ok"
+    _no_locks(run_dir)
+    report = account(run_dir)  # the cut last trace row is dropped; boundary readings hold
+    assert report.stages[0].energy_j["total"] > 0
+
+
 def test_measure_on_a_full_disk_names_the_ledger(tmp_path):
     run_dir = tmp_path / "m"
     run_dir.mkdir()
