@@ -15,7 +15,8 @@ import sys
 import click
 
 from distillmeter import __version__
-from distillmeter.errors import USER_ERRORS
+from distillmeter.energy import signals
+from distillmeter.errors import STORAGE_ERRNOS, USER_ERRORS, OutputError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -69,11 +70,25 @@ def cli() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the CLI; user mistakes print one clear line, not a traceback."""
+    """Entry point: run the CLI; user mistakes print one clear line, not a traceback.
+
+    Exit status: 0, or the command's own; 2 for a user mistake or a file that cannot be
+    written (disk full, read-only directory: the line names the path); 130 on Ctrl-C, and
+    128 + N on SIGTERM (143) or SIGHUP (129), which end the run as Ctrl-C does (the running
+    stage failed, the ledger closed, the locks released)."""
+    held = signals.install()
+    try:
+        return _main(argv)
+    finally:
+        if held:
+            signals.release()
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         rv = cli.main(args=argv, prog_name="distillmeter", standalone_mode=False)
     except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+        _say("aborted")
         return 130
     except click.ClickException as exc:
         # click echoes what it could not parse ("unexpected extra argument (...)"), which
@@ -84,13 +99,49 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
+    except signals.Terminated as exc:
+        _say(f"terminated by {exc.name}: the running stage was ended as failed and the "
+             "run closed; what was measured is kept")
+        return exc.code
     except USER_ERRORS as exc:
         click.secho(f"error: {_redacted(str(exc))}", fg="red", err=True)
         return 2
     except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
+        _say("interrupted")
         return 130
+    except OutputError as exc:  # a write failed for lack of space or permission
+        click.secho(f"error: {_redacted(str(exc))}", fg="red", err=True)
+        return 2
+    except Exception as exc:
+        stop = _terminated_in(exc)
+        if stop is not None:  # cleanup after the signal failed too (a closed terminal)
+            return stop.code
+        if not (isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS):
+            raise
+        # the same failure where no write names its file: the OS's own words and file
+        where = f"{exc.filename}: " if exc.filename else ""
+        click.secho(f"error: {_redacted(where + str(exc.strerror))}", fg="red", err=True)
+        return 2
     return rv if isinstance(rv, int) else 0
+
+
+def _terminated_in(exc: BaseException) -> signals.Terminated | None:
+    """The signal an exception was raised while handling, if any."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, signals.Terminated):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__context__
+    return None
+
+
+def _say(text: str) -> None:
+    """A last line on stderr, which may be gone (SIGHUP: the terminal closed)."""
+    try:
+        click.echo(text, err=True)
+    except OSError:
+        pass
 
 
 def _redacted(text: str) -> str:

@@ -42,7 +42,7 @@ from distillmeter.accounting.uncertainty import (
 )
 from distillmeter.accounting.upstream import resolve_upstream
 from distillmeter.accounting.windows import StageWindow, shift_windows, stage_windows
-from distillmeter.errors import UserError
+from distillmeter.errors import cannot_write
 from distillmeter.protocol import (
     ESTIMATED_SOURCES,
     LEDGER_FILE,
@@ -347,7 +347,9 @@ def _account(
     by_side = {side: 0.0 for side in SIDES}
     for s in stages:
         by_side[s.side] = by_side.get(s.side, 0.0) + s.energy_j["total"]
-    by_side["teacher"] += upstream_j  # shared teacher work counts in full (DESIGN)
+    for s in upstream:  # shared teacher work in full (DESIGN); a student's own training
+        # carried from an interrupted attempt at its run (docs/reliability.md) is student work
+        by_side["student" if s.side == "student" else "teacher"] += s.energy_j["total"]
 
     totals = Totals(
         energy_j=energy_j, kwh=energy_j / J_PER_KWH, seconds=inputs.t_end - inputs.t_begin,
@@ -430,7 +432,7 @@ def write_report(run_dir: Path | str, report: Report) -> Path:
     try:
         fd, tmp = tempfile.mkstemp(prefix=".report.", suffix=".tmp", dir=run_dir)
     except OSError as exc:
-        raise UserError(f"cannot write {target}: {exc.strerror}") from None
+        raise cannot_write(exc, target) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text + "\n")
@@ -440,7 +442,7 @@ def write_report(run_dir: Path | str, report: Report) -> Path:
         os.replace(tmp, target)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
-        raise UserError(f"cannot write {target}: {exc.strerror}") from None
+        raise cannot_write(exc, target) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from distillmeter.analysis.quality import quality_summary
-from distillmeter.analysis.runs import SIDE_ORDER, RunFigures
+from distillmeter.analysis.runs import SIDE_ORDER, RunFigures, is_carried
 from distillmeter.analysis.stats import Summary, summarize
 from distillmeter.analysis.uncertainty import combine
 
@@ -145,7 +145,10 @@ def _q_summary(runs: list[RunFigures], quality: Summary) -> Summary:
 
 
 def _stage_share(run: RunFigures, name: str, amortize: float) -> float:
-    # an upstream stage's energy is divided among the students sharing it
+    # an upstream stage's energy is divided among the students sharing it (not a student's
+    # own training carried from an interrupted attempt: no one shares that)
+    if is_carried(name):
+        return run.stage_j.get(name, 0.0)
     up = sum(e for (_, stage), e in run.upstream_stages.items() if stage == name)
     return run.stage_j.get(name, 0.0) - up + up / amortize
 

@@ -5,6 +5,9 @@ under ``upstream``. Its total energy is its own energy plus that upstream energy
 full, or divided among N students with ``amortize=N``. Energy by side counts own stages on
 their side, every upstream stage on the teacher side (shared teacher work, as the accounting
 does; divided by N) and the run's unattributed energy, so the sides add up to the total.
+An upstream stage on the student side is this student's own training, measured by an
+interrupted attempt at its run and named as upstream by the resumed run ("carried"): it
+counts on the student side, in full, never divided among students.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from distillmeter.analysis.uncertainty import IDLE_DRIFT_REL, Measured, parts_of
-from distillmeter.protocol import Report
+from distillmeter.protocol import Report, stage_side
 
 SIDE_ORDER = ("setup", "teacher", "student", "eval", "unattributed")
 
@@ -63,14 +66,22 @@ class RunFigures:
     upstream_idle_err_j: float = 0.0
     stage_unc: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     own_teacher_stages: frozenset[str] = frozenset()  # teacher-side work done per student
+    # the carried part of the upstream (this student's training, from an interrupted
+    # attempt): energy, uncertainty parts, idle part and its error, J
+    carried_j: float = 0.0
+    carried_unc: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    carried_idle_j: float = 0.0
+    carried_idle_err_j: float = 0.0
 
     def total_j(self, amortize: float = 1.0) -> float:
-        """Own energy plus upstream energy divided among ``amortize`` students."""
-        return self.own_j + self.upstream_j / amortize
+        """Own energy plus upstream energy, the shared part divided among ``amortize``
+        students."""
+        return self.own_j + self.carried_j + (self.upstream_j - self.carried_j) / amortize
 
     def side_j(self, side: str, amortize: float = 1.0) -> float:
         """Energy on one side (teacher, student, eval, setup, unattributed)."""
-        return self.own_by_side.get(side, 0.0) + self.upstream_by_side.get(side, 0.0) / amortize
+        up = self.upstream_by_side.get(side, 0.0)
+        return self.own_by_side.get(side, 0.0) + (up if side == "student" else up / amortize)
 
     def shared_teacher_j(self, amortize: float = 1.0) -> float:
         """Teacher-side work that other students can share: the upstream stages (run once
@@ -89,20 +100,23 @@ class RunFigures:
         upstream stages' whole uncertainty is common to every student that reuses them."""
         r, s, m = self.own_unc
         ur, us, um = self.upstream_unc
-        return Measured(self.total_j(amortize), r, s + (ur + us) / amortize,
-                        m + um / amortize)
+        cr, cs, cm = self.carried_unc  # this student's alone, as its own figures are
+        return Measured(self.total_j(amortize), r + cr,
+                        s + cs + (ur - cr + us - cs) / amortize, m + cm + (um - cm) / amortize)
 
     def active_j(self, amortize: float = 1.0) -> float:
         """Energy above idle: the total less idle power x time (own and upstream)."""
-        return (self.own_j - self.own_idle_j
-                + (self.upstream_j - self.upstream_idle_j) / amortize)
+        carried = self.carried_j - self.carried_idle_j
+        shared = self.upstream_j - self.upstream_idle_j - carried
+        return self.own_j - self.own_idle_j + carried + shared / amortize
 
     def measured_active(self, amortize: float = 1.0) -> Measured:
         """``active_j`` with its uncertainty: the idle baseline's error enters here. An
         estimate's machine term falls on its idle part, which is subtracted: none left."""
         t = self.measured_total(amortize)
         return Measured(self.active_j(amortize), t.random, t.systematic, 0.0,
-                        self.own_idle_err_j, self.upstream_idle_err_j / amortize)
+                        self.own_idle_err_j + self.carried_idle_err_j,
+                        (self.upstream_idle_err_j - self.carried_idle_err_j) / amortize)
 
     def measured_marginal(self) -> Measured:
         """``marginal_j`` with the run's own uncertainty (no upstream work in it)."""
@@ -124,6 +138,12 @@ class RunFigures:
             return None
         p = self.pue if pue is None else pue
         return self.total_j(amortize) / 3.6e6 * p * price
+
+
+def is_carried(stage_name: str) -> bool:
+    """An upstream stage that is the student's own work (its training, measured by an
+    interrupted attempt at the run), not teacher work other students share."""
+    return stage_side(stage_name) == "student"
 
 
 def _stage_total(stage: Any) -> float:
@@ -209,7 +229,8 @@ def figures(report: Report, run_dir: str | None = None) -> RunFigures:
     up_stages: dict[tuple[str, str], float] = {}
     for st in report.upstream:
         e = _stage_total(st)
-        up_by_side["teacher"] = up_by_side.get("teacher", 0.0) + e
+        side = "student" if is_carried(st.name) else "teacher"
+        up_by_side[side] = up_by_side.get(side, 0.0) + e
         stage_j[st.name] = stage_j.get(st.name, 0.0) + e
         stage_tokens[st.name] = stage_tokens.get(st.name, 0) + int(st.tokens)
         key = (st.run_id or "?", st.name)
@@ -282,10 +303,16 @@ def _uncertainty_fields(report: Report) -> dict[str, Any]:
                       for d, w in report.idle_power_w.items())
     rel = err_w / idle_w if idle_w > 0 else IDLE_DRIFT_REL
     up_idle = math.fsum(_stage_total(s) - s.active_energy_j for s in report.upstream)
+    carried = [s for s in report.upstream if is_carried(s.name)]
+    c_parts = [_stage_parts(s) for s in carried]
+    c_idle = math.fsum(_stage_total(s) - s.active_energy_j for s in carried)
     return {
         "own_unc": own, "upstream_unc": (up[0], up[1], up[2]),
         "own_idle_j": idle_w * t.seconds, "own_idle_err_j": err_w * t.seconds,
         "upstream_idle_j": up_idle, "upstream_idle_err_j": rel * abs(up_idle),
+        "carried_j": math.fsum(_stage_total(s) for s in carried),
+        "carried_unc": tuple(math.fsum(p[i] for p in c_parts) for i in range(3)),
+        "carried_idle_j": c_idle, "carried_idle_err_j": rel * abs(c_idle),
         "stage_unc": stage_unc,
         "own_teacher_stages": frozenset(s.name for s in report.stages if s.side == "teacher"),
     }

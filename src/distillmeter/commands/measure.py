@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 
+from distillmeter.energy.signals import Terminated
 from distillmeter.errors import UserError
 from distillmeter.terminal import printable
 
@@ -37,20 +38,34 @@ def _resolve(cmd: tuple[str, ...]) -> None:
         raise UserError(f"command not found: {prog!r} (not on PATH)")
 
 
-def run_command(cmd: tuple[str, ...]) -> int:
-    """Run ``cmd`` in the foreground and return its exit status, shell-style (128 + N for
-    a command killed by signal N). Ctrl-C reaches it directly (same process group); we
-    wait for it to finish so its energy stays inside the stage."""
+def run_command(cmd: tuple[str, ...]) -> tuple[int, Terminated | None]:
+    """Run ``cmd`` in the foreground; return its exit status, shell-style (128 + N for a
+    command killed by signal N), and the SIGTERM/SIGHUP that stopped distillmeter, if one
+    did. Ctrl-C reaches the command directly (same process group); SIGTERM and SIGHUP sent
+    to distillmeter alone are passed on to it. Either way we wait for it to finish (up to
+    10 s, or until asked a second time, then it is killed) so its energy stays inside the
+    stage."""
     proc = subprocess.Popen(list(cmd))
+    stopped: Terminated | None = None
     try:
         rc = proc.wait()
     except KeyboardInterrupt:
-        try:
-            rc = proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            rc = proc.wait()
-    return 128 + -rc if rc < 0 else rc
+        rc = _finish(proc)
+    except Terminated as exc:
+        stopped = exc
+        proc.send_signal(exc.signum)
+        rc = _finish(proc)
+    return (128 + -rc if rc < 0 else rc), stopped
+
+
+def _finish(proc: subprocess.Popen, grace_s: float = 10.0) -> int:
+    """Wait for a command that was asked to stop; kill it after ``grace_s`` or when asked
+    again."""
+    try:
+        return proc.wait(timeout=grace_s)
+    except (subprocess.TimeoutExpired, KeyboardInterrupt, Terminated):
+        proc.kill()
+        return proc.wait()
 
 
 @click.command("measure", context_settings={"ignore_unknown_options": True,
@@ -111,13 +126,16 @@ def command(out: Path | None, stage: str, idle_seconds: float, fresh_idle: bool,
                    f"{printable(meter.idle_cached['path'])} "
                    f"(measured {meter.idle_cached['measured_at']}; --fresh-idle measures "
                    "it again)", err=True)
-    rc, status = 1, "failed"
+    rc, status, stopped = 1, "failed", None
     try:
         with meter.stage(stage, tokens=tokens) as st:
-            rc = run_command(cmd)
-            if rc != 0:
+            rc, stopped = run_command(cmd)
+            if stopped is not None:
+                st.fail(f"distillmeter received {stopped.name}, passed it on to the command, "
+                        f"which exited with status {rc}")
+            elif rc != 0:
                 st.fail(f"command exited with status {rc}")
-        status = "ok" if rc == 0 else "failed"
+        status = "ok" if rc == 0 and stopped is None else "failed"
     finally:
         meter.close(status)
     click.echo(f"distillmeter: {printable(redact_argv(cmd[:1])[0])} exited with status {rc}; "

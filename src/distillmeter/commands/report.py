@@ -20,7 +20,7 @@ from distillmeter.analysis.loading import load_runs, run_label
 from distillmeter.analysis.runs import figures
 from distillmeter.analysis.sensitivity import default_account_shifted, sensitivity
 from distillmeter.analysis.summary import Analysis, analyse, summary_csv, summary_dict
-from distillmeter.errors import UserError
+from distillmeter.errors import UserError, cannot_write
 from distillmeter.protocol import ProtocolError, read_trace
 from distillmeter.terminal import printable
 
@@ -81,6 +81,7 @@ def timelines(a: Analysis, max_points: int = 300) -> dict:
 
 def _write_atomic(path: Path, text: str) -> None:
     """Write via a temp file and rename, so a reader never sees half a file."""
+    tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -88,7 +89,9 @@ def _write_atomic(path: Path, text: str) -> None:
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except OSError as exc:
-        raise UserError(f"cannot write {path}: {exc.strerror}") from None
+        if tmp is not None:  # no half-written temp file is left beside the outputs
+            Path(tmp).unlink(missing_ok=True)
+        raise cannot_write(exc, path) from None
 
 
 def forecast_check(runs_dir: Path, a: Analysis) -> dict | None:

@@ -38,9 +38,14 @@ def command(config: Path | None, out_dir: Path, seeds: int | None, resume: bool,
     if seeds is not None:
         cfg = cfg.model_copy(update={"seeds": seeds})
 
+    from distillmeter.errors import OutputError
     from distillmeter.pipelines.runner import run_all
 
-    summary = run_all(cfg, out_dir, resume=resume, quiet=quiet)
+    try:
+        summary = run_all(cfg, out_dir, resume=resume, quiet=quiet)
+    except OutputError as exc:
+        exc.hint = resume_hint(exc)
+        raise
     from distillmeter.energy.ranks import RankInfo
 
     if RankInfo.from_env().rank != 0:  # under torchrun, rank 0 speaks for the job
@@ -68,6 +73,14 @@ def command(config: Path | None, out_dir: Path, seeds: int | None, resume: bool,
         console.print(printable(f"wrote {paths['html']} (open it in a browser), "
                                 f"{paths['json']}, {paths['csv']}"), markup=False)
         print_verdict(analysis, console)
+
+
+def resume_hint(exc: Any) -> str:
+    """What to do after a file of a run could not be written (an ``OutputError``)."""
+    if exc.full:
+        return ("every ledger line written so far is kept: free some space, then the same "
+                "command with --resume continues")
+    return "choose another --out directory, or make this one writable"
 
 
 def print_outcome(summary: Any, console: Any, *, analysed: bool) -> None:

@@ -47,10 +47,17 @@ def command(sweep_file: Path, out_dir: Path, ray_address: str | None, resume: bo
                       f"{len(sweep.jobs())} jobs", highlight=False)
         return
 
+    from distillmeter.commands.run import resume_hint
+    from distillmeter.errors import OutputError
     from distillmeter.pipelines.scale.sweep_run import run_sweep, summary_table
     from distillmeter.tables import fit
 
-    records = run_sweep(sweep, out_dir, resume=resume, quiet=quiet, ray_address=ray_address)
+    try:
+        records = run_sweep(sweep, out_dir, resume=resume, quiet=quiet,
+                            ray_address=ray_address)
+    except OutputError as exc:
+        exc.hint = resume_hint(exc)
+        raise
     console.print(fit(summary_table(records)))
     failed = [r for r in records if r.status == "failed"]
     for r in failed:

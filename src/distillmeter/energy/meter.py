@@ -9,6 +9,8 @@ warning, run_end; flushed and fsynced at every event) and ``trace.csv`` (a sampl
 20 Hz by default), plus ``environment.json`` and ``config.yaml``. It computes no report:
 ``distillmeter.accounting`` does that from these files. ``t`` everywhere is seconds on a
 monotonic clock that starts with the meter.
+SIGTERM and SIGHUP close the run as Ctrl-C does (``signals.py``); a file that cannot be
+written raises ``OutputError`` naming it, the ledger kept valid (``runfiles.MeterFiles``).
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from distillmeter.energy import signals
 from distillmeter.energy.discovery import discover_sensors
 from distillmeter.energy.environment import redact_text, redact_values
 from distillmeter.energy.idle import default_max_age_s, write_idle_baseline
 from distillmeter.energy.resume import previous_run
-from distillmeter.energy.runfiles import trim_partial_line, write_config, write_environment
+from distillmeter.energy.runfiles import MeterFiles, write_config, write_environment
 from distillmeter.energy.runlock import RunLock
 from distillmeter.energy.sampler import Sampler
 from distillmeter.energy.sensors import (
@@ -38,12 +41,10 @@ from distillmeter.energy.sensors import (
 )
 from distillmeter.energy.stage import Stage
 from distillmeter.energy.sync import sync_devices
+from distillmeter.errors import writing
 from distillmeter.protocol import (
-    LEDGER_FILE,
     SCHEMA,
     SOURCES,
-    TRACE_FILE,
-    TRACE_HEADER,
     UpstreamRef,
     event_line,
 )
@@ -58,7 +59,8 @@ class EnergyMeter:
     False: no cache; see energy/idle.py), reused while younger than ``idle_max_age_s``
     (default 24 h) unless ``idle_refresh``; ``sample_hz``: trace rate (0: no trace);
     ``resume``: continue the run already in ``run_dir`` (same run_id, ``t`` continues from
-    its last event, a ``resumed`` warning)."""
+    its last event, a ``resumed`` warning); ``handle_signals``: SIGTERM and SIGHUP end the
+    run as Ctrl-C does (``signals.Terminated``; a program's own handlers are kept)."""
 
     def __init__(self, run_dir: str | os.PathLike[str], *, devices: str | Iterable[str] = "auto",
                  sample_hz: float = 20.0, idle_seconds: float = 3.0, run_id: str | None = None,
@@ -69,7 +71,8 @@ class EnergyMeter:
                  sensors: Sequence[Sensor] | None = None, config: dict[str, Any] | None = None,
                  write_environment: bool = True, resume: bool = False,
                  idle_cache: str | os.PathLike[str] | bool | None = None,
-                 idle_max_age_s: float | None = None, idle_refresh: bool = False) -> None:
+                 idle_max_age_s: float | None = None, idle_refresh: bool = False,
+                 handle_signals: bool = True) -> None:
         if not sample_hz >= 0 or not idle_seconds >= 0:
             raise ValueError("sample_hz and idle_seconds must be >= 0")
         self.run_dir = Path(run_dir)
@@ -104,9 +107,10 @@ class EnergyMeter:
         self._pending: list[tuple[str, str | None, str | None]] = []
         self._foreign: dict[str, set[int]] = {}
         self._sampler: Sampler | None = None
-        self._ledger: Any = None
-        self._trace: Any = None
+        self._files = MeterFiles(self.run_dir)
         self._runlock: RunLock | None = None
+        self.handle_signals = handle_signals
+        self._signals_held = False
         self._t0 = time.monotonic()
         self._t_offset = 0.0
         self._state = "new"
@@ -129,22 +133,23 @@ class EnergyMeter:
         measure the idle baseline."""
         if self._state != "new":
             raise RuntimeError("this meter was already started; make a new one")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._runlock = RunLock(self.run_dir)
-        taken = self._runlock.acquire(self.run_id)
-        if taken:
-            self._pending.append((taken, None, None))
+        self._signals_held = self.handle_signals and signals.install()
         try:
+            with writing(self.run_dir):
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._runlock = RunLock(self.run_dir)
+            taken = self._runlock.acquire(self.run_id)
+            if taken:
+                self._pending.append((taken, None, None))
             self._start_locked()
         except BaseException:
-            if self._ledger is not None:
+            if self._files.ledger is not None:
                 self.close("failed")
             else:
                 self._release()
             raise
 
     def _start_locked(self) -> None:
-        ledger_path = self.run_dir / LEDGER_FILE
         prior = previous_run(self.run_dir, resume=self.resume,
                              run_id=self.run_id if self._run_id_given else None)
         previous = prior.ledger if prior is not None else None
@@ -173,14 +178,7 @@ class EnergyMeter:
             s.start(self.now)
             if prior is not None:
                 s.resume_from(prior.last_readings)
-        self._ledger = open(ledger_path, "a", encoding="utf-8")
-        trace_path = self.run_dir / TRACE_FILE
-        if trace_path.exists() and trace_path.stat().st_size > 0:
-            trim_partial_line(trace_path)
-            self._trace = open(trace_path, "a", encoding="utf-8")
-        else:
-            self._trace = open(trace_path, "w", encoding="utf-8")
-            self._trace.write(TRACE_HEADER)
+        self._files.open()
         if self.config is not None:
             write_config(self.run_dir, self.config)
         if self.write_environment:
@@ -208,13 +206,14 @@ class EnergyMeter:
         self._flush_sensor_warnings()
         self._check_contamination()
         if self.sample_hz > 0 and self.sensors:
-            self._sampler = Sampler(self.sensors, self._trace, hz=self.sample_hz, now=self.now,
-                                    lock=self._lock, on_sample=self._on_sample,
+            self._sampler = Sampler(self.sensors, self._files.trace, hz=self.sample_hz,
+                                    now=self.now, lock=self._lock, on_sample=self._on_sample,
                                     on_death=self._on_sampler_death)
             self._sampler.start()
         if self.idle_seconds > 0 and previous is None and self.devices:
             self._idle_baseline()
 
+    @signals.deferred()  # a signal arriving now waits until the ledger is closed
     def close(self, status: str | None = None) -> None:
         """End the run: close an open stage as failed, stop the trace, write run_end."""
         if self._state != "running":
@@ -223,6 +222,8 @@ class EnergyMeter:
         if status:
             self.status = status
         try:
+            if self._files.ledger_error is not None:  # nothing more can be appended
+                return
             if self._stage is not None:
                 st = self._stage
                 if st.status == "ok":
@@ -244,13 +245,14 @@ class EnergyMeter:
     def _release(self) -> None:
         if self._sampler is not None:
             self._sampler.stop()
-        for f in (self._trace, self._ledger):
-            if f is not None and not f.closed:
-                f.close()
+        self._files.close()
         for s in self.sensors:
             s.close()
         if self._runlock is not None:
             self._runlock.release()
+        if self._signals_held:
+            self._signals_held = False
+            signals.release()
 
     # ------------------------------------------------------------------ readings
     def _read(self) -> tuple[float, dict[str, float | None]]:
@@ -287,9 +289,9 @@ class EnergyMeter:
         self._flush_sensor_warnings()
 
     def _on_sampler_death(self, t: float, exc: BaseException) -> None:
-        self.warn(f"the trace sampler died at t={t:.3f} ({type(exc).__name__}: {exc}); the "
-                  "run continues with boundary readings only",
-                  stage=self._stage.name if self._stage else None)
+        why = self._files.trace_error(exc) or f"{type(exc).__name__}: {exc}"
+        self.warn(f"the trace sampler died at t={t:.3f} ({why}); the run continues with "
+                  "boundary readings only", stage=self._stage.name if self._stage else None)
 
     def _flush_sensor_warnings(self) -> None:
         with self._lock:
@@ -316,12 +318,16 @@ class EnergyMeter:
 
     # ------------------------------------------------------------------ ledger
     def _write(self, event: dict[str, Any]) -> None:
-        with self._write_lock:
-            self._ledger.write(event_line(event) + "\n")
-            self._ledger.flush()
-            os.fsync(self._ledger.fileno())
-        if self._trace is not None and not self._trace.closed and event["event"] != "warning":
-            self._trace.flush()
+        """Append one ledger line (MeterFiles.append), then flush the trace's rows."""
+        with signals.deferred(), self._write_lock:
+            self._files.append(event_line(event) + "\n")
+        if event["event"] != "warning":
+            err = self._files.flush_trace()
+            if err is not None:  # the ledger is the record; the trace only refines it
+                if self._sampler is not None:
+                    self._sampler.stop()
+                self.warn(f"the trace stopped: {err}; the run continues with boundary "
+                          "readings only", stage=self._stage.name if self._stage else None)
 
     def _write_warning(self, message: str, device: str | None, stage: str | None) -> None:
         ev: dict[str, Any] = {"event": "warning", "t": self.now(), "message": message}
@@ -407,6 +413,7 @@ class EnergyMeter:
             raise RuntimeError("the meter is not running: use `with EnergyMeter(...) as "
                                "meter:` or call meter.start() first")
 
+    @signals.deferred()  # the stage and its stage_start line begin together
     def _open_stage(self, st: Stage) -> None:
         self._require_running()
         if self._stage is not None:
@@ -417,6 +424,7 @@ class EnergyMeter:
         self._stage = st
         self._write({"event": "stage_start", "t": t, "stage": st.name, "readings": readings})
 
+    @signals.deferred()  # the stage_end line and the stage's end go together
     def _close_stage(self, st: Stage) -> None:
         if self._stage is not st:
             raise ValueError(f"stage {st.name!r} is not the running stage")
@@ -429,8 +437,10 @@ class EnergyMeter:
             ev["error"] = redact_text(st.error)
         if st.info:
             ev["info"] = st.info
-        self._write(ev)
-        self._stage = None
+        try:
+            self._write(ev)
+        finally:  # a stage_end that could not be written: no second one is attempted
+            self._stage = None
         died = self._sampler.died if self._sampler is not None else None
         if died is not None:
             self.warn(f"stage {st.name} degraded: the trace sampler died at t={died[0]:.3f}, "

@@ -1,4 +1,5 @@
-"""The run directory's side files: config.yaml, environment.json, crash repair on resume."""
+"""The run directory's files as the meter writes them: the ledger and trace it appends to
+(``MeterFiles``), config.yaml, environment.json, and crash repair on resume."""
 
 from __future__ import annotations
 
@@ -11,7 +12,89 @@ from typing import Any
 import yaml
 
 from distillmeter.energy.environment import redact_values, snapshot
-from distillmeter.protocol import CONFIG_FILE, ENVIRONMENT_FILE
+from distillmeter.errors import OutputError, output_error, writing
+from distillmeter.protocol import (
+    CONFIG_FILE,
+    ENVIRONMENT_FILE,
+    LEDGER_FILE,
+    TRACE_FILE,
+    TRACE_HEADER,
+)
+
+
+class MeterFiles:
+    """The two files a running meter appends to.
+
+    ``ledger.jsonl`` is opened unbuffered: each line goes to the file in one write call and
+    is fsynced, so nothing is left in a buffer to be flushed (half) later. Once a line
+    cannot be written (a full disk) nothing more is appended: the ledger holds every event
+    before it, and at most that line cut short, which readers drop and a resume cuts.
+    ``trace.csv`` is buffered (the sampler's rows, flushed about once a second); once it
+    cannot be written it is left alone, and the run goes on with boundary readings."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.ledger_path, self.trace_path = run_dir / LEDGER_FILE, run_dir / TRACE_FILE
+        self.ledger: Any = None
+        self.trace: Any = None
+        self.ledger_error: OutputError | None = None
+        self.trace_failed = False
+
+    def open(self) -> None:
+        with writing(self.ledger_path):
+            self.ledger = open(self.ledger_path, "ab", buffering=0)
+        with writing(self.trace_path):
+            if self.trace_path.exists() and self.trace_path.stat().st_size > 0:
+                trim_partial_line(self.trace_path)
+                self.trace = open(self.trace_path, "a", encoding="utf-8")
+            else:
+                self.trace = open(self.trace_path, "w", encoding="utf-8")
+                self.trace.write(TRACE_HEADER)
+                self.trace.flush()
+
+    def append(self, line: str) -> None:
+        """Write one ledger line (with its newline) and fsync it; OutputError if it cannot
+        be, now and for every later line."""
+        if self.ledger_error is not None:
+            raise OutputError(self.ledger_error.errno, self.ledger_path)
+        data = line.encode("utf-8")
+        try:
+            while data:
+                data = data[self.ledger.write(data):]
+            os.fsync(self.ledger.fileno())
+        except OSError as exc:
+            err = output_error(exc, self.ledger_path)
+            if err is None:
+                raise
+            self.ledger_error = err
+            raise err from exc
+
+    def flush_trace(self) -> OutputError | None:
+        """Flush the trace's rows; the OutputError the first time they cannot be written."""
+        if self.trace is None or self.trace.closed or self.trace_failed:
+            return None
+        try:
+            self.trace.flush()
+        except OSError as exc:
+            err = self.trace_error(exc)
+            if err is None:
+                raise
+            return err
+        return None
+
+    def trace_error(self, exc: BaseException) -> OutputError | None:
+        """``exc``, met writing the trace, as an OutputError naming it (the trace is then
+        left alone), or None when it is another kind of failure."""
+        err = output_error(exc, self.trace_path)
+        self.trace_failed |= err is not None
+        return err
+
+    def close(self) -> None:
+        for f in (self.trace, self.ledger):
+            if f is not None and not f.closed:
+                try:
+                    f.close()
+                except OSError:  # its last rows cannot be written (a full disk): said already
+                    pass
 
 
 def write_config(run_dir: Path, config: dict[str, Any]) -> None:
@@ -20,7 +103,8 @@ def write_config(run_dir: Path, config: dict[str, Any]) -> None:
     if path.exists():
         return
     plain = json.loads(json.dumps(config, default=str))
-    path.write_text(yaml.safe_dump(redact_values(plain), sort_keys=False), encoding="utf-8")
+    with writing(path):
+        path.write_text(yaml.safe_dump(redact_values(plain), sort_keys=False), encoding="utf-8")
 
 
 def write_environment(run_dir: Path, sensors: Sequence[Any], notes: Sequence[str]) -> None:
@@ -29,12 +113,13 @@ def write_environment(run_dir: Path, sensors: Sequence[Any], notes: Sequence[str
     if path.exists():
         return
     env = snapshot(sensors, notes=notes)
-    path.write_text(json.dumps(env, indent=2, default=str) + "\n", encoding="utf-8")
+    with writing(path):
+        path.write_text(json.dumps(env, indent=2, default=str) + "\n", encoding="utf-8")
 
 
 def trim_partial_line(path: Path) -> bool:
     """Cut a last line that a crash left without its newline. True if one was cut."""
-    with open(path, "rb+") as f:
+    with writing(path), open(path, "rb+") as f:
         size = f.seek(0, os.SEEK_END)
         if size == 0:
             return False

@@ -15,7 +15,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from distillmeter.errors import UserError
+from distillmeter.errors import UserError, writing
 
 LOCK_FILE = ".distillmeter.lock"
 
@@ -65,7 +65,8 @@ class RunLock:
         taken_over = None
         for _ in range(3):
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                with writing(self.path):
+                    fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 holder = self._holder()
                 if holder is None:
@@ -76,8 +77,12 @@ class RunLock:
                 except FileNotFoundError:
                     pass
                 continue
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(me, f)
+            try:
+                with writing(self.path), os.fdopen(fd, "w", encoding="utf-8") as f:
+                    json.dump(me, f)
+            except BaseException:  # a lock we could not fill in (disk full) is not left
+                self._unlink()
+                raise
             self._held = True
             return taken_over
         raise UserError(f"{self.path}: could not take the run lock (another meter keeps "
@@ -102,8 +107,11 @@ class RunLock:
             return
         holder = self._holder()
         if holder and holder.get("pid") == os.getpid():
-            try:
-                os.unlink(self.path)
-            except FileNotFoundError:
-                pass
+            self._unlink()
         self._held = False
+
+    def _unlink(self) -> None:
+        try:
+            os.unlink(self.path)
+        except OSError:  # gone already, or the directory became read-only: nothing to do
+            pass

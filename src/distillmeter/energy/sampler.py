@@ -75,7 +75,10 @@ class Sampler(threading.Thread):
         except BaseException as exc:  # any failure: the run must go on without a trace
             t = self.now()
             self.died = (t, f"{type(exc).__name__}: {exc}")
-            self.on_death(t, exc)
+            try:
+                self.on_death(t, exc)
+            except Exception:  # e.g. the ledger cannot be written either (a full disk): the
+                pass  # main thread meets that at its next event and says so
         finally:
             self.cpu_seconds = time.thread_time() - cpu0
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from distillmeter.errors import writing
 from distillmeter.models.checkpoints import compute_dtype, model_source
 from distillmeter.models.config import ModelConfig
 
@@ -55,11 +56,14 @@ def build_model(mcfg: ModelConfig, tokenizer, *, seed: int, device: str, role: s
 
 
 def save_checkpoint(model: torch.nn.Module, tokenizer, folder: Path) -> None:
-    """``save_pretrained`` (safetensors) for the model and its tokenizer."""
+    """``save_pretrained`` (safetensors) for the model and its tokenizer. A disk that is
+    full or read-only raises OutputError naming the folder (a folder left half-written has
+    no manifest, so nothing takes it for a checkpoint)."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)
+    with writing(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(folder, safe_serialization=True)
+        tokenizer.save_pretrained(folder)
 
 
 def load_checkpoint(folder: Path, device: str, mcfg: ModelConfig | None = None) -> LoadedModel:

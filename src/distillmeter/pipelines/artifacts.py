@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from distillmeter import protocol
+from distillmeter.errors import writing
 
 MANIFEST = "manifest.json"
 
@@ -64,13 +65,19 @@ def file_entry(path: Path) -> FileEntry:
 
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file and a rename: a crash leaves either
-    the old file or the new one, never half of one."""
+    the old file or the new one, never half of one (nor a half-written temporary file: a
+    disk that is full or read-only raises OutputError naming ``path``)."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with writing(path), open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        with writing(path):
+            os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def artifact_dir(run_dir: Path, kind: str, key_hash: str) -> Path:

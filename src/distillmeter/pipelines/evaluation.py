@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from distillmeter.energy.redact import redact_values
+from distillmeter.errors import writing
 from distillmeter.pipelines import artifacts
 from distillmeter.pipelines.artifacts import ArtifactManifest
 from distillmeter.pipelines.config import EvalConfig
@@ -82,11 +83,12 @@ def write_eval(folder: Path, result: EvalResult, *, kind: str, key_hash: str, st
                run_id: str | None) -> ArtifactManifest:
     """``completions.jsonl`` (prompt, target, completion, correct) and ``metrics.json``."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "completions.jsonl", "w", encoding="utf-8") as f:
-        for r in result.records:
-            f.write(json.dumps(r) + "\n")
-    (folder / "metrics.json").write_text(json.dumps(result.metrics(), indent=2))
+    with writing(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / "completions.jsonl", "w", encoding="utf-8") as f:
+            for r in result.records:
+                f.write(json.dumps(r) + "\n")
+        (folder / "metrics.json").write_text(json.dumps(result.metrics(), indent=2))
     return artifacts.write_manifest(folder, ArtifactManifest(
         kind=kind, hash=key_hash, stage=stage, run_id=run_id, info=result.metrics()))
 
@@ -103,10 +105,11 @@ def write_lm_eval(folder: Path, result: LmEvalResult, *, kind: str, key_hash: st
     that loaded the model and tasks for it, which a user of the artifact counts with
     ``stage`` (``TeacherOutputs.upstream_for``)."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "metrics.json").write_text(json.dumps(result.metrics(), indent=2))
-    request = redact_values(json.loads(json.dumps(result.request, default=str)))
-    (folder / "request.json").write_text(json.dumps(request, indent=2))
+    with writing(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "metrics.json").write_text(json.dumps(result.metrics(), indent=2))
+        request = redact_values(json.loads(json.dumps(result.request, default=str)))
+        (folder / "request.json").write_text(json.dumps(request, indent=2))
     info = {k: v for k, v in result.metrics().items() if k != "details"}
     if result.work is not None:
         info["tokens"] = result.tokens

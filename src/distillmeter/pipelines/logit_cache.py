@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from distillmeter.errors import writing
 from distillmeter.pipelines import artifacts
 from distillmeter.pipelines.artifacts import ArtifactError, ArtifactManifest
 from distillmeter.pipelines.data import Sequences, collate
@@ -53,9 +54,14 @@ def write_shard(folder: Path, name: str, values: torch.Tensor, indices: torch.Te
     """Write one cache shard atomically (tmp + rename) and return its manifest entry
     (sequence range, positions, size and sha256)."""
     tmp = folder / (name + ".tmp")
-    save_file({"values": values, "indices": indices, "offsets": offsets}, str(tmp),
-              metadata={"first_sequence": str(first), "n_sequences": str(count)})
-    tmp.replace(folder / name)
+    try:
+        with writing(folder / name):
+            save_file({"values": values, "indices": indices, "offsets": offsets}, str(tmp),
+                      metadata={"first_sequence": str(first), "n_sequences": str(count)})
+            tmp.replace(folder / name)
+    except BaseException:  # the manifest never named it: the shard is simply not there
+        tmp.unlink(missing_ok=True)
+        raise
     return {"file": name, "first": first, "count": count, "positions": int(offsets[-1]),
             **artifacts.file_entry(folder / name).model_dump()}
 
@@ -119,7 +125,8 @@ def _write_shards(folder: Path, seqs: Sequences, info: dict,
     """The shard loop both writers share: reusable shards kept, the others computed by
     ``shard(index) -> (values, indices, offsets)``, the manifest rewritten after each."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    with writing(folder):
+        folder.mkdir(parents=True, exist_ok=True)
     shard_sequences = info["shard_sequences"]
     done = _reusable_shards(folder, resume_from, info)
     n_shards = (len(seqs) + shard_sequences - 1) // shard_sequences
@@ -177,7 +184,8 @@ def _reusable_shards(folder: Path, resume_from: Path | None, info: dict) -> dict
             if artifacts.sha256_file(path) != shard["sha256"]:
                 continue
             if Path(source) != folder:
-                shutil.copy2(path, folder / name)
+                with writing(folder / name):
+                    shutil.copy2(path, folder / name)
             done[name] = shard
     return done
 

@@ -12,7 +12,10 @@ Resume (``--resume``): a student run whose ledger ended ``ok`` under the same co
 skipped (only accounted if its report is missing). An interrupted run directory (no
 ``run_end``, or ``failed``) is never appended to: it is moved aside, whole, to
 ``<run>.failed-<n>`` and accounted there, so its energy, the interrupted stage included, is
-kept exactly once; the run is then done again from scratch in a fresh directory. Teacher
+kept exactly once; the run is then done again in a fresh directory, from its last product:
+a student an attempt trained and saved (its checkpoint verified by checksum) is evaluated,
+not trained again, and the new run names that attempt's ``student.train`` as upstream, as
+it names teacher work (``student.locate_trained``). Teacher
 artifacts are found by the hash of what produced them, under any run directory (failed ones
 included), and verified by checksum before use; a logit cache resumes from its last good
 shard. Without ``--resume``, a run directory that already holds data is an error: measured
@@ -28,14 +31,14 @@ from pathlib import Path
 from rich.console import Console
 
 from distillmeter import protocol
-from distillmeter.errors import USER_ERRORS, UserError
+from distillmeter.errors import USER_ERRORS, UserError, writing
 from distillmeter.pipelines import components
 from distillmeter.pipelines.config import RunConfig
 from distillmeter.pipelines.context import Context
 from distillmeter.pipelines.plan import StudentRun, plan_students, plan_teacher
 from distillmeter.pipelines.progress import StageProgress
 from distillmeter.pipelines.scale.rank_jobs import Leader, serve
-from distillmeter.pipelines.student import run_student
+from distillmeter.pipelines.student import locate_trained, run_student
 from distillmeter.pipelines.teacher import locate_existing, run_teacher
 from distillmeter.terminal import literal
 
@@ -83,7 +86,8 @@ def move_aside(run_dir: Path) -> Path:
     n = 1
     while (target := run_dir.with_name(f"{run_dir.name}.failed-{n}")).exists():
         n += 1
-    run_dir.rename(target)
+    with writing(run_dir):
+        run_dir.rename(target)
     return target
 
 
@@ -143,7 +147,8 @@ def run_all(cfg: RunConfig, out_dir: Path | str = "runs", *, resume: bool = Fals
         serve(ctx, run_student)  # the other ranks do what rank 0 decides (scale/rank_jobs.py)
         dist.close()
         return Summary(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with writing(out_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
     lock = RunLock(out_dir)  # two `distillmeter run` on one OUT would move each other's runs
     # Locked before anything else is checked, so that a run still going on in OUT is named
     # as such (pid, host, start), not taken for an earlier run's data.
@@ -218,8 +223,12 @@ def _run_locked(ctx: Context, t_plan, students: list[StudentRun],
         path = out_dir / run.name
         ui.note(f"[bold]{run.name}[/]: {run.method.name} ({', '.join(run.method.data)}, "
                 f"loss {run.method.loss}), seed {run.seed}")
-        with leader.student(run, teacher, path):  # every rank, under torchrun
-            run_student(ctx, run, teacher, path)
+        trained = locate_trained(out_dir, run, warn=ui.note) if ctx.resume else None
+        if trained is not None:
+            ui.note(f"  the student {trained.run_dir.name} trained is found and verified: "
+                    "evaluating it, not training again")
+        with leader.student(run, teacher, path, trained):  # every rank, under torchrun
+            run_student(ctx, run, teacher, path, trained)
         summary.runs.append(RunOutcome(run.name, path, "student", "done",
                                        _account(path, cfg, ui), run.method.name, run.seed))
 

@@ -10,14 +10,22 @@
                    score and Q = student / teacher
 
 The run's ``run_start.upstream`` names the teacher stages this method used (see plan.py).
+The trained student is saved (checkpoint and manifest with checksums) at the end of
+student.train, as that stage's product: a resumed run whose earlier attempt got that far
+evaluates the saved student instead of training again, and names that attempt's
+student.train as upstream (``locate_trained``).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
+from distillmeter import protocol
+from distillmeter.errors import writing
 from distillmeter.models import build, count_params
 from distillmeter.pipelines import artifacts, components
 from distillmeter.pipelines.artifacts import ArtifactManifest
@@ -39,6 +47,59 @@ TRAIN_LOG = "train"
 
 
 @dataclass
+class TrainedStudent:
+    """A student an earlier attempt at the same run (same config_id) trained and saved:
+    its verified checkpoint, the run that measured its ``student.train``, and what that
+    training did (from its train log, when that verifies too)."""
+
+    folder: Path
+    run_id: str
+    steps: int = 0
+    tokens: int = 0
+
+    @property
+    def run_dir(self) -> Path:
+        return artifacts.run_dir_of(self.folder)
+
+    def upstream_ref(self, student_dir: Path) -> dict:
+        """``run_start.upstream`` entry naming that attempt's training (path relative to
+        the new run directory, as teacher runs are named)."""
+        return {"run_id": self.run_id, "run_dir": os.path.relpath(self.run_dir, student_dir),
+                "stages": ["student.train"]}
+
+    def train_log(self) -> SimpleNamespace:
+        return SimpleNamespace(steps=self.steps, tokens=self.tokens)
+
+
+def locate_trained(search_dir: Path, run: StudentRun, warn=None) -> TrainedStudent | None:
+    """The newest student checkpoint of ``run`` (kind ``student``, its config_id) in a run
+    directory right under ``search_dir`` whose manifest's checksums all match, as teacher
+    artifacts are found (``teacher.locate_existing``); corrupted ones are reported through
+    ``warn`` and skipped. The manifest is written after the whole checkpoint, at the end of
+    ``student.train``: a folder without one (a crash or a full disk mid-save) is not a
+    checkpoint. An on-policy student is trained again: its training is rounds of three
+    stages, its own teacher scoring among them, which no upstream entry carries as
+    student work."""
+    if run.method.onpolicy:
+        return None
+    folder = artifacts.find_verified(search_dir, STUDENT_CKPT, run.config_id, warn=warn)
+    if folder is None:
+        return None
+    manifest = artifacts.read_manifest(folder)
+    run_id = manifest.run_id or protocol.read_ledger(artifacts.run_dir_of(folder)
+                                                     ).run_start.run_id
+    log = artifacts.artifact_dir(artifacts.run_dir_of(folder), TRAIN_LOG, run.config_id)
+    steps = tokens = 0
+    try:
+        artifacts.load_verified(log)
+        done = json.loads((log / "train.json").read_text(encoding="utf-8"))
+        steps, tokens = int(done["steps"]), int(done["tokens"])
+    except (artifacts.ArtifactError, OSError, ValueError, KeyError, TypeError):
+        pass  # the checkpoint is what matters; the counts are only reported
+    return TrainedStudent(folder, run_id, steps, tokens)
+
+
+@dataclass
 class StudentResult:
     exact_match: float
     loss: float
@@ -52,20 +113,25 @@ class StudentResult:
 
 
 def run_student(ctx: Context, run: StudentRun, teacher: TeacherOutputs,
-                run_dir: Path) -> StudentResult | None:
+                run_dir: Path, trained: TrainedStudent | None = None) -> StudentResult | None:
     """Train and evaluate one student in ``run_dir``, metered. Under torchrun every rank
-    calls it (docs/scale.md); ranks other than 0 return None."""
-    cfg, ui, device, label = ctx.cfg, ctx.ui, ctx.device, run_dir.name
+    calls it (docs/scale.md); ranks other than 0 return None. ``trained``: this student as
+    an interrupted attempt at the run already trained it (:func:`locate_trained`): it is
+    loaded and evaluated, not trained again, and the attempt's ``student.train`` is named
+    as upstream, its energy counted where it was measured (docs/reliability.md)."""
+    cfg, ui, label = ctx.cfg, ctx.ui, run_dir.name
     method, seed = run.method, run.seed
     main = ctx.dist is None or ctx.dist.is_main  # rank 0 (or the only process)
-    plan = teacher.plan
     teacher.check_data([method])  # before its run directory exists (the runner checks first)
     t_metrics = teacher.teacher_metrics()
     # how many of the teacher's answers it trains on, so the analysis can tell (0: none)
     answers = ({"synthetic_examples": teacher.synthetic_kept()}
                if "synthetic" in method.data else {})
+    upstream = teacher.upstream_for(method, run_dir)
+    if trained is not None:
+        upstream.append(trained.upstream_ref(run_dir))
     meter = ctx.open_meter(run_dir, method=method.name, seed=seed, config_id=run.config_id,
-                           upstream=teacher.upstream_for(method, run_dir),
+                           upstream=upstream,
                            labels={"role": "student", "data": list(method.data), **answers,
                                    "loss": method.loss,
                                    "teacher_mode": method.teacher_mode if method.loss == "kd"
@@ -73,103 +139,14 @@ def run_student(ctx: Context, run: StudentRun, teacher: TeacherOutputs,
                                    **({"divergence": method.divergence, "lmbda": method.lmbda,
                                        "block_prompts": method.block_prompts}
                                       if method.onpolicy else {})})
+    device = ctx.device  # used by the evaluation below
     with meter:
-        with ui.metered(meter, label, "setup.load", None):
-            components.seed_everything(seed)
-            data, tok = components.load_data_and_tokenizer(cfg)
-            loaded_t = None  # a live teacher: online KD, on-policy
-            if (method.loss == "kd" and method.teacher_mode == "online") or method.onpolicy:
-                if plan.checkpoint is not None:
-                    loaded_t = build.load_checkpoint(teacher.folder(plan.checkpoint), device,
-                                                     cfg.teacher.model)
-                else:
-                    loaded_t = build.build_model(cfg.teacher.model, tok, seed=0,
-                                                 device=device, role="teacher",
-                                                 trainable=False)
-            teacher_model = loaded_t.model if loaded_t is not None else None
-            student = build.build_model(cfg.student.model, tok, seed=seed, device=device)
-            model, max_len, mixed = student.model, student.max_len, student.autocast
-            synthetic = (read_synthetic(teacher.folder(plan.synthetic))
-                         if "synthetic" in method.data else None)
-            seqs = encode_pairs(tok, training_pairs(method, data, synthetic), max_len)
-            from distillmeter.models.checkpoints import shared_vocab
-
-            # logits compared on the tokenizer's ids (padding rows past them sliced off)
-            vocab = shared_vocab(tok, model)
-            if method.loss == "ce":
-                loss_fn = ce_loss
-            elif method.onpolicy:
-                from distillmeter.models import check_tokenizers_compatible
-
-                loss_fn = OnPolicyKD(method, vocab_size=check_tokenizers_compatible(
-                    tok, tok, build.vocab_width(teacher_model), build.vocab_width(model)))
-            elif method.teacher_mode == "cached":
-                cache = LogitCache(teacher.folder(plan.caches[method.name]),
-                                   expect_sequences=seqs)
-                loss_fn = CachedKD(method, cache, vocab_size=vocab)
-            else:
-                from distillmeter.models import check_tokenizers_compatible
-
-                # one tokenizer for both; this checks the models' logit widths against it
-                shared = check_tokenizers_compatible(tok, tok, build.vocab_width(
-                    teacher_model), build.vocab_width(model))
-                loss_fn = OnlineKD(method, teacher_model, vocab_size=shared)
-
-        tcfg = cfg.training
-        if method.onpolicy:  # rounds of student.generate, teacher.score, student.train
-            windows = ui.phases(meter, label, [("student.generate", None, "prompt"),
-                                               ("teacher.score", None, "seq"),
-                                               ("student.train", tcfg.token_budget, "tok")])
+        if trained is not None:
+            data, tok, model, max_len, mixed, result = _load_trained(ctx, meter, label, seed,
+                                                                     trained, main)
         else:
-            windows = ui.metered(meter, label, "student.train", tcfg.token_budget, "tok")
-        rounds = None
-        with windows as bar:
-            # under torchrun every rank trains its shard of each batch (DDP/FSDP); the
-            # stage counts this rank's tokens, the bar all ranks'
-            world = ctx.world_size
-            if method.onpolicy:
-                rounds = onpolicy_data(ctx, method, bar, student, loaded_t, tok,
-                                       list(data.pool), seqs, loss_fn, seed)
-                source, on_step = rounds, None  # rounds count their own tokens
-            else:
-                bar.annotate(params=count_params(model), batch_size=tcfg.batch_size,
-                             **attention_info(model))
-                if method.loss == "kd":
-                    bar.annotate(kd=method.teacher_mode)
-                if teacher_model is not None:  # online KD: a teacher forward pass per batch
-                    bar.annotate(teacher_params=count_params(teacher_model),
-                                 **attention_info(teacher_model, "teacher_"))
-                source = batches(seqs, tcfg.batch_size, tok.pad_token_id, seed=seed)
-
-                def on_step(n_tok: int, n_seq: int, loss: float) -> None:
-                    bar.advance(n_tok, n_seq, n_tok * world)
-            result = train(model, source, loss_fn, tcfg, device=device, on_step=on_step,
-                           autocast_dtype=mixed, dist=ctx.dist)
-            if rounds is not None:
-                rounds.close()
-            else:
-                bar.annotate(steps=result.steps,
-                             micro_batches=result.steps * tcfg.grad_accum)
-            if main:  # rank 0 writes; FSDP gathered the trained model there
-                model = result.model
-                folder = artifacts.artifact_dir(run_dir, STUDENT_CKPT, run.config_id)
-                build.save_checkpoint(model, tok, folder)
-                artifacts.write_manifest(folder, ArtifactManifest(
-                    kind=STUDENT_CKPT, hash=run.config_id, stage="student.train",
-                    run_id=meter.run_id, info={"method": method.name, "seed": seed,
-                                               "world_size": world}))
-                log = artifacts.artifact_dir(run_dir, TRAIN_LOG, run.config_id)
-                log.mkdir(parents=True, exist_ok=True)
-                (log / "train.json").write_text(json.dumps({
-                    "steps": result.steps, "tokens": result.tokens, "samples": result.samples,
-                    "examples": len(seqs), "epochs": result.samples / max(1, len(seqs)),
-                    "final_loss": result.final_loss, "last_parts": result.last_parts,
-                    "losses": result.losses, "world_size": world,
-                    **({"onpolicy": rounds.log.as_dict()} if rounds is not None else {})},
-                    indent=1))
-                artifacts.write_manifest(log, ArtifactManifest(
-                    kind=TRAIN_LOG, hash=run.config_id, stage="student.train",
-                    run_id=meter.run_id))
+            data, tok, model, max_len, mixed, result = _train(ctx, meter, run, teacher,
+                                                              run_dir, main)
         if not main:
             # rank 0 alone evaluates; this rank's devices wait inside the stage, metered
             with meter.stage("eval.student"):
@@ -182,9 +159,10 @@ def run_student(ctx: Context, run: StudentRun, teacher: TeacherOutputs,
             from distillmeter.models.checkpoints import compute_dtype
             from distillmeter.pipelines.evaluation import lm_eval_stages
 
+            ckpt = (trained.folder if trained is not None
+                    else artifacts.artifact_dir(run_dir, STUDENT_CKPT, run.config_id))
             le = lm_eval_stages(
-                ui, meter, label, "eval.student",
-                artifacts.artifact_dir(run_dir, STUDENT_CKPT, run.config_id), cfg.eval,
+                ui, meter, label, "eval.student", ckpt, cfg.eval,
                 device=device, dtype=compute_dtype(cfg.student.model, device),
                 folder=artifacts.artifact_dir(run_dir, STUDENT_EVAL, run.config_id),
                 kind=STUDENT_EVAL, key_hash=run.config_id)
@@ -209,4 +187,126 @@ def run_student(ctx: Context, run: StudentRun, teacher: TeacherOutputs,
             "q": res.exact_match / t_em if t_em else None})
     return StudentResult(res.exact_match, res.loss, t_em, result.steps, result.tokens)
 
+
+def _train(ctx: Context, meter, run: StudentRun, teacher: TeacherOutputs, run_dir: Path,
+           main: bool) -> tuple:
+    """setup.load and student.train; the trained student is saved (checkpoint, manifest
+    with checksums) at the end of student.train, as that stage's product."""
+    cfg, ui, device, label = ctx.cfg, ctx.ui, ctx.device, run_dir.name
+    method, seed, plan = run.method, run.seed, teacher.plan
+    with ui.metered(meter, label, "setup.load", None):
+        components.seed_everything(seed)
+        data, tok = components.load_data_and_tokenizer(cfg)
+        loaded_t = None  # a live teacher: online KD, on-policy
+        if (method.loss == "kd" and method.teacher_mode == "online") or method.onpolicy:
+            if plan.checkpoint is not None:
+                loaded_t = build.load_checkpoint(teacher.folder(plan.checkpoint), device,
+                                                 cfg.teacher.model)
+            else:
+                loaded_t = build.build_model(cfg.teacher.model, tok, seed=0,
+                                             device=device, role="teacher",
+                                             trainable=False)
+        teacher_model = loaded_t.model if loaded_t is not None else None
+        student = build.build_model(cfg.student.model, tok, seed=seed, device=device)
+        model, max_len, mixed = student.model, student.max_len, student.autocast
+        synthetic = (read_synthetic(teacher.folder(plan.synthetic))
+                     if "synthetic" in method.data else None)
+        seqs = encode_pairs(tok, training_pairs(method, data, synthetic), max_len)
+        from distillmeter.models.checkpoints import shared_vocab
+
+        # logits compared on the tokenizer's ids (padding rows past them sliced off)
+        vocab = shared_vocab(tok, model)
+        if method.loss == "ce":
+            loss_fn = ce_loss
+        elif method.onpolicy:
+            from distillmeter.models import check_tokenizers_compatible
+
+            loss_fn = OnPolicyKD(method, vocab_size=check_tokenizers_compatible(
+                tok, tok, build.vocab_width(teacher_model), build.vocab_width(model)))
+        elif method.teacher_mode == "cached":
+            cache = LogitCache(teacher.folder(plan.caches[method.name]),
+                               expect_sequences=seqs)
+            loss_fn = CachedKD(method, cache, vocab_size=vocab)
+        else:
+            from distillmeter.models import check_tokenizers_compatible
+
+            # one tokenizer for both; this checks the models' logit widths against it
+            shared = check_tokenizers_compatible(tok, tok, build.vocab_width(
+                teacher_model), build.vocab_width(model))
+            loss_fn = OnlineKD(method, teacher_model, vocab_size=shared)
+
+    tcfg = cfg.training
+    if method.onpolicy:  # rounds of student.generate, teacher.score, student.train
+        windows = ui.phases(meter, label, [("student.generate", None, "prompt"),
+                                           ("teacher.score", None, "seq"),
+                                           ("student.train", tcfg.token_budget, "tok")])
+    else:
+        windows = ui.metered(meter, label, "student.train", tcfg.token_budget, "tok")
+    rounds = None
+    with windows as bar:
+        # under torchrun every rank trains its shard of each batch (DDP/FSDP); the
+        # stage counts this rank's tokens, the bar all ranks'
+        world = ctx.world_size
+        if method.onpolicy:
+            rounds = onpolicy_data(ctx, method, bar, student, loaded_t, tok,
+                                   list(data.pool), seqs, loss_fn, seed)
+            source, on_step = rounds, None  # rounds count their own tokens
+        else:
+            bar.annotate(params=count_params(model), batch_size=tcfg.batch_size,
+                         **attention_info(model))
+            if method.loss == "kd":
+                bar.annotate(kd=method.teacher_mode)
+            if teacher_model is not None:  # online KD: a teacher forward pass per batch
+                bar.annotate(teacher_params=count_params(teacher_model),
+                             **attention_info(teacher_model, "teacher_"))
+            source = batches(seqs, tcfg.batch_size, tok.pad_token_id, seed=seed)
+
+            def on_step(n_tok: int, n_seq: int, loss: float) -> None:
+                bar.advance(n_tok, n_seq, n_tok * world)
+        result = train(model, source, loss_fn, tcfg, device=device, on_step=on_step,
+                       autocast_dtype=mixed, dist=ctx.dist)
+        if rounds is not None:
+            rounds.close()
+        else:
+            bar.annotate(steps=result.steps,
+                         micro_batches=result.steps * tcfg.grad_accum)
+        if main:  # rank 0 writes; FSDP gathered the trained model there
+            model = result.model
+            folder = artifacts.artifact_dir(run_dir, STUDENT_CKPT, run.config_id)
+            build.save_checkpoint(model, tok, folder)
+            artifacts.write_manifest(folder, ArtifactManifest(
+                kind=STUDENT_CKPT, hash=run.config_id, stage="student.train",
+                run_id=meter.run_id, info={"method": method.name, "seed": seed,
+                                           "world_size": world}))
+            log = artifacts.artifact_dir(run_dir, TRAIN_LOG, run.config_id)
+            with writing(log):
+                log.mkdir(parents=True, exist_ok=True)
+                (log / "train.json").write_text(json.dumps({
+                    "steps": result.steps, "tokens": result.tokens,
+                    "samples": result.samples, "examples": len(seqs),
+                    "epochs": result.samples / max(1, len(seqs)),
+                    "final_loss": result.final_loss, "last_parts": result.last_parts,
+                    "losses": result.losses, "world_size": world,
+                    **({"onpolicy": rounds.log.as_dict()} if rounds is not None else {})},
+                    indent=1))
+            artifacts.write_manifest(log, ArtifactManifest(
+                kind=TRAIN_LOG, hash=run.config_id, stage="student.train",
+                run_id=meter.run_id))
+    return data, tok, model, max_len, mixed, result
+
+
+def _load_trained(ctx: Context, meter, label: str, seed: int, trained: TrainedStudent,
+                  main: bool) -> tuple:
+    """setup.load for a student trained by an earlier attempt: its checkpoint (verified
+    when it was located) instead of a fresh model and a training stage."""
+    cfg, device = ctx.cfg, ctx.device
+    model = max_len = mixed = None
+    with ctx.ui.metered(meter, label, "setup.load", None) as bar:
+        components.seed_everything(seed)
+        data, tok = components.load_data_and_tokenizer(cfg)
+        if main:  # rank 0 alone evaluates
+            loaded = build.load_checkpoint(trained.folder, device, cfg.student.model)
+            model, max_len, mixed = loaded.model, loaded.max_len, loaded.autocast
+        bar.annotate(trained_in=trained.run_dir.name)
+    return data, tok, model, max_len, mixed, trained.train_log()
 

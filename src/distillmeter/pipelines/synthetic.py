@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from distillmeter.errors import writing
 from distillmeter.pipelines import artifacts
 from distillmeter.pipelines.artifacts import ArtifactError, ArtifactManifest
 from distillmeter.pipelines.config import GenerationConfig
@@ -68,9 +69,10 @@ def generate_synthetic(folder: Path, model, tokenizer, task, prompts: list[str],
                             temperature=cfg.temperature, top_p=cfg.top_p,
                             batch_size=cfg.batch_size, seed=seed, on_batch=on_batch)
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    with writing(folder):
+        folder.mkdir(parents=True, exist_ok=True)
     n_kept = 0
-    with open(folder / DATA_FILE, "w", encoding="utf-8") as f:
+    with writing(folder / DATA_FILE), open(folder / DATA_FILE, "w", encoding="utf-8") as f:
         for g in gens:
             correct = bool(task.check(g.prompt, g.completion)) if cfg.verify else None
             # without a verifier every non-empty answer is kept

@@ -8,9 +8,10 @@ a long timeout, ``distributed.wait_timeout_s``):
   work is not distributed). Each other rank meters its own devices in that run directory
   too, mirroring rank 0's stage boundaries as rank 0 announces them, so the GPUs the job
   holds idle are counted in the teacher stages rather than nowhere.
-- ``("student", run, teacher outputs, run_dir)``: a student run, collective: every rank
-  runs it (DDP/FSDP in ``student.train``; rank 0 alone saves and evaluates while the others
-  wait inside ``eval.student``), every stage boundary behind a barrier.
+- ``("student", run, teacher outputs, run_dir, trained)``: a student run, collective: every
+  rank runs it (DDP/FSDP in ``student.train``; rank 0 alone saves and evaluates while the
+  others wait inside ``eval.student``; ``trained``: a student an interrupted attempt saved,
+  so there is no training), every stage boundary behind a barrier.
 - ``("done",)``, or ``("abort", reason)`` when rank 0 fails while the others are listening.
 
 Every run directory made under torchrun holds ``ranks/rank<k>/`` and the merged files
@@ -63,10 +64,11 @@ class Leader:
             self.ctx.solo = False
 
     @contextmanager
-    def student(self, run: Any, teacher: Any, path: Path):
-        """A student run every rank runs together."""
+    def student(self, run: Any, teacher: Any, path: Path, trained: Any = None):
+        """A student run every rank runs together (``trained``: a student an earlier
+        attempt saved, evaluated instead of trained; see ``student.locate_trained``)."""
         if self.active:
-            self.ctx.dist.broadcast(("student", run, teacher, path))
+            self.ctx.dist.broadcast(("student", run, teacher, path, trained))
             self.listening = False
         yield
         self.listening = True

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from distillmeter import protocol
-from distillmeter.errors import USER_ERRORS, UserError
+from distillmeter.errors import USER_ERRORS, OutputError, UserError
 from distillmeter.pipelines.config import RunConfig
 from distillmeter.pipelines.runner import has_data, ledger_status
 from distillmeter.pipelines.scale.sweep import TEACHERS_DIR
@@ -99,7 +99,7 @@ def student_job(cfg: RunConfig, point: str, seed: int, teacher: Any, runs_dir: s
     recorded (its directory kept and accounted) and the next one goes on."""
     from distillmeter.pipelines.plan import plan_students
     from distillmeter.pipelines.runner import move_aside
-    from distillmeter.pipelines.student import run_student
+    from distillmeter.pipelines.student import locate_trained, run_student
 
     root = Path(runs_dir)
     ctx = _context(cfg, root, quiet, checks_said=True)
@@ -126,8 +126,12 @@ def student_job(cfg: RunConfig, point: str, seed: int, teacher: Any, runs_dir: s
             except USER_ERRORS:
                 pass  # a run that cannot be accounted is still kept; `report` lists it
         ctx.ui.note(f"[bold]{point}/{run.name}[/]: {run.method.name}, seed {seed}")
+        # a student an interrupted attempt trained and saved: evaluated, not trained again
+        trained = locate_trained(root / point, run, warn=ctx.ui.note) if resume else None
         try:
-            run_student(ctx, run, teacher, path)
+            run_student(ctx, run, teacher, path, trained)
+        except OutputError:  # a full disk stops every config alike: stop here
+            raise
         except Exception as exc:  # one failing config must not stop the sweep
             rec.status, rec.note = "failed", f"{type(exc).__name__}: {exc}"
         try:

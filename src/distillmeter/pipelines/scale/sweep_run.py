@@ -31,7 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from distillmeter import protocol
-from distillmeter.errors import UserError
+from distillmeter.errors import UserError, writing
 from distillmeter.pipelines.config import RunConfig
 from distillmeter.pipelines.runner import has_data
 from distillmeter.pipelines.scale.sweep import TEACHERS_DIR, Sweep
@@ -57,8 +57,13 @@ def _write_state(sweep: Sweep, root: Path, records: list[JobRecord]) -> None:
                                       for m in p.config.methods}} for p in sweep.points],
            "runs": [asdict(r) for r in records]}
     tmp = root / ".sweep.json.tmp"
-    tmp.write_text(json.dumps(doc, indent=1, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, root / "sweep.json")
+    try:
+        with writing(root / "sweep.json"):
+            tmp.write_text(json.dumps(doc, indent=1, default=str) + "\n", encoding="utf-8")
+            os.replace(tmp, root / "sweep.json")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def run_sweep(sweep: Sweep, runs_dir: str | Path, *, resume: bool = False, quiet: bool = False,
@@ -70,7 +75,8 @@ def run_sweep(sweep: Sweep, runs_dir: str | Path, *, resume: bool = False, quiet
 
     console = console or get_console(stderr=True)
     root = Path(runs_dir).resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    with writing(root):
+        root.mkdir(parents=True, exist_ok=True)
     lock = RunLock(root)  # one sweep per RUNS_DIR: two would move each other's runs aside
     taken = lock.acquire(f"distillmeter sweep (pid {os.getpid()})")
     try:
@@ -80,7 +86,9 @@ def run_sweep(sweep: Sweep, runs_dir: str | Path, *, resume: bool = False, quiet
             _check_fresh(sweep, root)
         src = Path(sweep.source)
         if src.is_file():
-            (root / "sweep.yaml").write_text(src.read_text(encoding="utf-8"), encoding="utf-8")
+            with writing(root / "sweep.yaml"):
+                (root / "sweep.yaml").write_text(src.read_text(encoding="utf-8"),
+                                                 encoding="utf-8")
         _write_state(sweep, root, [])
         plans: dict[str, RunConfig] = {}
         for p in sweep.points:  # one teacher job per distinct teacher plan, in point order
