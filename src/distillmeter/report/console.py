@@ -6,6 +6,7 @@ from typing import Any
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from distillmeter.analysis.rules import fmt_ci, fmt_j_pm, fmt_pm
@@ -17,8 +18,9 @@ def print_summary(a: Analysis, console: Console | None = None) -> None:
     """One table per group of comparable runs, then notes, skipped runs and rules."""
     console = console or Console()
     for s in a.skipped:
-        console.print(f"[red]skipped[/red] {s['run_dir']}: {s['reason']}", markup=True,
-                      highlight=False)
+        kind = f" ({s['kind']})" if s.get("kind") else ""
+        console.print(f"[red]skipped[/red]{escape(kind)} {escape(s['run_dir'])}: "
+                      f"{escape(s['reason'])}", markup=True, highlight=False, soft_wrap=True)
     for n in a.notes:
         console.print(f"[yellow]note:[/yellow] {n}", highlight=False)
     amort = "" if a.amortize == 1 else f", teacher side / {a.amortize:g}"
@@ -41,14 +43,22 @@ def print_summary(a: Analysis, console: Console | None = None) -> None:
                 mark += " ~" + ",".join(names.get(x, x) for x in c.not_separable_from)
             total = c.energy_j.mean or 0.0
             share = f"{100 * c.side_mean('teacher') / total:.0f}%" if total > 0 else "n/a"
+            energy = fmt_j_pm(c.energy_j.mean, c.energy_j.half_width)
+            if c.incomplete:  # a lower bound: its teacher's energy is missing
+                energy, share, mark = f">= {energy}", "missing", "n/a (incomplete)"
             table.add_row(
-                names[c.config] + (" *" if c.estimated else ""), str(c.n_seeds),
-                fmt_j_pm(c.energy_j.mean, c.energy_j.half_width), share,
+                names[c.config] + (" *" if c.estimated else "") + (" !" if c.incomplete
+                                                                   else ""), str(c.n_seeds),
+                energy, share,
                 fmt_ci(c.quality),
                 fmt_pm(c.q.mean, None), mark)
         console.print(fit(table))
         if any(c.estimated for c in cs):
             console.print("* some energy estimated (no counter or sensor on a device)")
+        if any(c.incomplete for c in cs):
+            console.print("! incomplete: its teacher's energy is missing (an upstream run "
+                          "cannot be read), so its energy is a lower bound; see the notes",
+                          highlight=False)
         shared = ("; energies compared without the error the machine's estimate shares"
                   if any(c.estimated for c in cs) else "")
         console.print("Pareto: yes = on the energy-quality frontier; ~X = not separable from "
@@ -61,6 +71,11 @@ def print_summary(a: Analysis, console: Console | None = None) -> None:
 def print_plan(plan: dict[str, Any], console: Console | None = None) -> None:
     """The planner's choice per group and the rules behind it."""
     console = console or Console()
+    for s in plan.get("skipped", []):
+        console.print(f"[red]left out[/red] {escape(s['run_dir'])}: {escape(s['reason'])}",
+                      highlight=False, soft_wrap=True)
+    for n in plan.get("notes", []):
+        console.print(f"[yellow]note:[/yellow] {escape(n)}", highlight=False, soft_wrap=True)
     console.print(plan["criterion"], highlight=False, soft_wrap=True)
     for g in plan["groups"]:
         console.print(f"\n[bold]group {g['group']}: {g['describe']}[/bold]", highlight=False)
