@@ -235,15 +235,15 @@ def totals_table(report: Report) -> Table:
         table.add_row(f"  {side}", f"{_j(joules)} J",
                       f"{_j(overhead)} J of it the meter's overhead" if side == "setup"
                       and overhead else "")
+    if len(t.by_device) > 1:
+        for dev, joules in t.by_device.items():
+            table.add_row(f"  {dev}", f"{_j(joules)} J", "")
     if overhead:  # the meter's own idle measurement: not the workload's (accounting.md)
         table.add_row("meter overhead", f"{_j(overhead)} J",
                       f"setup.idle, the meter measuring idle power ({t.meter_overhead_s:.1f} s);"
                       " not counted in energy per student")
         workload = t.workload_j if t.workload_j is not None else t.energy_j - overhead
         table.add_row("workload", f"{_j(workload)} J", "the run less the meter's overhead")
-    if len(t.by_device) > 1:
-        for dev, joules in t.by_device.items():
-            table.add_row(f"  {dev}", f"{_j(joules)} J", "")
     if report.upstream:
         table.add_row("upstream", f"{_j(t.upstream_j)} J", "shared teacher work, counted in full")
         table.add_row("with upstream", f"{_j(t.with_upstream_j)} J", "")

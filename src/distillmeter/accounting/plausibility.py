@@ -254,12 +254,14 @@ def report_speeds(report: Report) -> dict[str, float]:
 
 
 def merge_flags(*groups: list[Flag]) -> list[Flag]:
-    """The flags of every group, each message once, in order."""
-    seen: set[tuple[str, str]] = set()
+    """The flags of every group, in order: one per code and place (the ledger's check and
+    the report's check of one negative count are one flag; the first is kept)."""
+    seen: set[tuple[str, ...]] = set()
     out: list[Flag] = []
     for group in groups:
         for f in group:
-            key = (f.code, f.message)
+            key = (f.code, f.stage or "", f.device or "") if f.stage or f.device else (
+                f.code, f.message)
             if key not in seen:
                 seen.add(key)
                 out.append(f)

@@ -10,6 +10,7 @@ reporting when its teacher's directory is missing.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -52,6 +53,7 @@ def resolve_upstream(
         path = Path(ref.run_dir)
         if not path.is_absolute():
             path = run_dir / path
+        shown = os.path.normpath(path)  # in flags: every student names its teacher alike
         if ref.run_id == run_id or _same_dir(path, run_dir):
             flags.append(impossible("upstream_self", (
                 f"run_start names this run itself as its upstream (run {ref.run_id}, "
@@ -61,13 +63,13 @@ def resolve_upstream(
         report = _upstream_report(path, ref, account_fn, warnings)
         if report is None:
             flags.append(incomplete("upstream_missing", (
-                f"teacher energy missing: upstream run {ref.run_id} ({path}) cannot be read, "
+                f"teacher energy missing: upstream run {ref.run_id} ({shown}) cannot be read, "
                 f"so its stages ({', '.join(ref.stages)}) are not counted: this run's totals "
                 "are lower bounds")))
             continue
         if any(f.kind == IMPOSSIBLE for f in report.flags):
             flags.append(impossible("upstream_impossible", (
-                f"upstream run {ref.run_id} ({path}) has impossible figures: "
+                f"upstream run {ref.run_id} ({shown}) has impossible figures: "
                 f"{flag_summary(report.flags, limit=1)}")))
         if report.run_id != ref.run_id:
             warnings.append(
@@ -85,7 +87,7 @@ def resolve_upstream(
                     f"upstream {path}: no stage {name!r} (it has: {have}); not counted"
                 )
                 flags.append(incomplete("upstream_missing", (
-                    f"teacher energy missing: upstream run {ref.run_id} ({path}) has no stage "
+                    f"teacher energy missing: upstream run {ref.run_id} ({shown}) has no stage "
                     f"{name!r} (it has: {have}), so it is not counted: this run's totals are "
                     "lower bounds"), stage=name))
                 continue

@@ -81,8 +81,8 @@ def plan_group(a: Analysis, group_id: str, budget: Budget, *, on_mean: bool = Fa
         if c.incomplete:  # its cost is a lower bound: it cannot be held against a budget
             row["fits"] = False
             row["incomplete"] = list(c.incomplete)
-            row["over"].append("incomplete, its cost is only a lower bound: "
-                               + "; ".join(c.incomplete))
+            row["over"].append("incomplete, its cost is only a lower bound: " + "; ".join(
+                r.removeprefix("teacher energy missing: ") for r in c.incomplete))
         cands.append(row)
     g = next(x for x in a.grouping.groups if x.id == group_id)
     out: dict[str, Any] = {"group": group_id, "describe": g.describe(), "candidates": cands,

@@ -86,7 +86,8 @@ def incomplete_entry(c: ConfigStats, base: ConfigStats | None, prefix: str = ""
         "incomplete": list(c.incomplete), "energy_j": total, "energy_j_is_lower_bound": True,
         "quality_metric": c.metric, "quality": c.quality.mean, "candidate": False,
     }
-    parts = [f"INCOMPLETE: its teacher's energy is missing ({'; '.join(c.incomplete)})",
+    why = "; ".join(r.removeprefix("teacher energy missing: ") for r in c.incomplete)
+    parts = [f"INCOMPLETE: its teacher's energy is missing ({why})",
              f"at least {_est(c, total)} per student"
              + (f", at least {total / base.energy_j.mean:.3g}x the baseline's "
                 f"{_est(base, base.energy_j.mean)}"
