@@ -149,11 +149,12 @@ def _source_text(st: StageReport) -> Text:
 
 
 def _status_text(status: str) -> Text:
-    style = {"ok": "green", "failed": "red", "incomplete": "red", "degraded": "yellow"}
+    style = {"ok": "green", "failed": "red", "incomplete": "red", "degraded": "yellow",
+             "impossible": "bold red"}
     return Text(status, style=style.get(status, ""))
 
 
-_STATUS_RANK = {"ok": 0, "degraded": 1, "incomplete": 2, "failed": 3}
+_STATUS_RANK = {"ok": 0, "degraded": 1, "incomplete": 2, "failed": 3, "impossible": 4}
 
 
 def merge_windows(stages: list[StageReport]) -> list[tuple[str, StageReport]]:
@@ -249,11 +250,20 @@ def totals_table(report: Report) -> Table:
     table.add_row("in stages", f"{_j(t.stages_j)} J", "")
     share = f"{t.unattributed_j / t.energy_j:.1%} of the run" if t.energy_j > 0 else ""
     table.add_row("unattributed", f"{_j(t.unattributed_j)} J", share)
+    overhead = t.meter_overhead_j or 0.0
     for side, joules in t.by_side.items():
-        table.add_row(f"  {side}", f"{_j(joules)} J", "")
+        table.add_row(f"  {side}", f"{_j(joules)} J",
+                      f"{_j(overhead)} J of it the meter's overhead" if side == "setup"
+                      and overhead else "")
     if len(t.by_device) > 1:
         for dev, joules in t.by_device.items():
             table.add_row(f"  {dev}", f"{_j(joules)} J", "")
+    if overhead:  # the meter's own idle measurement: not the workload's (accounting.md)
+        table.add_row("meter overhead", f"{_j(overhead)} J",
+                      f"setup.idle, the meter measuring idle power ({t.meter_overhead_s:.1f} s);"
+                      " not counted in energy per student")
+        workload = t.workload_j if t.workload_j is not None else t.energy_j - overhead
+        table.add_row("workload", f"{_j(workload)} J", "the run less the meter's overhead")
     if report.upstream:
         table.add_row("upstream", f"{_j(t.upstream_j)} J", "shared teacher work, counted in full")
         table.add_row("with upstream", f"{_j(t.with_upstream_j)} J", "")
@@ -320,6 +330,10 @@ def print_report(report: Report, console: Console | None = None, *,
         for name, note in notes:
             console.print(Text.assemble("  ", plain_text(name, limit=MAX_CELL), ": ",
                                         plain_text(note)))
+    if report.flags:  # impossible figures and missing upstream work (accounting.md)
+        console.print(Text(f"flags ({len(report.flags)})", style="bold red"))
+        for f in report.flags:
+            console.print(Text(f"  {f.kind}: {printable(f.message)}", style="red"))
     if report.warnings:
         console.print(Text(f"warnings ({len(report.warnings)})", style="bold yellow"))
         for w in report.warnings:

@@ -286,3 +286,15 @@ def test_the_meters_idle_window_does_not_pull_the_power_fit_down(tmp_path):
         idle_w = sum(o.energy[dev] for o in idle) / sum(o.seconds for o in idle)
         fitted = model.energy[dev].coef["power_w"]
         assert abs(fitted / work_w - 1) < 0.25, (dev, fitted, work_w, idle_w)
+    # a forecast's energy per student leaves the meter's idle window out, as the measured
+    # figures do: it is forecast (the meter will measure it) and named apart
+    cfg = _yaml(tmp_path / "idle.yaml", data)
+    assert main(["estimate", str(cfg), "--from", str(out), "--save", str(tmp_path)]) == 0
+    doc = json.loads((tmp_path / "forecast.json").read_text())
+    for key, rec in doc["methods"].items():
+        idle = rec["stages"]["setup.idle"]
+        assert idle["energy_j"] > 0 and rec["meter_overhead_j"] == idle["energy_j"], key
+        own = [s["energy_j"] for n, s in rec["stages"].items()
+               if n != "setup.idle" and not s.get("cannot")]
+        assert rec["own_j"] == pytest.approx(sum(own), rel=1e-12), key
+        assert rec["total_j"] == pytest.approx(rec["own_j"] + rec["teacher_j"], rel=1e-12)

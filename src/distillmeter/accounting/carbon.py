@@ -37,11 +37,41 @@ def _lookup(code: str) -> tuple[str, float]:
     for iso2, row in countries.items():  # also accept ISO alpha-3 codes
         if row.get("iso3") == key:
             return iso2, float(row["gco2e_per_kwh"])
-    known = ", ".join(sorted(countries))
+    close = country_suggestions(code)
+    if close:
+        hint = f"did you mean {' or '.join(close)}?"
+    else:
+        hint = f"known codes: {', '.join(sorted(countries))}."
     raise UserError(
-        f"no grid intensity for country {code!r}; known codes: {known}. "
-        "Pass a number instead (--grid GCO2_PER_KWH)."
+        f"no grid intensity for country {code!r}; {hint} "
+        "Or pass a number instead (--grid GCO2_PER_KWH)."
     )
+
+
+# Codes people write for a country whose ISO 3166 code is another: the United Kingdom is
+# GB (UK is only "exceptionally reserved"), Greece is GR (EL is the EU's own code).
+_ALIASES = {"UK": "GB", "EL": "GR"}
+
+
+def country_suggestions(code: str, limit: int = 3) -> list[str]:
+    """Close matches for a country code or name the table does not know, as ``"GB
+    (United Kingdom)"``: a known alias, codes one letter off (3-letter codes), and
+    names that start with or resemble what was written."""
+    import difflib
+
+    countries = grid_table()["countries"]
+    key = str(code).strip().upper()
+    names = {row["name"].upper(): iso2 for iso2, row in countries.items()}
+    iso3 = {str(row.get("iso3")).upper(): iso2 for iso2, row in countries.items()}
+    found: list[str] = []
+    if key in _ALIASES:
+        found.append(_ALIASES[key])
+    if len(key) >= 3:
+        found += [iso3[m] for m in difflib.get_close_matches(key, list(iso3), limit, 0.6)]
+        found += [iso2 for name, iso2 in names.items() if name.startswith(key)]
+        found += [names[m] for m in difflib.get_close_matches(key, list(names), limit, 0.6)]
+    out = list(dict.fromkeys(c for c in found if c in countries))[:limit]
+    return [f"{c} ({countries[c]['name']})" for c in out]
 
 
 def grid_intensity(

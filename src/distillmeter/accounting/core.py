@@ -9,8 +9,6 @@ per-device energy, uncertainty, idle, carbon, upstream) live in their own module
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,14 +24,23 @@ from distillmeter.accounting.energy import (
     device_window_energy,
 )
 from distillmeter.accounting.faults import apply_faults, stage_faults, unknown_energy_bound
-from distillmeter.accounting.hardware import read_hardware
+from distillmeter.accounting.hardware import read_hardware, replay_speeds
 from distillmeter.accounting.idle import (
     IdleOverride,
     cached_idle_notes,
     idle_power,
     idle_uncertainty_w,
 )
+from distillmeter.accounting.plausibility import (
+    apply_flags,
+    ledger_flags,
+    merge_flags,
+    refuse_impossible_ledger,
+    report_flags,
+    trace_flags,
+)
 from distillmeter.accounting.ranks import rank_detail
+from distillmeter.accounting.reportfile import write_report
 from distillmeter.accounting.series import DeviceSeries, device_series
 from distillmeter.accounting.uncertainty import (
     UncertaintyParts,
@@ -42,13 +49,13 @@ from distillmeter.accounting.uncertainty import (
 )
 from distillmeter.accounting.upstream import resolve_upstream
 from distillmeter.accounting.windows import StageWindow, shift_windows, stage_windows
-from distillmeter.errors import cannot_write
 from distillmeter.protocol import (
     ESTIMATED_SOURCES,
     LEDGER_FILE,
-    REPORT_FILE,
+    METER_STAGES,
     SIDES,
     TRACE_FILE,
+    Flag,
     Ledger,
     ProtocolError,
     Quality,
@@ -62,6 +69,7 @@ from distillmeter.protocol import (
 from distillmeter.protocol.merge import has_ranks, merged_inputs
 
 _READING_EVENTS = ("run_start", "stage_start", "stage_end", "run_end")
+__all__ = ["RunInputs", "account", "load_run", "run_energy", "stage_report", "write_report"]
 
 
 @dataclass
@@ -238,6 +246,7 @@ def account(
                    boundary_shift=boundary_shift, boundary_widen=boundary_widen,
                    include_upstream=include_upstream)
     inputs = load_run(run_dir)
+    refuse_impossible_ledger(inputs.ledger)  # no figure of such a run could be trusted
     try:
         report = _account(inputs, **options)
     except OverflowError:  # sums of readings too large to be real (math.fsum raises)
@@ -278,7 +287,8 @@ def _account(
 ) -> Report:
     ledger, rs = inputs.ledger, inputs.ledger.run_start
     warnings = list(inputs.warnings)
-    idle = idle_power(ledger, inputs.devices, idle_w)
+    speeds = replay_speeds(inputs.run_dir)  # a faster replay's power is not a real draw
+    idle = idle_power(ledger, inputs.devices, idle_w, speeds)
     for d in inputs.devices:
         if d not in idle:
             warnings.append(
@@ -328,6 +338,10 @@ def _account(
         )
         degraded = True
 
+    flags: list[Flag] = ledger_flags(ledger, inputs.t_begin, inputs.t_end, inputs.complete,
+                                     speeds)
+    flags += trace_flags(str(inputs.run_dir / TRACE_FILE), inputs.series, inputs.t_begin,
+                         inputs.t_end, ledger.events[-1].t, inputs.complete)
     upstream: list[StageReport] = []
     if include_upstream and rs.upstream:
         def account_upstream(path: Path) -> Report:
@@ -335,7 +349,8 @@ def _account(
                            boundary_shift=boundary_shift, boundary_widen=boundary_widen,
                            include_upstream=False)
 
-        upstream, up_warn = resolve_upstream(inputs.run_dir, rs.upstream, account_upstream)
+        upstream, up_warn = resolve_upstream(inputs.run_dir, rs.upstream, account_upstream,
+                                             run_id=rs.run_id, flags=flags)
         warnings.extend(up_warn)
         own = {s.name for s in stages}
         for name in sorted({s.name for s in upstream} & own):
@@ -351,6 +366,10 @@ def _account(
         # carried from an interrupted attempt at its run (docs/reliability.md) is student work
         by_side["student" if s.side == "student" else "teacher"] += s.energy_j["total"]
 
+    # the meter's own stages (its idle measurement): kept in the stages and the run's
+    # total, named apart, and left out of the workload (docs/accounting.md)
+    overhead_j = math.fsum(s.energy_j["total"] for s in stages if s.name in METER_STAGES)
+    up_overhead_j = math.fsum(s.energy_j["total"] for s in upstream if s.name in METER_STAGES)
     totals = Totals(
         energy_j=energy_j, kwh=energy_j / J_PER_KWH, seconds=inputs.t_end - inputs.t_begin,
         stages_j=stages_j, unattributed_j=unattributed, uncertainty_j=total_unc,
@@ -358,6 +377,10 @@ def _account(
         upstream_j=upstream_j, with_upstream_j=energy_j + upstream_j, by_side=by_side,
         by_device={d: e.joules for d, e in by_dev.items()},
         tokens=sum(s.tokens for s in stages),
+        meter_overhead_j=overhead_j,
+        meter_overhead_s=math.fsum(s.seconds for s in stages if s.name in METER_STAGES),
+        workload_j=energy_j - overhead_j,
+        workload_with_upstream_j=energy_j - overhead_j + upstream_j - up_overhead_j,
     )
     with_up = totals.with_upstream_j if upstream else None
     hardware, hw_warn = read_hardware(inputs.run_dir)
@@ -374,12 +397,13 @@ def _account(
     for ev in ledger.of("warning"):
         where = ", ".join(x for x in (ev.device, ev.stage) if x)
         warnings.append(f"meter: {ev.message}" + (f" ({where})" if where else ""))
-    return Report(
+    report = Report(
         run_id=rs.run_id, run_dir=str(inputs.run_dir), wall_time=rs.wall_time,
         method=rs.method, seed=rs.seed, config_id=rs.config_id, task=rs.task,
         labels=dict(rs.labels), hardware=hardware, devices=inputs.devices,
         sources=inputs.sources, idle_power_w=idle, stages=stages, upstream=upstream,
-        idle_uncertainty_w=idle_uncertainty_w(ledger, inputs.series, inputs.sources, idle),
+        idle_uncertainty_w=idle_uncertainty_w(ledger, inputs.series, inputs.sources, idle,
+                                              speeds),
         conservation=conservation,
         totals=totals,
         carbon=carbon(energy_j, with_up, grid_gco2_per_kwh=grid_gco2_per_kwh,
@@ -389,9 +413,11 @@ def _account(
         if q else None,
         estimated=estimated, status=status, warnings=warnings,
         accounting={"boundary_shift": boundary_shift, "boundary_widen": boundary_widen,
-                    "idle_override": idle_w is not None},
+                    "idle_override": idle_w is not None,
+                    **({"replay_speed": speeds} if speeds else {})},
         **_ranks_field(inputs.run_dir, idle_w, boundary_shift, boundary_widen),
     )
+    return apply_flags(report, merge_flags(flags, report_flags(report)))
 
 
 def _ranks_field(run_dir: Path, idle_w: IdleOverride, shift: float, widen: float
@@ -417,33 +443,3 @@ def _check_finite(inputs: RunInputs, by_dev: dict[str, DeviceEnergy],
             f"{inputs.run_dir}: energy is not a finite number for {', '.join(bad[:3])}: "
             f"{inputs.ledger.path.name} or {TRACE_FILE} holds readings too large to be real"
         )
-
-
-def write_report(run_dir: Path | str, report: Report) -> Path:
-    """Write ``RUN_DIR/report.json`` atomically (temp file + rename), after checking that
-    it reads back as a valid ``protocol.Report``. Returns the path written."""
-    run_dir = Path(run_dir)
-    text = report.to_json()
-    try:
-        Report.model_validate_json(text)
-    except Exception as exc:  # a bug here, not a user mistake: say what failed
-        raise ProtocolError(f"refusing to write an invalid report for {run_dir}: {exc}") from None
-    target = run_dir / REPORT_FILE
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".report.", suffix=".tmp", dir=run_dir)
-    except OSError as exc:
-        raise cannot_write(exc, target) from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is meant to be shared
-        os.replace(tmp, target)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise cannot_write(exc, target) from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target

@@ -32,3 +32,22 @@ def read_hardware(run_dir: Path) -> tuple[dict[str, Any], list[str]]:
     if isinstance(env.get("hardware"), dict):
         return dict(env["hardware"]), []
     return {k: env[k] for k in HARDWARE_KEYS if k in env}, []
+
+
+def replay_speeds(run_dir: Path) -> dict[str, float]:
+    """``{device: speed}`` for the devices a replayed trace fed faster than recorded
+    (environment.json's ``sensors`` of kind ``replay``): their power on the meter's clock is
+    ``speed`` times the recording's, which the impossible-figure checks allow for."""
+    try:
+        env = json.loads((run_dir / ENVIRONMENT_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    out: dict[str, float] = {}
+    sensors = env.get("sensors") if isinstance(env, dict) else None
+    for s in sensors if isinstance(sensors, list) else []:
+        if not isinstance(s, dict) or s.get("kind") != "replay":
+            continue
+        speed = s.get("speed")
+        if isinstance(speed, (int, float)) and speed > 1 and isinstance(s.get("devices"), list):
+            out.update({str(d): float(speed) for d in s["devices"]})
+    return out

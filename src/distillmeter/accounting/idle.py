@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+from distillmeter.accounting.limits import limit_phrase, max_power_w
 from distillmeter.accounting.series import DeviceSeries
 from distillmeter.accounting.uncertainty import BOUNDARY_QUANTUM_S
 from distillmeter.errors import UserError
@@ -38,12 +39,21 @@ from distillmeter.protocol import ESTIMATED_SOURCES, Ledger, is_device
 IdleOverride = float | int | Mapping[str, float] | None
 
 
-def measured_idle_w(ledger: Ledger) -> dict[str, float]:
+def plausible_idle(device: str, power_w: float, speed: float = 1.0) -> bool:
+    """A finite idle power in [0, the device's maximum] (limits.py; ``speed``: a replayed
+    trace's); an impossible one is flagged (plausibility.py) and not used."""
+    if not math.isfinite(power_w):
+        return False
+    return not is_device(device) or 0.0 <= power_w <= max_power_w(device, speed)
+
+
+def measured_idle_w(ledger: Ledger, speeds: Mapping[str, float] | None = None
+                    ) -> dict[str, float]:
     """Idle power from the ledger's ``idle_baseline`` events; several for one device are
-    averaged weighted by how long each was measured."""
+    averaged weighted by how long each was measured. Impossible ones are left out."""
     acc: dict[str, list[float]] = {}
     for ev in ledger.of("idle_baseline"):
-        if not math.isfinite(ev.power_w):
+        if not plausible_idle(ev.device, ev.power_w, (speeds or {}).get(ev.device, 1.0)):
             continue
         wsum = acc.setdefault(ev.device, [0.0, 0.0, 0.0])
         weight = ev.seconds if math.isfinite(ev.seconds) and ev.seconds > 0 else 1.0
@@ -70,14 +80,15 @@ def cached_idle_notes(ledger: Ledger) -> list[str]:
 
 
 def idle_power(
-    ledger: Ledger, devices: list[str], override: IdleOverride = None
+    ledger: Ledger, devices: list[str], override: IdleOverride = None,
+    speeds: Mapping[str, float] | None = None,
 ) -> dict[str, float]:
     """Idle watts per device: the measured baseline, replaced by ``override`` where given.
 
     ``override`` is one number (applied to every device) or ``{device: watts}`` (applied to
     those devices; the others keep their measured baseline).
     """
-    idle = measured_idle_w(ledger)
+    idle = measured_idle_w(ledger, speeds)
     if override is None:
         return idle
     if isinstance(override, Mapping):
@@ -85,19 +96,23 @@ def idle_power(
             if not is_device(dev):
                 raise UserError(f"idle power given for {dev!r}, which is not a device name "
                                 "(gpu:N, cpu:N or dram:N)")
-            idle[dev] = _check_w(w, dev)
+            idle[dev] = _check_w(w, dev, [dev])
         return idle
-    w = _check_w(override, "every device")
+    w = _check_w(override, "every device", devices)
     return {d: w for d in devices}
 
 
-def _check_w(w: object, what: str) -> float:
+def _check_w(w: object, what: str, devices: list[str]) -> float:
     try:
         x = float(w)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise UserError(f"idle power for {what} must be a number of watts, got {w!r}") from None
     if not math.isfinite(x) or x < 0:
         raise UserError(f"idle power for {what} must be a non-negative number of watts, got {w!r}")
+    for d in devices:
+        if is_device(d) and x > max_power_w(d):
+            raise UserError(f"idle power for {d} must be at most {limit_phrase(d)}, "
+                            f"got {w!r}")
     return x
 
 
@@ -122,14 +137,14 @@ def _event_error_w(power_w: float, seconds: float, t_end: float, source: str,
 
 
 def idle_uncertainty_w(ledger: Ledger, series: Mapping[str, DeviceSeries],
-                       sources: Mapping[str, str], idle: Mapping[str, float]
-                       ) -> dict[str, float]:
+                       sources: Mapping[str, str], idle: Mapping[str, float],
+                       speeds: Mapping[str, float] | None = None) -> dict[str, float]:
     """+- watts of each device's idle power in ``idle`` (see the module docstring). Several
     baselines of one device: their errors weighted by seconds, as the power is."""
-    measured = measured_idle_w(ledger)
+    measured = measured_idle_w(ledger, speeds)
     acc: dict[str, list[float]] = {}
     for ev in ledger.of("idle_baseline"):
-        if not math.isfinite(ev.power_w):
+        if not plausible_idle(ev.device, ev.power_w, (speeds or {}).get(ev.device, 1.0)):
             continue
         # a baseline reused from the meter's cache was measured in another session: this
         # run's trace does not hold its window, so it gets no spread term

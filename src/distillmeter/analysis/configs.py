@@ -47,6 +47,11 @@ class ConfigStats:
     dominated_separably: bool = False  # ... and separable on both axes
     not_separable_from: list[str] = field(default_factory=list)
     label: str = ""  # what tables and sentences call it (set by group_runs)
+    # why its totals are lower bounds (a run's upstream teacher work cannot be read): such
+    # a configuration is shown as incomplete, kept off the Pareto frontier, the rules and
+    # break-even, and never picked by the planner
+    incomplete: list[str] = field(default_factory=list)
+    meter_overhead_j: Summary | None = None  # the meter's own idle measurement, per run
 
     @property
     def n_seeds(self) -> int:
@@ -120,6 +125,8 @@ def config_stats(config: str, group: str, runs: list[RunFigures], *, amortize: f
         upstream_stages=sorted({n for r in runs for n in r.upstream_stage_names}),
         active_j=combine([r.measured_active(amortize) for r in runs]),
         per_student_teacher_stages=sorted({n for r in runs for n in r.own_teacher_stages}),
+        incomplete=sorted({m for r in runs for m in r.incomplete}),
+        meter_overhead_j=summarize([r.meter_overhead_j for r in runs]),
     )
 
 

@@ -27,6 +27,10 @@ error against the true energy (``ESTIMATE_REL`` of it, as every report carries) 
 top: each total also has ``energy_ci95``, its interval widened by that share of the
 estimated part, which is what a budget is checked against.
 
+**The meter's overhead.** The meter's idle window (``setup.idle``) is forecast like any
+stage, but kept out of every run's total, as the accounting keeps it out of the measured
+figures: ``meter_overhead_j`` beside ``total_j``.
+
 **Fallbacks.** A stage with no model work (``setup.load``), and the energy a run spends
 between stages, are forecast as measured on this hardware for the same role (mean, with
 the t prediction interval). An operation never measured here is forecast from the floor
@@ -50,6 +54,7 @@ from distillmeter.analysis.costfit import BETWEEN, time_features
 from distillmeter.analysis.costmodel import CostModel
 from distillmeter.analysis.costwork import StageWork, stage_work
 from distillmeter.analysis.stats import t_quantile
+from distillmeter.protocol import METER_STAGES
 
 PRIOR_REL_SD = 0.30
 BORROW_WIDEN = 3.0
@@ -355,20 +360,26 @@ def forecast_plan(model: CostModel, plan: dict[str, Any]) -> dict[str, Any]:
                                "runs": run.get("run_names") or [run["name"]],
                                "stages": stages, "upstream": list(run.get("upstream", []))}
     for rec in methods.values():
-        own = [f for f in rec["stages"].values() if not f.cannot]
+        # the meter's own idle window is forecast (it will be measured) but, as in every
+        # measured figure, kept out of the run's energy: meter_overhead_j
+        own = [f for n, f in rec["stages"].items() if not f.cannot and n not in METER_STAGES]
+        meter = [f for n, f in rec["stages"].items() if not f.cannot and n in METER_STAGES]
         up = [teacher_stages[s] for s in rec["upstream"]
-              if s in teacher_stages and not teacher_stages[s].cannot]
+              if s in teacher_stages and not teacher_stages[s].cannot
+              and s not in METER_STAGES]
+        rec["meter_overhead_j"] = math.fsum(f.energy_j for f in meter)
         rec["own_j"] = math.fsum(f.energy_j for f in own)
         rec["teacher_j"] = math.fsum(f.energy_j for f in up)
         rec["total_j"] = rec["own_j"] + rec["teacher_j"]
         rec["ci95"] = [math.fsum(f.ci95[0] for f in own + up),
                        math.fsum(f.ci95[1] for f in own + up)]
-        rec["seconds"] = math.fsum(f.seconds or 0.0 for f in own)
+        rec["seconds"] = math.fsum(f.seconds or 0.0 for f in own + meter)
         est = math.fsum(_estimated_j(model, f) for f in own + up)
         rec["estimate_rel"] = ESTIMATE_REL * est / rec["total_j"] if rec["total_j"] else 0.0
         rec["energy_ci95"] = widen_for_estimate(rec["ci95"], rec["estimate_rel"])
         rec["teacher_share"] = rec["teacher_j"] / rec["total_j"] if rec["total_j"] else None
-        rec["complete"] = len(own) == len(rec["stages"]) and len(up) == len(rec["upstream"])
+        rec["complete"] = all(not f.cannot for f in rec["stages"].values()) and len(up) == len(
+            [s for s in rec["upstream"] if s not in METER_STAGES])
         rec["stages"] = {k: f.to_dict() for k, f in rec["stages"].items()}
     students = {k: v for k, v in methods.items() if v["role"] == "student"}
     base = [v for k, v in students.items() if is_baseline(k)]

@@ -2,8 +2,13 @@
 
 A run directory is a directory holding ``ledger.jsonl``. Its ``report.json`` is used when it
 is valid and at least as new as the ledger; a run directory without one is accounted here
-(and its report written). A run directory that cannot be read, a broken report or ledger,
-is listed as skipped with the reason: never silently dropped.
+(and its report written) with the carbon settings its ``config.yaml`` names (the ones the
+pipeline would have used), unless the caller gives its own. A run directory that cannot
+be read or accounted is listed as skipped (``kind`` ``unaccounted``) with the reason: never
+silently dropped, and never accounted with a default grid in place of the one it asked
+for. Every report read is checked for impossible figures again (a report.json edited by
+hand, or written before the checks, is caught too: ``accounting.plausibility``); a run
+with one is skipped too (``kind`` ``impossible``), so no mean, verdict or plan uses it.
 """
 
 from __future__ import annotations
@@ -13,9 +18,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from distillmeter.accounting.plausibility import (
+    IMPOSSIBLE,
+    apply_flags,
+    flag_summary,
+    merge_flags,
+    report_flags,
+)
+from distillmeter.analysis.runs import config_key
 from distillmeter.errors import UserError
 from distillmeter.protocol import (
     ARTIFACTS_DIR,
+    CONFIG_FILE,
     LEDGER_FILE,
     REPORT_FILE,
     ProtocolError,
@@ -41,13 +55,23 @@ class LoadedRun:
 
 @dataclass(frozen=True)
 class Skipped:
-    """A run directory left out of the analysis, and why."""
+    """A run directory left out of the analysis, and why. ``kind``: ``unaccounted`` (it
+    could not be read or accounted), ``impossible`` (its report holds impossible figures),
+    ``unfinished`` (it did not finish cleanly) or ``duplicate``; ``config`` and ``label``
+    name its configuration where its report could be read."""
 
     run_dir: str
     reason: str
+    kind: str = "unaccounted"
+    config: str | None = None
+    method: str | None = None
 
-    def to_dict(self) -> dict[str, str]:
-        return {"run_dir": self.run_dir, "reason": self.reason}
+    def to_dict(self) -> dict[str, str | None]:
+        out: dict[str, str | None] = {"run_dir": self.run_dir, "reason": self.reason,
+                                      "kind": self.kind}
+        if self.config is not None:
+            out.update(config=self.config, method=self.method)
+        return out
 
 
 def find_run_dirs(runs_dir: Path | str) -> list[Path]:
@@ -69,12 +93,51 @@ def find_run_dirs(runs_dir: Path | str) -> list[Path]:
     return sorted(found)
 
 
-def _default_account(run_dir: Path) -> Report:
+CARBON_KEYS = ("grid_gco2_per_kwh", "country", "pue", "price_per_kwh")
+
+
+def run_carbon(run_dir: Path) -> dict[str, object]:
+    """The carbon settings the run's ``config.yaml`` names (``carbon:`` section, the
+    pipeline's), as accounting's keyword arguments; {} when it names none."""
+    import yaml
+
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return {}
+    section = data.get("carbon") if isinstance(data, dict) else None
+    if not isinstance(section, dict):
+        return {}
+    return {k: section[k] for k in CARBON_KEYS if section.get(k) is not None}
+
+
+def default_account(run_dir: Path, carbon: dict[str, object] | None = None) -> Report:
+    """Account a run directory and write its report.json: with ``carbon`` (accounting's
+    grid/country/pue/price keywords) when given, else with the settings its config.yaml
+    names. A setting accounting refuses (an unknown country) is a UserError naming it."""
     from distillmeter.accounting import account, write_report
 
-    report = account(run_dir)
+    named = run_carbon(run_dir)
+    settings = dict(named)
+    if carbon:
+        if carbon.get("grid_gco2_per_kwh") is not None or carbon.get("country"):
+            settings.pop("grid_gco2_per_kwh", None)
+            settings.pop("country", None)
+        settings.update({k: v for k, v in carbon.items() if v is not None})
+    try:
+        report = account(run_dir, **settings)  # type: ignore[arg-type]
+    except UserError as exc:
+        where = f" (from its {CONFIG_FILE}: carbon {named})" if named else ""
+        raise UserError(f"not accounted: {exc}{where}") from None
     write_report(run_dir, report)
     return report
+
+
+def _default_account(run_dir: Path) -> Report:
+    return default_account(run_dir)
 
 
 def _report_is_stale(run_dir: Path) -> bool:
@@ -126,15 +189,25 @@ def load_runs(
         except Exception as exc:  # a bug or an unexpected file: report it, keep going
             skipped.append(Skipped(rel, f"cannot account: {type(exc).__name__}: {exc}"))
             continue
-        if run.report.status not in COUNTED_STATUSES:
+        rep = run.report
+        flags = merge_flags(list(rep.flags), report_flags(rep))
+        if len(flags) != len(rep.flags):
+            run.report = rep = apply_flags(rep, flags)
+        who = {"config": config_key(rep), "method": rep.method}
+        if any(f.kind == IMPOSSIBLE for f in flags):
             skipped.append(Skipped(
-                rel, f"run status is {run.report.status!r} (it did not finish cleanly): "
-                "left out of the statistics; see its report.json"))
+                rel, f"impossible figures: {flag_summary(flags)}; left out of the statistics "
+                "(see its report.json)", IMPOSSIBLE, **who))
             continue
-        if run.report.run_id in seen:
+        if rep.status not in COUNTED_STATUSES:
             skipped.append(Skipped(
-                rel, f"same run_id {run.report.run_id} as {_rel(seen[run.report.run_id], root)}"
-                " (a copy?); counted once"))
+                rel, f"run status is {rep.status!r} (it did not finish cleanly): "
+                "left out of the statistics; see its report.json", "unfinished", **who))
+            continue
+        if rep.run_id in seen:
+            skipped.append(Skipped(
+                rel, f"same run_id {rep.run_id} as {_rel(seen[rep.run_id], root)}"
+                " (a copy?); counted once", "duplicate", **who))
             continue
         seen[run.report.run_id] = run_dir
         loaded.append(run)

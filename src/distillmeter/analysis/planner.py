@@ -78,6 +78,11 @@ def plan_group(a: Analysis, group_id: str, budget: Budget, *, on_mean: bool = Fa
                 row["fits"] = False
                 row["over"].append(f"{_fmt(unit, b)} > {_fmt(unit, limit)}" if b is not None
                                    else f"no {UNITS[unit]} figure")
+        if c.incomplete:  # its cost is a lower bound: it cannot be held against a budget
+            row["fits"] = False
+            row["incomplete"] = list(c.incomplete)
+            row["over"].append("incomplete, its cost is only a lower bound: " + "; ".join(
+                r.removeprefix("teacher energy missing: ") for r in c.incomplete))
         cands.append(row)
     g = next(x for x in a.grouping.groups if x.id == group_id)
     out: dict[str, Any] = {"group": group_id, "describe": g.describe(), "candidates": cands,
@@ -88,7 +93,8 @@ def plan_group(a: Analysis, group_id: str, budget: Budget, *, on_mean: bool = Fa
         out["estimated"] = ("~: estimated energy (no counter or sensor on a device); its "
                             "interval carries the estimate's error")
     if not fitting:
-        cheapest = min(cs, key=lambda c: c.energy_j.mean or float("inf"))
+        complete = [c for c in cs if not c.incomplete] or cs
+        cheapest = min(complete, key=lambda c: c.energy_j.mean or float("inf"))
         row = cands[cs.index(cheapest)]
         out["cheapest"] = cheapest.config
         out["verdict"] = (f"nothing fits the budget ({'; '.join(_limits(budget))} per "

@@ -219,14 +219,18 @@ def _baseline_rules(a: Analysis, group_id: str, by_id: dict[str, ConfigStats]) -
 
 def rules_for_group(a: Analysis, group_id: str) -> list[str]:
     """The rules for one group of comparable runs, most useful first."""
-    cs = [c for c in a.configs if c.group == group_id]
-    if not cs:
+    every = [c for c in a.configs if c.group == group_id]
+    if not every:
         return ["no student configurations in this group"]
+    # an incomplete configuration's totals are lower bounds: no rule rests on them
+    cs = [c for c in every if not c.incomplete]
     by_id = {c.config: c for c in cs}
     res = a.pareto[group_id]
     amort = "" if a.amortize == 1 else f" (teacher-side work shared by {a.amortize:g} students)"
     said: set[tuple[str, str]] = set()
-    out = _frontier_rules([by_id[i] for i in res.frontier], amort, said)
+    out = [f"{_label(c)} is left out of these rules: its totals are lower bounds "
+           f"({'; '.join(c.incomplete)})" for c in every if c.incomplete]
+    out += _frontier_rules([by_id[i] for i in res.frontier], amort, said)
     out += _teacher_rules(cs, amort)
     out += _baseline_rules(a, group_id, by_id)
     pairs = [(by_id[c.dominated_by], c) for c in cs if c.dominated_by]

@@ -8,6 +8,11 @@ does; divided by N) and the run's unattributed energy, so the sides add up to th
 An upstream stage on the student side is this student's own training, measured by an
 interrupted attempt at its run and named as upstream by the resumed run ("carried"): it
 counts on the student side, in full, never divided among students.
+
+The meter's own stages (``protocol.METER_STAGES``: its idle measurement, ``setup.idle``)
+are measuring, not the workload: every figure here leaves them out (own energy, sides,
+stages, idle time) and keeps them apart as ``meter_overhead_j``, read off the stages so
+that reports written before ``totals.meter_overhead_j`` existed are treated alike.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from distillmeter.analysis.uncertainty import IDLE_DRIFT_REL, Measured, parts_of
-from distillmeter.protocol import Report, stage_side
+from distillmeter.protocol import METER_STAGES, Report, stage_side
 
 SIDE_ORDER = ("setup", "teacher", "student", "eval", "unattributed")
 
@@ -72,6 +77,10 @@ class RunFigures:
     carried_unc: tuple[float, float, float] = (0.0, 0.0, 0.0)
     carried_idle_j: float = 0.0
     carried_idle_err_j: float = 0.0
+    meter_overhead_j: float = 0.0  # the meter's own stages (left out of own_j), J
+    meter_overhead_s: float = 0.0
+    # why the run's totals are lower bounds (its upstream teacher work cannot be read)
+    incomplete: tuple[str, ...] = ()
 
     def total_j(self, amortize: float = 1.0) -> float:
         """Own energy plus upstream energy, the shared part divided among ``amortize``
@@ -219,7 +228,9 @@ def figures(report: Report, run_dir: str | None = None) -> RunFigures:
     own_by_side: dict[str, float] = {}
     stage_j: dict[str, float] = {}
     stage_tokens: dict[str, int] = {}
-    for st in report.stages:
+    meter = [st for st in report.stages if st.name in METER_STAGES]
+    overhead_j = math.fsum(_stage_total(st) for st in meter)
+    for st in _work(report.stages):
         e = _stage_total(st)
         own_by_side[st.side] = own_by_side.get(st.side, 0.0) + e
         stage_j[st.name] = stage_j.get(st.name, 0.0) + e
@@ -227,7 +238,7 @@ def figures(report: Report, run_dir: str | None = None) -> RunFigures:
     own_by_side["unattributed"] = float(report.totals.unattributed_j)
     up_by_side: dict[str, float] = {}
     up_stages: dict[tuple[str, str], float] = {}
-    for st in report.upstream:
+    for st in _work(report.upstream):
         e = _stage_total(st)
         side = "student" if is_carried(st.name) else "teacher"
         up_by_side[side] = up_by_side.get(side, 0.0) + e
@@ -254,14 +265,14 @@ def figures(report: Report, run_dir: str | None = None) -> RunFigures:
         config=config_key(report),
         task=report.task,
         hardware=hardware_label(report.hardware),
-        own_j=float(report.totals.energy_j),
+        own_j=float(report.totals.energy_j) - overhead_j,
         own_by_side=own_by_side,
-        upstream_j=float(math.fsum(_stage_total(s) for s in report.upstream)),
+        upstream_j=float(math.fsum(_stage_total(s) for s in _work(report.upstream))),
         upstream_by_side=up_by_side,
         upstream_stages=up_stages,
         stage_j=stage_j,
         stage_tokens=stage_tokens,
-        upstream_stage_names=frozenset(s.name for s in report.upstream),
+        upstream_stage_names=frozenset(s.name for s in _work(report.upstream)),
         quality=quality,
         metric=metric,
         q=q,
@@ -273,8 +284,16 @@ def figures(report: Report, run_dir: str | None = None) -> RunFigures:
         labels=dict(report.labels),
         quality_n=quality_n,
         teacher_quality=teacher_quality,
+        meter_overhead_j=overhead_j,
+        meter_overhead_s=math.fsum(st.seconds for st in meter),
+        incomplete=tuple(f.message for f in report.flags if f.kind == "incomplete"),
         **_uncertainty_fields(report),
     )
+
+
+def _work(stages: list[Any]) -> list[Any]:
+    """The stages that are the workload's: all but the meter's own."""
+    return [st for st in stages if st.name not in METER_STAGES]
 
 
 def _stage_parts(st: Any) -> tuple[float, float, float]:
@@ -289,11 +308,11 @@ def _uncertainty_fields(report: Report) -> dict[str, Any]:
                    {**t.by_device, "total": t.energy_j}, report.sources)
     up = [0.0, 0.0, 0.0]
     stage_unc: dict[str, tuple[float, float, float]] = {}
-    for st in [*report.stages, *report.upstream]:
+    for st in _work([*report.stages, *report.upstream]):
         p = _stage_parts(st)
         prev = stage_unc.get(st.name, (0.0, 0.0, 0.0))
         stage_unc[st.name] = (prev[0] + p[0], prev[1] + p[1], prev[2] + p[2])
-    for st in report.upstream:
+    for st in _work(report.upstream):
         for i, x in enumerate(_stage_parts(st)):
             up[i] += x
     idle_w = math.fsum(report.idle_power_w.values())
@@ -302,13 +321,16 @@ def _uncertainty_fields(report: Report) -> dict[str, Any]:
     err_w = math.fsum(idle_err.get(d, IDLE_DRIFT_REL * w)
                       for d, w in report.idle_power_w.items())
     rel = err_w / idle_w if idle_w > 0 else IDLE_DRIFT_REL
-    up_idle = math.fsum(_stage_total(s) - s.active_energy_j for s in report.upstream)
-    carried = [s for s in report.upstream if is_carried(s.name)]
+    up_idle = math.fsum(_stage_total(s) - s.active_energy_j for s in _work(report.upstream))
+    carried = [s for s in _work(report.upstream) if is_carried(s.name)]
     c_parts = [_stage_parts(s) for s in carried]
     c_idle = math.fsum(_stage_total(s) - s.active_energy_j for s in carried)
+    # idle power x the workload's time: the meter's idle window is not the workload's
+    seconds = max(t.seconds - math.fsum(s.seconds for s in report.stages
+                                        if s.name in METER_STAGES), 0.0)
     return {
         "own_unc": own, "upstream_unc": (up[0], up[1], up[2]),
-        "own_idle_j": idle_w * t.seconds, "own_idle_err_j": err_w * t.seconds,
+        "own_idle_j": idle_w * seconds, "own_idle_err_j": err_w * seconds,
         "upstream_idle_j": up_idle, "upstream_idle_err_j": rel * abs(up_idle),
         "carried_j": math.fsum(_stage_total(s) for s in carried),
         "carried_unc": tuple(math.fsum(p[i] for p in c_parts) for i in range(3)),
@@ -320,8 +342,9 @@ def _uncertainty_fields(report: Report) -> dict[str, Any]:
 
 def campaign_total_j(runs: list[RunFigures]) -> dict[str, float]:
     """Energy of everything the runs did, each upstream stage counted once: the runs' own
-    energy plus the upstream stages whose run is not among them, deduplicated by run_id and
-    stage name (a teacher run that is present already holds its stages in its own energy)."""
+    energy (their workload; the meter's overhead apart, ``meter_overhead_j``) plus the
+    upstream stages whose run is not among them, deduplicated by run_id and stage name (a
+    teacher run that is present already holds its stages in its own energy)."""
     present = {r.run_id for r in runs}
     seen: dict[tuple[str, str], float] = {}
     for r in runs:
@@ -331,4 +354,5 @@ def campaign_total_j(runs: list[RunFigures]) -> dict[str, float]:
     own = math.fsum(r.own_j for r in runs)
     extra = math.fsum(seen.values())
     return {"own_j": own, "external_upstream_j": extra, "energy_j": own + extra,
-            "external_upstream_stages": len(seen)}
+            "external_upstream_stages": len(seen),
+            "meter_overhead_j": math.fsum(r.meter_overhead_j for r in runs)}

@@ -94,9 +94,11 @@ def analyse(
     for g in grouping.groups:
         cs = [c for c in grouping.configs if c.group == g.id]
         # one machine: energies compare on their comparison intervals (analysis/compare)
+        # an incomplete configuration's energy is a lower bound: no frontier claim on it
         pts = [pareto.Point(c.config, c.energy_j.mean, c.quality.mean, c.energy_j.comparison,
                             _ci(c.quality))
-               for c in cs if c.energy_j.mean is not None and c.quality.mean is not None]
+               for c in cs if c.energy_j.mean is not None and c.quality.mean is not None
+               and not c.incomplete]
         res = pareto.analyse(pts)
         pareto_by_group[g.id] = res
         for c in cs:
@@ -108,7 +110,8 @@ def analyse(
             c.dominated_separably = bool(c.dominated_by) and dominance_separable(
                 by_id[c.dominated_by], c)
         teachers = [t for t in grouping.teacher_runs if t.run_id in g.teacher_runs]
-        be_by_group[g.id] = breakeven.break_even(cs, teachers, amortize=amortize,
+        be_by_group[g.id] = breakeven.break_even([c for c in cs if not c.incomplete],
+                                                 teachers, amortize=amortize,
                                                  baseline_method=baseline_method, min_q=min_q)
     owner = {r.run_id: c.label or c.config for c in grouping.configs for r in c.runs}
     for t in grouping.teacher_runs:
@@ -122,6 +125,16 @@ def analyse(
     if any(c.n_seeds == 1 for c in grouping.configs):
         analysis.notes.append("configurations with one seed have no interval: they are "
                               "never separable from a frontier point")
+    for c in grouping.configs:
+        if c.incomplete:
+            analysis.notes.append(f"{c.label or c.config} is incomplete: "
+                                  f"{'; '.join(c.incomplete)}")
+    overhead = [r.meter_overhead_j for r in runs if r.meter_overhead_j > 0]
+    if overhead:
+        analysis.notes.append(
+            f"meter overhead: {len(overhead)} run(s) measured their idle baseline in the "
+            f"meter's own setup.idle stage (mean {sum(overhead) / len(overhead):.3g} J a run); "
+            "it is the meter's cost, left out of every energy figure here (docs/accounting.md)")
     if any(r.estimated for r in runs):
         analysis.notes.append("some energies are estimates (no counter or sensor on a device)"
                               ": see the sources table")
@@ -178,6 +191,9 @@ def config_record(c: ConfigStats) -> dict[str, Any]:
     rec.update(_stat("quality", c.quality))
     rec.update(_stat("q", c.q))
     rec["dominated_separably"] = c.dominated_separably
+    rec["incomplete"] = list(c.incomplete)  # non-empty: the energies are lower bounds
+    rec["meter_overhead_j_mean"] = None if c.meter_overhead_j is None else \
+        c.meter_overhead_j.mean
     rec.update(pareto=c.pareto, dominated_by=c.dominated_by,
                not_separable_from=c.not_separable_from, estimated=c.estimated,
                upstream_stages=c.upstream_stages)
@@ -247,7 +263,7 @@ CSV_COLUMNS = (
     "teacher_side_j_mean", "student_side_j_mean", "eval_j_mean", "setup_j_mean",
     "unattributed_j_mean", "co2e_g_mean", "quality_metric", "quality_mean", "quality_std",
     "quality_ci95_lo", "quality_ci95_hi", "q_mean", "pareto", "dominated_by",
-    "not_separable_from", "estimated",
+    "not_separable_from", "estimated", "incomplete",
 )
 
 
@@ -285,5 +301,6 @@ def summary_csv(summary: dict[str, Any]) -> str:
             ci = rec.get(f"{k}_ci95")
             flat[f"{k}_ci95_lo"], flat[f"{k}_ci95_hi"] = (ci if ci else (None, None))
         flat["not_separable_from"] = ";".join(rec.get("not_separable_from") or [])
+        flat["incomplete"] = "; ".join(rec.get("incomplete") or [])
         w.writerow(["" if flat.get(c) is None else csv_cell(flat.get(c)) for c in CSV_COLUMNS])
     return buf.getvalue()

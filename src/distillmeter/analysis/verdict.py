@@ -74,9 +74,37 @@ def _payback_phrase(e: dict[str, Any]) -> str:
     return "payback unknown (no energy per served token measured)"
 
 
+def incomplete_entry(c: ConfigStats, base: ConfigStats | None, prefix: str = ""
+                     ) -> dict[str, Any]:
+    """The verdict on a configuration whose totals are lower bounds (a run's upstream
+    teacher work cannot be read): what is known, said as a bound, and nothing that rests
+    on the missing energy."""
+    total = c.energy_j.mean
+    rec: dict[str, Any] = {
+        "group": c.group, "config": c.config, "label": _name(c), "method": c.method,
+        "baseline": base.config if base else None, "estimated": c.estimated,
+        "incomplete": list(c.incomplete), "energy_j": total, "energy_j_is_lower_bound": True,
+        "quality_metric": c.metric, "quality": c.quality.mean, "candidate": False,
+    }
+    why = "; ".join(r.removeprefix("teacher energy missing: ") for r in c.incomplete)
+    parts = [f"INCOMPLETE: its teacher's energy is missing ({why})",
+             f"at least {_est(c, total)} per student"
+             + (f", at least {total / base.energy_j.mean:.3g}x the baseline's "
+                f"{_est(base, base.energy_j.mean)}"
+                if base is not None and total is not None and base.energy_j.mean else "")]
+    if c.quality.mean is not None:
+        parts.append(f"{c.metric or 'quality'} {fmt_q(c.quality.mean)}")
+    parts.append("no teacher-side share, break-even or payback stated until its teacher "
+                 "run can be read")
+    rec["text"] = f"{prefix}{_name(c)}: " + "; ".join(parts) + "."
+    return rec
+
+
 def verdict_entry(c: ConfigStats, base: ConfigStats, be: dict[str, Any], min_q: float,
                   prefix: str = "") -> dict[str, Any]:
     """The verdict on configuration ``c`` against the baseline ``base``."""
+    if c.incomplete:
+        return incomplete_entry(c, base, prefix)
     de = energy_difference(c.energy_j, base.energy_j)
     dq = quality_difference(c.quality, base.quality)
     total, base_e = c.energy_j.mean, base.energy_j.mean
@@ -142,6 +170,7 @@ def verdict(a: Analysis) -> list[dict[str, Any]]:
             out.append({"group": g.id, "config": None, "text": (
                 f"{prefix}no baseline configuration in {g.describe()}: nothing to measure the "
                 "methods against (name one with --baseline METHOD)")})
+            out += [incomplete_entry(c, None, prefix) for c in cs if c.incomplete]
             continue
         entries = {e["config"]: e for e in be.get("configs", [])}
         for c in cs:
@@ -156,6 +185,36 @@ def verdict(a: Analysis) -> list[dict[str, Any]]:
                                 "distillation result, not compared with the baseline.")})
                 continue
             out.append(verdict_entry(c, base, entries.get(c.config, {}), a.min_q, prefix))
+    return _left_out(a, out)
+
+
+def _left_out(a: Analysis, out: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each verdict says which of its configuration's runs were left out for impossible
+    figures; a configuration all of whose runs were gets a sentence of its own."""
+    flagged: dict[str, list[dict[str, Any]]] = {}
+    for s in a.skipped:
+        if s.get("kind") == "impossible" and s.get("config"):
+            flagged.setdefault(str(s["config"]), []).append(s)
+    if not flagged:
+        return out
+    named = {c.config: _name(c) for c in a.configs}
+    for rec in out:
+        runs = flagged.pop(str(rec.get("config")), None) if rec.get("config") else None
+        if runs:
+            rec["left_out"] = [r["run_dir"] for r in runs]
+            rec["text"] = rec["text"].rstrip(".") + (
+                f" ({len(runs)} run(s) left out for impossible figures: "
+                f"{', '.join(rec['left_out'])}; `distillmeter show` says why).")
+    for config, runs in flagged.items():  # the baseline, or a configuration with no run left
+        dirs = [r["run_dir"] for r in runs]
+        name = named.get(config, config)
+        text = (f"{name}: {len(runs)} run(s) left out for impossible figures: "
+                f"{', '.join(dirs)}; its figures above are over its other runs "
+                "(`distillmeter show` says why)." if config in named else
+                f"{name}: no figure stated: every run of it has impossible figures "
+                f"({', '.join(dirs)}: {runs[0]['reason']}).")
+        out.append({"group": None, "config": config, "label": name, "left_out": dirs,
+                    "text": text})
     return out
 
 

@@ -32,6 +32,8 @@ def _positive(name: str, value: float | None) -> None:
               help="Divide shared teacher-side energy among N students.")
 @click.option("--grid", type=float, default=None, metavar="GCO2_PER_KWH",
               help="Grid intensity for the carbon budget (default: each report's).")
+@click.option("--country", default=None, metavar="CC",
+              help="Grid intensity of this country (ISO code) for the carbon budget.")
 @click.option("--pue", type=float, default=None, metavar="X", help="Power usage effectiveness.")
 @click.option("--baseline", "baseline_method", default=None, metavar="METHOD",
               help="The baseline method (default: a method named *baseline*).")
@@ -47,13 +49,14 @@ def _positive(name: str, value: float | None) -> None:
               help="With --candidates: forecast for this machine's runs in RUNS_DIR.")
 def command(runs_dir: Path, budget_kwh: float | None, budget_co2_kg: float | None,
             budget_usd: float | None, price_per_kwh: float | None, amortize: float,
-            grid: float | None, pue: float | None, baseline_method: str | None,
+            grid: float | None, country: str | None, pue: float | None,
+            baseline_method: str | None,
             min_q: float, on_mean: bool, as_json: bool, candidates: Path | None,
             hardware: str | None) -> None:
     """Pick the best-quality configuration that fits a budget per student (with
     --candidates: rank configurations nobody has run yet by predicted energy)."""
     from distillmeter.analysis.planner import Budget, plan
-    from distillmeter.commands.report import analyse_dir
+    from distillmeter.commands.report import analyse_dir, resolve_grid
     from distillmeter.report.console import print_plan
 
     if budget_kwh is None and budget_co2_kg is None and budget_usd is None:
@@ -61,6 +64,7 @@ def command(runs_dir: Path, budget_kwh: float | None, budget_co2_kg: float | Non
     for name, v in (("--budget-kwh", budget_kwh), ("--budget-co2-kg", budget_co2_kg),
                     ("--budget-usd", budget_usd), ("--price-per-kwh", price_per_kwh)):
         _positive(name, v)
+    grid = resolve_grid(grid, country)  # an unknown country is a one-line error
     if candidates is not None:
         from distillmeter.commands.plan_candidates import plan_candidates, show
         from distillmeter.commands.report import check_options

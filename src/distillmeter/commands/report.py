@@ -16,7 +16,7 @@ import click
 
 from distillmeter.analysis.breakeven import DEFAULT_MIN_Q
 from distillmeter.analysis.efficiency import load_floors
-from distillmeter.analysis.loading import load_runs, run_label
+from distillmeter.analysis.loading import default_account, load_runs, run_label
 from distillmeter.analysis.runs import figures
 from distillmeter.analysis.sensitivity import default_account_shifted, sensitivity
 from distillmeter.analysis.summary import Analysis, analyse, summary_csv, summary_dict
@@ -38,12 +38,32 @@ def check_options(amortize: float, grid: float | None, pue: float | None,
         raise UserError(f"--pue must be >= 1 (facility energy / IT energy), got {pue:g}")
 
 
+def resolve_grid(grid: float | None, country: str | None) -> float | None:
+    """The grid intensity the options ask for: ``--grid``, else ``--country``'s from the
+    packaged table (an unknown code is a one-line error suggesting close matches)."""
+    if country is None:
+        return grid
+    if grid is not None:
+        raise UserError("give --grid (a number) or --country (a code), not both")
+    from distillmeter.accounting import grid_intensity
+
+    return grid_intensity(None, country)[0]
+
+
 def analyse_dir(runs_dir: Path, *, amortize: float = 1.0, grid: float | None = None,
                 pue: float | None = None, baseline_method: str | None = None,
-                with_sensitivity: bool = True, min_q: float = DEFAULT_MIN_Q) -> Analysis:
-    """Load (accounting where needed) and analyse every run below ``runs_dir``."""
+                with_sensitivity: bool = True, min_q: float = DEFAULT_MIN_Q,
+                country: str | None = None) -> Analysis:
+    """Load (accounting where needed) and analyse every run below ``runs_dir``. A run
+    accounted here uses ``grid``/``country``/``pue`` when given, else the carbon settings
+    its config.yaml names; one that cannot be accounted is skipped, named, never given a
+    default grid in place of the one it asked for."""
+    grid = resolve_grid(grid, country)
     check_options(amortize, grid, pue, min_q)
-    loaded, skipped = load_runs(runs_dir)
+    carbon = {"grid_gco2_per_kwh": grid, "country": country, "pue": pue}
+    if grid is not None:
+        carbon.pop("country")
+    loaded, skipped = load_runs(runs_dir, lambda d: default_account(d, carbon))
     if not loaded:
         if not skipped:
             raise UserError(f"{runs_dir}: no run directories (directories with ledger.jsonl)"
@@ -59,7 +79,25 @@ def analyse_dir(runs_dir: Path, *, amortize: float = 1.0, grid: float | None = N
                 baseline_method=baseline_method, floors=load_floors(), sensitivity=sens,
                 skipped=[s.to_dict() for s in skipped], min_q=min_q)
     a.run_paths = {r.report.run_id: str(r.run_dir) for r in loaded}
+    if grid is None:
+        a.notes += _default_grid_notes([r.report for r in loaded])
     return a
+
+
+def _default_grid_notes(reports: list) -> list[str]:
+    """Say when CO2e rests on the table's world average because no grid was given: never
+    a silent fallback."""
+    from distillmeter.accounting import grid_table
+
+    table = grid_table()
+    world = [r for r in reports if r.carbon.country == table["default"]
+             and r.carbon.grid_source != "user"]
+    if not world:
+        return []
+    g = world[0].carbon.grid_gco2_per_kwh
+    return [f"carbon: {len(world)} of {len(reports)} run(s) use the table's world-average grid "
+            f"intensity ({g:.0f} gCO2e/kWh) because none was given when they were accounted: "
+            "their CO2e is that average's (pass --grid or --country for your grid's)"]
 
 
 def timelines(a: Analysis, max_points: int = 300) -> dict:
@@ -139,6 +177,9 @@ def write_outputs(a: Analysis, runs_dir: Path) -> dict[str, Path]:
               help="Divide shared (upstream) teacher-side energy among N students.")
 @click.option("--grid", type=float, default=None, metavar="GCO2_PER_KWH",
               help="Re-account carbon with this grid intensity (gCO2e/kWh).")
+@click.option("--country", default=None, metavar="CC",
+              help="Re-account carbon with this country's grid intensity (ISO code; the "
+                   "packaged table).")
 @click.option("--pue", type=float, default=None, metavar="X",
               help="Re-account carbon with this power usage effectiveness.")
 @click.option("--baseline", "baseline_method", default=None, metavar="METHOD",
@@ -148,8 +189,9 @@ def write_outputs(a: Analysis, runs_dir: Path) -> dict[str, Path]:
 @click.option("--min-q", type=float, default=DEFAULT_MIN_Q, show_default=True, metavar="Q",
               help="Q (student / teacher quality) a student needs for its break-even and "
                    "payback to be stated.")
-def command(runs_dir: Path, amortize: float, grid: float | None, pue: float | None,
-            baseline_method: str | None, no_sensitivity: bool, min_q: float) -> None:
+def command(runs_dir: Path, amortize: float, grid: float | None, country: str | None,
+            pue: float | None, baseline_method: str | None, no_sensitivity: bool,
+            min_q: float) -> None:
     """Analyse all runs under RUNS_DIR: summary.json, summary.csv and report.html. The
     verdict (each method against the baseline) is printed last."""
     from distillmeter.report.console import print_summary
@@ -157,7 +199,7 @@ def command(runs_dir: Path, amortize: float, grid: float | None, pue: float | No
 
     a = analyse_dir(runs_dir, amortize=amortize, grid=grid, pue=pue,
                     baseline_method=baseline_method, with_sensitivity=not no_sensitivity,
-                    min_q=min_q)
+                    min_q=min_q, country=country)
     paths = write_outputs(a, runs_dir)
     print_summary(a)
     check = forecast_check(runs_dir, a)

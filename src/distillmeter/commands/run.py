@@ -115,6 +115,11 @@ def print_outcome(summary: Any, console: Any, *, analysed: bool) -> None:
 
 
 def _energy(report: Any) -> str:
-    """A run's energy, marked when any of it is an estimate."""
-    j = f"{report.totals.energy_j:,.0f} J"
-    return f"~{j} est." if report.estimated else j
+    """A run's energy (its workload: the meter's own idle measurement apart), marked when
+    any of it is an estimate."""
+    t = report.totals
+    work = t.workload_j if t.workload_j is not None else t.energy_j
+    j = f"{work:,.0f} J"
+    j = f"~{j} est." if report.estimated else j
+    return j + (f" (+{t.meter_overhead_j:,.0f} J meter overhead)" if t.meter_overhead_j
+                else "")

@@ -40,6 +40,10 @@ def command(run_dir: Path, as_json: bool, windows: bool) -> None:
                 "(`distillmeter account` saves it)")
     if report is None:
         report = account(run_dir)
+    else:  # a report.json written before the checks, or edited: its numbers checked again
+        from distillmeter.accounting.plausibility import apply_flags, merge_flags, report_flags
+
+        report = apply_flags(report, merge_flags(list(report.flags), report_flags(report)))
     if as_json:
         click.echo(json_text(report.to_json()))
         return

@@ -36,6 +36,7 @@ from distillmeter.protocol.names import (
     ESTIMATED_SOURCES,
     EVENTS,
     LEDGER_FILE,
+    METER_STAGES,
     REPORT_FILE,
     REPORT_SCHEMA,
     SCHEMA,
@@ -54,6 +55,7 @@ from distillmeter.protocol.names import (
 from distillmeter.protocol.report import (
     Carbon,
     Cost,
+    Flag,
     Quality,
     Report,
     StageReport,
@@ -70,7 +72,8 @@ from distillmeter.protocol.trace import (
 
 __all__ = [
     "ARTIFACTS_DIR", "CONFIG_FILE", "ENVIRONMENT_FILE", "ESTIMATED_SOURCES", "EVENTS",
-    "EVENT_MODELS", "LEDGER_FILE", "REPORT_FILE", "REPORT_SCHEMA", "SCHEMA", "SIDES",
+    "EVENT_MODELS", "Flag", "LEDGER_FILE", "METER_STAGES", "REPORT_FILE", "REPORT_SCHEMA",
+    "SCHEMA", "SIDES",
     "SOURCES", "STANDARD_STAGES", "TRACE_COLUMNS", "TRACE_FILE", "TRACE_HEADER", "Carbon",
     "Cost", "IdleBaseline", "Ledger", "ProtocolError", "Quality", "QualityEvent", "Report",
     "RunEnd", "RunStart", "Source", "StageEnd", "StageReport", "StageStart", "Totals",

@@ -32,6 +32,12 @@ STANDARD_STAGES = (
     "eval.student",
 )
 
+# The meter's own stages: measuring, not the workload's work. ``setup.idle`` is the idle
+# baseline measured at start (energy/idle.py). Accounting keeps their energy in the run's
+# stages and total and names it ``totals.meter_overhead_j``; every figure of the workload
+# (per student, per method, verdict, rules, plan, forecasts) leaves it out.
+METER_STAGES = frozenset({"setup.idle"})
+
 Source = Literal["nvml_counter", "nvml_instant", "rapl", "estimate"]
 SOURCES: tuple[str, ...] = ("nvml_counter", "nvml_instant", "rapl", "estimate")
 # Sources that come from a model rather than a counter or a sensor reading.

@@ -62,6 +62,28 @@ class Totals(BaseModel):
     by_side: dict[str, float]
     by_device: dict[str, float] = {}
     tokens: int = 0
+    # the meter's own stages (names.METER_STAGES: its idle measurement), inside stages_j
+    # and by_side["setup"]; workload_j = energy_j - meter_overhead_j is the run's work.
+    # None in reports written before these fields (readers then sum the meter's stages)
+    meter_overhead_j: float = 0.0
+    meter_overhead_s: float = 0.0
+    workload_j: float | None = None
+    workload_with_upstream_j: float | None = None
+
+
+class Flag(BaseModel):
+    """A figure accounting found impossible, or work it could not read (docs/accounting.md,
+    "Impossible figures"). ``kind`` ``impossible``: a number that cannot be real (the run's
+    status becomes ``impossible`` and the analysis across runs leaves the run out, naming
+    it); ``incomplete``: work the run needs is missing (an upstream teacher run that
+    cannot be read): its totals are lower bounds, shown as such everywhere."""
+
+    model_config = ConfigDict(extra="allow")
+    kind: str
+    code: str
+    message: str
+    stage: str | None = None
+    device: str | None = None
 
 
 class Carbon(BaseModel):
@@ -117,6 +139,7 @@ class Report(BaseModel):
     estimated: bool = False
     status: str = "ok"
     warnings: list[str] = []
+    flags: list[Flag] = []  # impossible figures and missing upstream work (Flag)
     # the independent check of the run total: counter vs trace integral, per device
     conservation: list[dict[str, Any]] = []
 

@@ -19,8 +19,9 @@ def print_summary(a: Analysis, console: Console | None = None) -> None:
     """One table per group of comparable runs, then notes, skipped runs and rules."""
     console = console or get_console()
     for s in a.skipped:
-        console.print(f"[red]skipped[/red] {literal(s['run_dir'])}: {literal(s['reason'])}",
-                      markup=True, highlight=False)
+        kind = f" ({s['kind']})" if s.get("kind") else ""
+        console.print(f"[red]skipped[/red]{literal(kind)} {literal(s['run_dir'])}: "
+                      f"{literal(s['reason'])}", markup=True, highlight=False, soft_wrap=True)
     for n in a.notes:
         console.print(f"[yellow]note:[/yellow] {literal(n)}", highlight=False)
     amort = "" if a.amortize == 1 else f", teacher side / {a.amortize:g}"
@@ -43,14 +44,22 @@ def print_summary(a: Analysis, console: Console | None = None) -> None:
                 mark += " ~" + ",".join(names.get(x, x) for x in c.not_separable_from)
             total = c.energy_j.mean or 0.0
             share = f"{100 * c.side_mean('teacher') / total:.0f}%" if total > 0 else "n/a"
+            energy = fmt_j_pm(c.energy_j.mean, c.energy_j.half_width)
+            if c.incomplete:  # a lower bound: its teacher's energy is missing
+                energy, share, mark = f">= {energy}", "missing", "n/a (incomplete)"
             table.add_row(
-                names[c.config] + (" *" if c.estimated else ""), str(c.n_seeds),
-                fmt_j_pm(c.energy_j.mean, c.energy_j.half_width), share,
+                names[c.config] + (" *" if c.estimated else "") + (" !" if c.incomplete
+                                                                   else ""), str(c.n_seeds),
+                energy, share,
                 fmt_ci(c.quality),
                 fmt_pm(c.q.mean, None), mark)
         console.print(fit(table))
         if any(c.estimated for c in cs):
             console.print("* some energy estimated (no counter or sensor on a device)")
+        if any(c.incomplete for c in cs):
+            console.print("! incomplete: its teacher's energy is missing (an upstream run "
+                          "cannot be read), so its energy is a lower bound; see the notes",
+                          highlight=False)
         shared = ("; energies compared without the error the machine's estimate shares"
                   if any(c.estimated for c in cs) else "")
         console.print("Pareto: yes = on the energy-quality frontier; ~X = not separable from "
@@ -67,6 +76,11 @@ def print_plan(plan: dict[str, Any], console: Console | None = None) -> None:
     def say(text: str) -> None:
         console.print(printable(text), markup=False, highlight=False, soft_wrap=True)
 
+    for s in plan.get("skipped", []):
+        console.print(f"[red]left out[/red] {literal(s['run_dir'])}: {literal(s['reason'])}",
+                      highlight=False, soft_wrap=True)
+    for n in plan.get("notes", []):
+        console.print(f"[yellow]note:[/yellow] {literal(n)}", highlight=False, soft_wrap=True)
     say(plan["criterion"])
     for g in plan["groups"]:
         console.print()

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from distillmeter.analysis.candidates import UNITS
 from distillmeter.analysis.rules import fmt_j
+from distillmeter.protocol import METER_STAGES
 from distillmeter.tables import fit
 from distillmeter.terminal import get_console, literal, printable
 
@@ -53,7 +54,8 @@ def print_forecast(doc: dict[str, Any], console: Console | None = None) -> None:
                 table.add_row(name, "not forecast", "", "", "see below")
                 continue
             table.add_row(name, fmt_j(st["energy_j"]), _ci(st["ci95"]), _s(st["seconds"]),
-                          st["basis"])
+                          st["basis"] + (" (meter overhead: not in the total)"
+                                         if name in METER_STAGES else ""))
         console.print(fit(table, ["basis"]))
     table = Table(title="per student (teacher stages counted in full), predicted",
                   title_justify="left", box=box.SIMPLE_HEAD)

@@ -119,14 +119,17 @@ def config_table(cs: list[ConfigStats]) -> str:
     rows = []
     for c in cs:
         est = "~" if c.estimated else ""
-        label = (c.label or c.config) + (" *" if c.estimated else "")
+        label = (c.label or c.config) + (" *" if c.estimated else "") + (
+            " (INCOMPLETE)" if c.incomplete else "")
+        low = "≥ " if c.incomplete else ""  # its teacher's energy is missing: a lower bound
         cmp = c.energy_j.comparison_half_width
         active = c.active_j
         rows.append([
-            label, c.n_seeds, est + fmt_j_pm(c.energy_j.mean, _half(c.energy_j)),
+            label, c.n_seeds, low + est + fmt_j_pm(c.energy_j.mean, _half(c.energy_j)),
             None if cmp is None else f"± {fmt_j(cmp)}",
-            None if active is None else est + fmt_j_pm(active.mean, _half(active)),
-            est + fmt_j(c.side_mean("teacher")), est + fmt_j(c.side_mean("student")),
+            None if active is None else low + est + fmt_j_pm(active.mean, _half(active)),
+            "missing" if c.incomplete else est + fmt_j(c.side_mean("teacher")),
+            est + fmt_j(c.side_mean("student")),
             est + fmt_j(c.side_mean("eval")), fmt_pm(c.co2e_g.mean, _half(c.co2e_g)),
             fmt_ci(c.quality), fmt_ci(c.q), _pareto_mark(c, names, by_id)])
     methods = sorted({c.quality.method for c in cs if c.quality.lo is not None})
@@ -142,6 +145,19 @@ def config_table(cs: list[ConfigStats]) -> str:
     if any(c.estimated for c in cs):
         note += ('<p class="note">* ~: some energy in this configuration is estimated (no '
                  'counter or sensor); see the sources below.</p>')
+    for c in cs:
+        if c.incomplete:
+            note += (f'<p class="skip">{escape(c.label or c.config)} is INCOMPLETE: '
+                     f'{escape("; ".join(c.incomplete))}. Its energies are lower bounds '
+                     '(≥), and it is kept off the frontier, the rules and the break-even.</p>')
+    overhead = [c.meter_overhead_j.mean for c in cs
+                if c.meter_overhead_j is not None and c.meter_overhead_j.mean]
+    if overhead:
+        note += ('<p class="small">Meter overhead: the meter measured its idle baseline in a '
+                 'setup.idle stage of each run (mean '
+                 f'{escape(fmt_j(sum(overhead) / len(overhead)))} a run); that is the '
+                 "meter's own cost, left out of every figure above (per run in the sources "
+                 'table).</p>')
     return _table(headers, rows, left=1) + note
 
 
@@ -157,8 +173,8 @@ def _pareto_point(c: ConfigStats) -> svg.ParetoPoint:
 
 
 def _pareto_plot(a: Analysis, gid: str, cs: list[ConfigStats]) -> str:
-    pts = [_pareto_point(c) for c in cs
-           if c.energy_j.mean is not None and c.quality.mean is not None]
+    pts = [_pareto_point(c) for c in cs  # an incomplete one's energy is only a bound
+           if c.energy_j.mean is not None and c.quality.mean is not None and not c.incomplete]
     if not pts:
         return '<p class="note">No configuration reports a quality: no Pareto plot.</p>'
     metric = next((c.metric for c in cs if c.metric), "quality")
@@ -176,9 +192,12 @@ def _pareto_plot(a: Analysis, gid: str, cs: list[ConfigStats]) -> str:
             "quality are better.</figcaption></figure>")
 
 
+def _bar_label(c: ConfigStats) -> str:
+    return (c.label or c.config) + (" (incomplete)" if c.incomplete else "")
+
+
 def _side_bars(cs: list[ConfigStats]) -> str:
-    bars = [(c.label or c.config, [(s, c.side_mean(s) / 1e3) for s in SIDE_ORDER])
-            for c in cs]
+    bars = [(_bar_label(c), [(s, c.side_mean(s) / 1e3) for s in SIDE_ORDER]) for c in cs]
     body = svg.stacked_bars_svg(bars, ylabel="energy per student (kJ)",
                                 colours=svg.SIDE_COLOURS, title="energy by side")
     return f"<figure>{body}<figcaption>Mean energy by side per configuration.</figcaption>" \
@@ -198,7 +217,7 @@ def stage_colours(names: Iterable[str]) -> dict[str, str]:
 
 
 def _stage_bars(cs: list[ConfigStats]) -> str:
-    bars = [(c.label or c.config, [(n, (s.mean or 0.0) / 1e3)
+    bars = [(_bar_label(c), [(n, (s.mean or 0.0) / 1e3)
                                    for n, s in sorted(c.stage_j.items())]
              + [("unattributed", c.side_mean("unattributed") / 1e3)]) for c in cs]
     colours = stage_colours({n for c in cs for n in c.stage_j})
@@ -290,9 +309,12 @@ def _sources(a: Analysis) -> str:
         srcs = ", ".join(f"{d}: {s}" + (" (ESTIMATED)" if s == "estimate" else "")
                          for d, s in sorted(rep.sources.items()))
         rows.append([r.run_dir or r.run_id, r.hardware, ", ".join(rep.devices), srcs or "—",
-                     "yes" if rep.estimated else "no", rep.status, len(rep.warnings)])
-    return _table(["run", "hardware", "devices", "sources", "estimated", "status",
-                   "warnings"], rows, left=4)
+                     "yes" if rep.estimated else "no", rep.status,
+                     "; ".join(f.message for f in rep.flags) or None,
+                     fmt_j(r.meter_overhead_j) if r.meter_overhead_j else None,
+                     len(rep.warnings)])
+    return _table(["run", "hardware", "devices", "sources", "estimated", "status", "flags",
+                   "meter overhead (not counted)", "warnings"], rows, left=4)
 
 
 def _floors(floors: list[dict[str, Any]]) -> str:

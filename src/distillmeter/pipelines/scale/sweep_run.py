@@ -159,7 +159,9 @@ def summary_table(records: list[JobRecord]) -> Table:
                 rep = protocol.load_report(r.run_dir)
             except protocol.ProtocolError:
                 continue
-            energy.append(rep.totals.with_upstream_j)
+            t = rep.totals  # the workload: the meter's own idle measurement left out
+            energy.append(t.with_upstream_j if t.workload_with_upstream_j is None
+                          else t.workload_with_upstream_j)
             estimated |= rep.estimated
             if rep.quality is not None:
                 quality.append(rep.quality.value)
