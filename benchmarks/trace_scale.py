@@ -96,17 +96,18 @@ def make_run(out: Path, repeats: int, source: Path = RECORDED) -> Path:
 
 def measure(cmd: list[str]) -> tuple[float, float, int]:
     """Run ``cmd``; its wall seconds, peak RSS (MiB, from os.wait4) and exit status."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    if proc.returncode != 0:
-        print(f"  {' '.join(cmd)} exited {proc.returncode}: {err.strip()[-500:]}",
-              file=sys.stderr)
+    with tempfile.TemporaryFile() as err:  # a file, not a pipe: a chatty child never blocks
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - t0
+        proc.returncode = rc = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        if rc != 0:
+            tail = err.read().decode(errors="replace").strip()[-500:]
+            print(f"  {' '.join(cmd)} exited {rc}: {tail}", file=sys.stderr)
     peak_kib = usage.ru_maxrss  # kilobytes on Linux
-    return seconds, peak_kib / 1024, proc.returncode
+    return seconds, peak_kib / 1024, rc
 
 
 def main() -> None:
