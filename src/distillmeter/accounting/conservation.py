@@ -27,22 +27,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from distillmeter.accounting.energy import DeviceEnergy
 from distillmeter.accounting.uncertainty import device_uncertainty_parts
 from distillmeter.protocol import ESTIMATED_SOURCES
 
 MAX_GAP_S = 1.0  # a longer stretch without power samples: the integral would guess it
-
-
-def _coverage_gap(t: np.ndarray, begin: float, end: float) -> float:
-    """The longest stretch of [begin, end] without a power sample."""
-    inside = t[(t >= begin) & (t <= end)]
-    if inside.size == 0:
-        return end - begin
-    edges = np.concatenate(([begin], inside, [end]))
-    return float(np.diff(edges).max())
 
 
 def check_device(device: str, e: DeviceEnergy, series: Any, source: str,
@@ -60,7 +49,7 @@ def check_device(device: str, e: DeviceEnergy, series: Any, source: str,
     if not series.has_power:
         out["reason"] = "the trace has no power samples for it"
         return out
-    gap = _coverage_gap(series.t, begin, end)
+    gap = series.coverage_gap(begin, end)
     if gap > MAX_GAP_S:
         out["reason"] = (f"the trace leaves {gap:.1f} s of the run without a power sample "
                          f"(more than {MAX_GAP_S:g} s)")

@@ -9,6 +9,7 @@ per-device energy, uncertainty, idle, carbon, upstream) live in their own module
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,9 +40,10 @@ from distillmeter.accounting.plausibility import (
     report_flags,
     trace_flags,
 )
+from distillmeter.accounting.probes import incomplete_end, trace_for_run
 from distillmeter.accounting.ranks import rank_detail
 from distillmeter.accounting.reportfile import write_report
-from distillmeter.accounting.series import DeviceSeries, device_series
+from distillmeter.accounting.series import DeviceSeries
 from distillmeter.accounting.uncertainty import (
     UncertaintyParts,
     device_uncertainty_parts,
@@ -64,7 +66,6 @@ from distillmeter.protocol import (
     Totals,
     is_device,
     read_ledger,
-    read_trace,
 )
 from distillmeter.protocol.merge import has_ranks, merged_inputs
 
@@ -87,9 +88,10 @@ class RunInputs:
     warnings: list[str]
 
 
-def load_run(run_dir: Path | str) -> RunInputs:
+def load_run(run_dir: Path | str, variants: Iterable[tuple[float, float]] = ()) -> RunInputs:
     """Read and check a run directory's ledger and trace (raises ProtocolError when they
-    cannot be accounted at all; otherwise problems become warnings)."""
+    cannot be accounted at all; otherwise problems become warnings). One streamed pass over
+    the trace also answers each ``(boundary_shift, boundary_widen)`` of ``variants``."""
     run_dir = Path(run_dir)
     if not run_dir.exists():
         raise ProtocolError(f"{run_dir}: no such run directory")
@@ -97,12 +99,13 @@ def load_run(run_dir: Path | str) -> RunInputs:
         raise ProtocolError(f"{run_dir}: not a directory (expected a run directory)")
     if not (run_dir / LEDGER_FILE).exists() and has_ranks(run_dir):
         # a multi-process run whose ranks were never merged (a crash): merge in memory
-        ledger, trace = merged_inputs(run_dir)
+        ledger, source = merged_inputs(run_dir)
     else:
-        ledger = read_ledger(run_dir / LEDGER_FILE)
-        trace = read_trace(run_dir / TRACE_FILE)
-    warnings = list(ledger.warnings) + list(trace.warnings)
+        ledger, source = read_ledger(run_dir / LEDGER_FILE), run_dir / TRACE_FILE
     rs = ledger.run_start
+    listed = [d for d in dict.fromkeys(rs.devices) if is_device(d)]
+    trace = trace_for_run(source, ledger, listed, variants)
+    warnings = list(ledger.warnings) + list(trace.warnings)
     line1 = ledger.lines[0] if ledger.lines else 1
     for d in rs.devices:
         if not is_device(d):
@@ -126,8 +129,7 @@ def load_run(run_dir: Path | str) -> RunInputs:
         warnings.append(
             f"{ledger.path}:{line}: reading for {d!r}, which run_start does not list; ignored"
         )
-    with np.errstate(over="ignore", invalid="ignore"):  # absurd values: refused in account
-        series = {d: device_series(trace, d) for d in devices}
+    series = {d: trace.series(d) for d in devices}
     has_readings = {
         d: any(_finite(getattr(ev, "readings", {}).get(d)) for ev in ledger.events)
         for d in devices
@@ -137,9 +139,7 @@ def load_run(run_dir: Path | str) -> RunInputs:
     if end is not None:
         t_end, complete = end.t, True
     else:
-        last = [float(s.t[-1]) for s in series.values() if s.has_power]
-        last += [float(s.ct[-1]) for s in series.values() if s.has_counter]
-        t_end = max([ledger.events[-1].t, *last])
+        t_end = incomplete_end(ledger, series)
         complete = False
         warnings.append(
             f"{ledger.path}: no run_end (the run crashed or is still running); accounted up "
@@ -245,7 +245,7 @@ def account(
                    pue=pue, price_per_kwh=price_per_kwh, currency=currency,
                    boundary_shift=boundary_shift, boundary_widen=boundary_widen,
                    include_upstream=include_upstream)
-    inputs = load_run(run_dir)
+    inputs = load_run(run_dir, [(boundary_shift, boundary_widen)])
     refuse_impossible_ledger(inputs.ledger)  # no figure of such a run could be trusted
     try:
         report = _account(inputs, **options)

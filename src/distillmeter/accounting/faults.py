@@ -127,7 +127,7 @@ def unknown_energy_bound(series: DeviceSeries, seconds: float, run_w: float | No
     else its idle power; 0 when nothing at all is known about it."""
     candidates = []
     if series.has_power:
-        candidates.append(float(series.power.max()))
+        candidates.append(float(series.power_max))
     if run_w is not None and math.isfinite(run_w):
         candidates.append(run_w)
     if idle_w is not None:

@@ -124,9 +124,9 @@ def _event_error_w(power_w: float, seconds: float, t_end: float, source: str,
     p = abs(power_w)
     spread = 0.0
     if series is not None and series.has_power and math.isfinite(seconds) and seconds > 0:
-        inside = (series.t >= t_end - seconds) & (series.t <= t_end)
-        if int(inside.sum()) >= 2:
-            spread = float(series.power[inside].std())
+        n, std = series.power_spread(t_end - seconds, t_end)
+        if n >= 2 and std is not None:
+            spread = std
     if source in ESTIMATED_SOURCES:
         # the model's idle is its own constant, read from an exact counter: only what this
         # process did while idle moves it (the model's error is the estimate's, elsewhere)

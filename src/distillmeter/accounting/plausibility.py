@@ -159,10 +159,8 @@ def trace_flags(trace_path: str, series: dict[str, Any], t_begin: float, t_end: 
     flags: list[Flag] = []
     tol = TRACE_CLOCK_TOL_S + 0.01 * max(t_end - t_begin, 0.0)
     for d, s in series.items():
-        arrays = [a for a in (s.t, s.ct) if a.size]
-        if arrays:
-            first = min(float(a[0]) for a in arrays)
-            last = max(float(a[-1]) for a in arrays)
+        first, last = s.t_first, s.t_last
+        if first is not None and last is not None:
             early = t_begin - first
             late = last - t_end if complete else first - last_event_t
             if early > tol or late > tol:
@@ -173,7 +171,7 @@ def trace_flags(trace_path: str, series: dict[str, Any], t_begin: float, t_end: 
                     f"disagrees with the ledger's by about {off:.3g} s, so energy integrated "
                     "from the trace is not to be trusted"), device=d))
         if s.has_power and is_device(d):
-            lo, hi = float(s.power.min()), float(s.power.max())
+            lo, hi = float(s.power_min), float(s.power_max)
             if lo < 0 or hi > max_power_w(d):
                 bad = lo if lo < 0 else hi
                 flags.append(impossible("power_sample_out_of_range", (

@@ -49,7 +49,7 @@ SHORT_STAGE_S = 1.0  # below this the boundary term is a large share of the read
 def edge_power(series: DeviceSeries, t: float, quantum: float, fallback_w: float) -> float:
     """Power near a boundary: the mean of the samples within +-quantum of it, else the
     stretch's mean power."""
-    p = series.mean_power(t - quantum, t + quantum)
+    p = series.edge_power(t, quantum)
     return abs(p) if p is not None else abs(fallback_w)
 
 

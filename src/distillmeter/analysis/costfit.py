@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy.optimize import nnls
 
 from distillmeter.analysis.costwork import StageWork, stage_work
 from distillmeter.protocol import Report
@@ -167,33 +168,6 @@ class LinearFit:
                    int(d["n"]), list(d.get("dropped", [])), float(d.get("offset", 0.0)))
 
 
-def _nnls(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """min ||a x - b|| subject to x >= 0 (Lawson and Hanson's active-set method)."""
-    n = a.shape[1]
-    x = np.zeros(n)
-    passive = np.zeros(n, dtype=bool)
-    for _ in range(3 * n + 10):
-        grad = a.T @ (b - a @ x)
-        free = ~passive & (grad > 1e-12 * max(1.0, float(np.abs(grad).max(initial=0))))
-        if not free.any():
-            break
-        passive[np.argmax(np.where(free, grad, -np.inf))] = True
-        while True:
-            z = np.zeros(n)
-            z[passive] = np.linalg.lstsq(a[:, passive], b, rcond=None)[0]
-            if (z[passive] > 0).all():
-                x = z
-                break
-            neg = passive & (z <= 0)
-            alpha = np.min(x[neg] / np.maximum(x[neg] - z[neg], 1e-300))
-            x = x + alpha * (z - x)
-            passive &= x > 1e-15
-            x[~passive] = 0.0
-            if not passive.any():
-                break
-    return x
-
-
 def fit_linear(rows: list[dict[str, float]], y: list[float],
                fixed: dict[str, float] | None = None, offset: float = 0.0,
                optional: tuple[str, ...] = ()) -> LinearFit:
@@ -215,7 +189,7 @@ def fit_linear(rows: list[dict[str, float]], y: list[float],
     a = x * w[:, None]
     scale = np.linalg.norm(a, axis=0)
     scale[scale == 0] = 1.0
-    beta = _nnls(a / scale, yy * w) / scale
+    beta = nnls(a / scale, yy * w)[0] / scale  # Lawson-Hanson's active set
     distinct = len({tuple(np.round(r, 9)) for r in (x / np.maximum(np.abs(x).max(axis=0),
                                                                    1e-300))})
     if optional and distinct <= len(names) and any(k in names for k in optional):

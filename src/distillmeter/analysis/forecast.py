@@ -48,6 +48,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from scipy import stats
+
 from distillmeter.accounting.uncertainty import ESTIMATE_REL
 from distillmeter.analysis.breakeven import is_baseline, n_star
 from distillmeter.analysis.costfit import BETWEEN, time_features
@@ -90,7 +92,7 @@ class StageForecast:
 
 
 def _q(dof: int) -> float:
-    return t_quantile(0.975, dof) if dof > 0 else 1.959963984540054
+    return t_quantile(0.975, dof) if dof > 0 else float(stats.norm.ppf(0.975))
 
 
 def _measured(model: CostModel, key: str, stage: str) -> StageForecast | None:

@@ -17,6 +17,9 @@ expected number of positive counts estimated from survey data", Survey Methodolo
   own binomial uncertainty;
 - the interval is Wilson's with n_eff items and, in place of the normal quantile, the t
   quantile on k - 1 degrees of freedom (few seeds: a wider interval, as the t-interval).
+  scipy's Wilson interval (``binomtest(k, n).proportion_ci(method="wilson")``) takes whole
+  items and the normal quantile, so the formula is written here; with those it gives
+  scipy's figures (``tests/analysis/test_scipy_numerics.py``).
 
 Wilson's interval always lies inside [0, 1] and always contains p. With seeds that agree
 it is close to the pooled Wilson interval of all items; with a failed seed it widens like

@@ -21,7 +21,7 @@ from distillmeter.analysis.runs import figures
 from distillmeter.analysis.sensitivity import default_account_shifted, sensitivity
 from distillmeter.analysis.summary import Analysis, analyse, summary_csv, summary_dict
 from distillmeter.errors import UserError, cannot_write
-from distillmeter.protocol import ProtocolError, read_trace
+from distillmeter.protocol import ProtocolError
 from distillmeter.terminal import printable
 
 
@@ -103,7 +103,7 @@ def _default_grid_notes(reports: list) -> list[str]:
 def timelines(a: Analysis, max_points: int = 300) -> dict:
     """Each run's downsampled power per device, read from its trace.csv (runs whose trace
     cannot be read are left out; the page says which)."""
-    from distillmeter.report.timeline import power_series
+    from distillmeter.report.timeline import run_power_series
 
     out = {}
     for r in a.runs:
@@ -111,7 +111,7 @@ def timelines(a: Analysis, max_points: int = 300) -> dict:
         if path is None or not (path / "trace.csv").exists():
             continue
         try:
-            out[r.run_id] = power_series(read_trace(path), max_points)
+            out[r.run_id] = run_power_series(path, max_points)
         except ProtocolError:
             continue
     return out
