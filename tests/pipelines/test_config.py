@@ -60,7 +60,7 @@ def test_unknown_top_level_key_lists_the_sections():
 
 
 def test_kd_settings_without_kd_loss_are_refused():
-    with pytest.raises(UserError, match=r"methods\[0\]: alpha only applies with loss: kd"):
+    with pytest.raises(UserError, match=r"methods\[0\]\.alpha: alpha only applies with loss: kd"):
         parse_config({"methods": [{"name": "b", "data": ["labelled"], "alpha": 0.2}]}, "x")
 
 
@@ -94,8 +94,10 @@ def test_safe_load_refuses_python_objects(tmp_path):
         load_config(_write(tmp_path, "task: !!python/object/apply:os.system ['echo hi']\n"))
 
 
-def test_empty_file_is_the_default(tmp_path):
-    assert load_config(_write(tmp_path, "")) == RunConfig()
+@pytest.mark.parametrize("text", ["", "# only a comment\n\n", "{}\n", "---\n"])
+def test_a_config_with_no_settings_is_refused_not_run_as_the_default(tmp_path, text):
+    with pytest.raises(UserError, match="holds no settings.*with no CONFIG runs the built-in"):
+        load_config(_write(tmp_path, text))
 
 
 def test_resolved_config_writes_every_default_and_loads_back(tmp_path):

@@ -120,8 +120,17 @@ def test_base_mistakes_name_the_base(tmp_path, tiny_run_dict):
 def test_free_mappings_and_null_sections_take_their_keys(tiny_run_dict):
     resolved = parse_sweep({"base": tiny_run_dict}).points[0].config.resolved()
     assert check_path("task.params.width", resolved) is None
-    assert check_path("task.params.anything", resolved) is None
+    assert check_path("eval.lm_eval.model_args.anything", resolved) is None
     assert check_path("carbon.country", resolved) is None
+
+
+def test_task_params_go_by_the_tasks_schema(tiny_run_dict):
+    """A built-in task's params are checked by its schema, so a typo in a grid key is
+    named with the param meant, before any point is expanded."""
+    resolved = parse_sweep({"base": tiny_run_dict}).points[0].config.resolved()
+    assert check_path("task.params.min_digit", resolved) == (
+        "'task.params.min_digit': task 'arithmetic' has no param 'min_digit' (did you mean "
+        "'min_digits'?)")
 
 
 def test_dry_run_lists_jobs_and_runs_nothing(base_file, tmp_path, capsys):

@@ -61,7 +61,7 @@ def test_schedule_warms_up_then_decays_to_the_floor():
     assert lr_at(0.1, cfg) == pytest.approx(1.0)
     assert lr_at(0.55, cfg) == pytest.approx(0.55)
     assert lr_at(1.0, cfg) == pytest.approx(0.1)
-    assert lr_at(0.5, TrainingConfig(lr=2.0, warmup_frac=0, schedule="constant")) == 2.0
+    assert lr_at(0.5, TrainingConfig(lr=0.5, warmup_frac=0, schedule="constant")) == 0.5
 
 
 def test_loop_stops_at_the_token_budget_and_learns(task_data, tokenizer, tiny_model):

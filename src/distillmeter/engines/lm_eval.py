@@ -37,10 +37,11 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, model_validator
 
+from distillmeter.configbase import MAX_COUNT, error_at
 from distillmeter.configbase import StrictModel as _Strict
 from distillmeter.engines.lm_eval_counts import HarnessWork, count_work
 from distillmeter.errors import UserError
@@ -293,19 +294,23 @@ class LmEvalConfig(_Strict):
     score is kept in its details. ``include_path``: a folder of task YAML files (your own
     benchmarks, e.g. on local data files), searched besides the harness's own tasks."""
 
-    tasks: list[str] = Field(default_factory=lambda: ["gsm8k"], min_length=1)
-    num_fewshot: int | None = Field(None, ge=0)
-    limit: float | None = Field(None, gt=0)
+    tasks: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=lambda: ["gsm8k"], min_length=1)
+    # 65,536 worked examples fill more than any context window
+    num_fewshot: int | None = Field(None, ge=0, le=2**16)
+    limit: float | None = Field(None, gt=0, le=MAX_COUNT)
     apply_chat_template: bool = False
-    task: str | None = None
-    metric: str | None = None
-    model_args: dict[str, str | int | float | bool] = Field(default_factory=dict)
-    include_path: str | None = None
+    task: str | None = Field(None, min_length=1)
+    metric: str | None = Field(None, min_length=1)
+    model_args: dict[Annotated[str, Field(min_length=1)], str | int | float | bool] = Field(
+        default_factory=dict)
+    include_path: str | None = Field(None, min_length=1)
 
     @model_validator(mode="after")
     def _task_listed(self) -> LmEvalConfig:
         if self.task is not None and self.task not in self.tasks:
-            raise ValueError(f"task {self.task!r} is not among tasks ({', '.join(self.tasks)})")
+            raise error_at(("task",), f"task {self.task!r} is not among tasks "
+                           f"({', '.join(self.tasks)})", self.task)
         return self
 
 

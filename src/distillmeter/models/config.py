@@ -8,24 +8,30 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from distillmeter.configbase import MAX_TOKENS, error_at
 from distillmeter.configbase import StrictModel as _Strict
+
+# Past the widest and deepest published models (Llama 3.1 405B: d_model 16,384, 126 layers,
+# 128 heads, d_ff 53,248): a tiny model built here is far below these.
+MAX_WIDTH = 2**16
+MAX_LAYERS = 1024
 
 
 class ArchConfig(_Strict):
     """A small Llama-shaped transformer built locally (``models.TinyModelSpec``)."""
 
-    d_model: int = Field(ge=8)
-    n_layers: int = Field(ge=1)
-    n_heads: int = Field(ge=1)
-    d_ff: int = Field(ge=8)
-    max_len: int = Field(32, ge=8)
+    d_model: int = Field(ge=8, le=MAX_WIDTH)
+    n_layers: int = Field(ge=1, le=MAX_LAYERS)
+    n_heads: int = Field(ge=1, le=MAX_WIDTH)
+    d_ff: int = Field(ge=8, le=16 * MAX_WIDTH)
+    max_len: int = Field(32, ge=8, le=MAX_TOKENS)
     tie_embeddings: bool = True
 
     @model_validator(mode="after")
     def _heads_divide(self) -> ArchConfig:
         if self.d_model % self.n_heads:
-            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads "
-                             f"({self.n_heads})")
+            raise error_at(("n_heads",), f"d_model ({self.d_model}) must be divisible by "
+                           f"n_heads ({self.n_heads})", self.n_heads)
         return self
 
 
@@ -48,29 +54,34 @@ class ModelConfig(_Strict):
     when this model is trained."""
 
     arch: ArchConfig | None = None
-    path: str | None = None
-    hub_id: str | None = None
-    revision: str | None = None
+    path: str | None = Field(None, min_length=1)
+    hub_id: str | None = Field(None, min_length=1)
+    revision: str | None = Field(None, min_length=1)
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    device_map: str | None = None
-    max_len: int | None = Field(None, ge=8)
+    device_map: str | None = Field(None, min_length=1)
+    max_len: int | None = Field(None, ge=8, le=MAX_TOKENS)
     gradient_checkpointing: bool = False
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelConfig:
         given = [k for k in ("arch", "path", "hub_id") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError("give exactly one of 'arch' (a built-in tiny model), 'path' "
-                             "(a local Hugging Face checkpoint directory) or 'hub_id' (a "
-                             "model in the local Hugging Face cache)"
-                             + (f"; got {', '.join(given)}" if given else ""))
+            # named at the second source given (or at arch, when none is)
+            key = given[1] if given else "arch"
+            raise error_at((key,), "give exactly one of 'arch' (a built-in tiny model), "
+                           "'path' (a local Hugging Face checkpoint directory) or 'hub_id' "
+                           "(a model in the local Hugging Face cache)"
+                           + (f"; got {', '.join(given)}" if given else ""),
+                           getattr(self, key))
         if self.revision is not None and self.hub_id is None:
-            raise ValueError("revision only applies with hub_id")
+            raise error_at(("revision",), "revision only applies with hub_id", self.revision)
         if self.arch is not None:
             stray = [k for k in _CHECKPOINT_ONLY if getattr(self, k) is not None]
             if stray:
-                raise ValueError(f"{', '.join(stray)} only appl{'ies' if len(stray) == 1 else 'y'}"
-                                 " to checkpoints (a built-in model gives max_len in arch)")
+                raise error_at((stray[0],), f"{', '.join(stray)} only appl"
+                               f"{'ies' if len(stray) == 1 else 'y'} to checkpoints (a "
+                               "built-in model gives max_len in arch)",
+                               getattr(self, stray[0]))
         return self
 
     @property

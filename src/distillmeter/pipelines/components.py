@@ -17,7 +17,8 @@ from distillmeter.pipelines.config import RunConfig
 def pick_device(cfg: RunConfig) -> str:
     """``auto``: CUDA when available, else CPU. Asking for CUDA without it is a UserError."""
     if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise UserError("device: cuda, but torch sees no CUDA device (use device: auto or cpu)")
+        raise UserError(f"{cfg.where('device')}: cuda, but torch sees no CUDA device (use "
+                        "device: auto or cpu)")
     if cfg.device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return cfg.device

@@ -18,13 +18,27 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
+from distillmeter.configbase import (
+    MAX_BATCH,
+    MAX_COUNT,
+    MAX_SEED,
+    MAX_TEMPERATURE,
+    MAX_TOKENS,
+    error_at,
+)
 from distillmeter.configbase import StrictModel as _Strict
 from distillmeter.engines.lm_eval import LmEvalConfig
 from distillmeter.models.config import ArchConfig, ModelConfig
+from distillmeter.pipelines.config_checks import check_task, check_task_fits, where
+from distillmeter.pipelines.config_machine import (
+    CarbonConfig,
+    DistributedConfig,
+    MeterConfig,
+)
 from distillmeter.tasks.config import FilesConfig
 
 _NAME_RE = r"^[a-z0-9][a-z0-9_\-]*$"
@@ -37,22 +51,28 @@ class TaskConfig(_Strict):
     gets its own, larger privileged labelled set (``n_teacher``), disjoint from the others.
     ``params`` go to the task (arithmetic: ``width``, ``min_digits``)."""
 
-    name: str = "arithmetic"
-    seed: int = 0
-    n_labelled: int = Field(128, ge=1)
-    n_pool: int = Field(4000, ge=0)
-    n_test: int = Field(256, ge=1)
-    n_teacher: int = Field(20000, ge=0)
+    name: str = Field("arithmetic", min_length=1)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+    n_labelled: int = Field(128, ge=1, le=MAX_COUNT)
+    n_pool: int = Field(4000, ge=0, le=MAX_COUNT)
+    n_test: int = Field(256, ge=1, le=MAX_COUNT)
+    n_teacher: int = Field(20000, ge=0, le=MAX_COUNT)
+    # checked by the task's own schema (tasks.TASK_PARAMS) and written out in full
     params: dict[str, Any] = Field(default_factory=lambda: {"width": 3, "min_digits": 2})
     # local files instead of the built-in task (then ``name`` is a label and the n_* cap
-    # each split): see config_sections.FilesConfig
+    # each split): see tasks.config.FilesConfig
     files: FilesConfig | None = None
 
     @model_validator(mode="after")
     def _files_or_builtin(self) -> TaskConfig:
         default_params = type(self).model_fields["params"].default_factory()
         if self.files is not None and self.params != default_params:
-            raise ValueError("params are for a built-in task; with files they do not apply")
+            raise error_at(("params",), "params are for a built-in task; with files they do "
+                           "not apply", self.params)
+        if self.files is None:
+            sizes = {k: getattr(self, k) for k in ("n_labelled", "n_pool", "n_test",
+                                                   "n_teacher")}
+            self.params = check_task(self.name, self.params, sizes)
         return self
 
 
@@ -63,16 +83,37 @@ class TrainingConfig(_Strict):
 
     # Defaults: models.DEFAULT_STUDENT_TRAINING (600 steps of 64 sequences of ~17 tokens);
     # the teacher's (TeacherConfig.training) are models.DEFAULT_TEACHER_TRAINING
-    lr: float = Field(1e-2, gt=0)
+    # AdamW moves each weight by about lr a step: past 1 no weight keeps its scale
+    lr: float = Field(1e-2, gt=0, le=1)
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
     warmup_frac: float = Field(0.07, ge=0, lt=1)
     schedule: Literal["cosine", "constant"] = "cosine"
     weight_decay: float = Field(0.01, ge=0)
-    betas: tuple[float, float] = (0.9, 0.98)
+    # Adam's moment decay rates: a rate of 1 never forgets (and divides by zero in the
+    # bias correction); a YAML list is taken for the pair
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = \
+        (0.9, 0.98)
     grad_clip: float | None = Field(1.0, gt=0)
-    batch_size: int = Field(64, ge=1)  # sequences per forward/backward pass (micro-batch)
-    grad_accum: int = Field(1, ge=1)   # micro-batches per optimizer step
-    token_budget: int = Field(660_000, ge=1)
+    batch_size: int = Field(64, ge=1, le=MAX_BATCH)  # sequences per forward/backward pass
+    grad_accum: int = Field(1, ge=1, le=MAX_BATCH)   # micro-batches per optimizer step
+    # 10^14: several times the largest published pretraining run (15T tokens, Llama 3, 2024)
+    token_budget: int = Field(660_000, ge=1, le=10**14)
+
+    @field_validator("betas", mode="before")
+    @classmethod
+    def _pair(cls, value: Any) -> Any:
+        if isinstance(value, (list, tuple)) and len(value) == 2:
+            return tuple(value)
+        raise ValueError("should be a pair [beta1, beta2], each in [0, 1)")
+
+    @model_validator(mode="after")
+    def _decay_below_one(self) -> TrainingConfig:
+        # decoupled weight decay multiplies each weight by (1 - lr x weight_decay) a step
+        if self.lr * self.weight_decay >= 1:
+            raise error_at(("weight_decay",), f"lr x weight_decay ({self.lr:g} x "
+                           f"{self.weight_decay:g}) must be below 1: each step would remove "
+                           "every weight's whole value", self.weight_decay)
+        return self
 
 
 class TeacherConfig(_Strict):
@@ -85,15 +126,15 @@ class TeacherConfig(_Strict):
     model: ModelConfig = ModelConfig(arch=ArchConfig(d_model=128, n_layers=2, n_heads=4,
                                                      d_ff=512, max_len=32))
     train: bool = True
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     # models.DEFAULT_TEACHER_TRAINING: 300 steps of 64 sequences
     training: TrainingConfig = TrainingConfig(lr=5e-3, token_budget=330_000)
 
     @model_validator(mode="after")
     def _can_train(self) -> TeacherConfig:
         if not self.train and not self.model.is_checkpoint:
-            raise ValueError("train: false needs model.path or model.hub_id (a trained "
-                             "teacher checkpoint)")
+            raise error_at(("train",), "train: false needs model.path or model.hub_id (a "
+                           "trained teacher checkpoint)", self.train)
         return self
 
 
@@ -131,14 +172,14 @@ class MethodConfig(_Strict):
     data: list[Literal["labelled", "synthetic"]] = Field(min_length=1)
     loss: Literal["ce", "kd", "onpolicy"] = "ce"
     alpha: float = Field(0.5, ge=0, le=1)
-    temperature: float = Field(1.0, gt=0)
+    temperature: float = Field(1.0, gt=0, le=MAX_TEMPERATURE)
     divergence: Literal["forward_kl", "reverse_kl", "jsd"] = "forward_kl"
     beta: float = Field(0.5, gt=0, lt=1)
     teacher_mode: Literal["cached", "online"] = "cached"
     lmbda: float = Field(0.5, gt=0, le=1)
-    block_prompts: int = Field(256, ge=1)
-    sample_temperature: float = Field(1.0, ge=0)  # 0: greedy
-    max_new_tokens: int = Field(12, ge=1)
+    block_prompts: int = Field(256, ge=1, le=MAX_COUNT)
+    sample_temperature: float = Field(1.0, ge=0, le=MAX_TEMPERATURE)  # 0: greedy
+    max_new_tokens: int = Field(12, ge=1, le=MAX_TOKENS)
 
     @model_validator(mode="after")
     def _settings_fit_the_loss(self) -> MethodConfig:
@@ -151,12 +192,12 @@ class MethodConfig(_Strict):
         if stray:
             verb = "apply" if len(stray) > 1 else "applies"
             owners = [loss for loss, fields in _USES.items() if set(stray) & set(fields)]
-            raise ValueError(f"{', '.join(stray)} only {verb} with loss: "
-                             f"{' or '.join(owners)}")
+            raise error_at((stray[0],), f"{', '.join(stray)} only {verb} with loss: "
+                           f"{' or '.join(owners)}", getattr(self, stray[0]))
         if self.loss == "onpolicy" and "divergence" not in self.model_fields_set:
             self.divergence = "reverse_kl"  # the usual choice on the student's own samples
         if len(set(self.data)) != len(self.data):
-            raise ValueError("data lists a source twice")
+            raise error_at(("data",), "data lists a source twice", self.data)
         return self
 
     @property
@@ -173,10 +214,10 @@ class LogitsConfig(_Strict):
     """The teacher's top-k logit cache (stage ``teacher.logits``). ``top_k`` is capped at the
     vocabulary size; the tail mass is recomputed from the stored values by the loss."""
 
-    top_k: int = Field(64, ge=1)
+    top_k: int = Field(64, ge=1, le=MAX_TOKENS)
     dtype: Literal["float16", "bfloat16"] = "float16"
-    batch_size: int = Field(64, ge=1)
-    shard_sequences: int = Field(1024, ge=1)
+    batch_size: int = Field(64, ge=1, le=MAX_BATCH)
+    shard_sequences: int = Field(1024, ge=1, le=MAX_BATCH)
 
 
 class GenerationConfig(_Strict):
@@ -186,11 +227,11 @@ class GenerationConfig(_Strict):
     warning, and the synthetic-data manifest names the backend that ran."""
 
     backend: Literal["transformers", "vllm"] = "transformers"
-    temperature: float = Field(0.0, ge=0)
+    temperature: float = Field(0.0, ge=0, le=MAX_TEMPERATURE)
     top_p: float = Field(1.0, gt=0, le=1)
-    max_new_tokens: int = Field(12, ge=1)
-    batch_size: int = Field(256, ge=1)
-    n_prompts: int | None = Field(None, ge=1)
+    max_new_tokens: int = Field(12, ge=1, le=MAX_TOKENS)
+    batch_size: int = Field(256, ge=1, le=MAX_BATCH)
+    n_prompts: int | None = Field(None, ge=1, le=MAX_COUNT)
     verify: bool = True
 
 
@@ -201,42 +242,9 @@ class EvalConfig(_Strict):
     checkpoint directory; the chosen score is the run's quality."""
 
     backend: Literal["builtin", "lm_eval"] = "builtin"
-    batch_size: int = Field(256, ge=1)
-    max_new_tokens: int = Field(12, ge=1)
+    batch_size: int = Field(256, ge=1, le=MAX_BATCH)
+    max_new_tokens: int = Field(12, ge=1, le=MAX_TOKENS)
     lm_eval: LmEvalConfig = LmEvalConfig()
-
-
-class MeterConfig(_Strict):
-    """How the EnergyMeter reads the hardware."""
-
-    devices: str | list[str] = "auto"
-    sample_hz: float = Field(20.0, gt=0, le=1000)
-    idle_seconds: float = Field(1.0, ge=0)
-
-
-class DistributedConfig(_Strict):
-    """Student training across processes, used only when launched by ``torchrun`` /
-    ``accelerate launch`` (WORLD_SIZE > 1; docs/scale.md). ``strategy``: ``ddp`` (a replica
-    per rank, gradients all-reduced) or ``fsdp`` (FULL_SHARD: parameters, gradients and
-    optimizer state sharded per decoder layer with ``torch.distributed.fsdp.fully_shard``,
-    for a student too big to replicate). ``backend``: ``auto`` is nccl on CUDA, gloo on CPU.
-    ``timeout_s`` bounds each collective; ``wait_timeout_s`` bounds how long the other ranks
-    wait while rank 0 alone does teacher-side work. Not part of any config hash: the same
-    config distributed or not is the same configuration."""
-
-    strategy: Literal["ddp", "fsdp"] = "ddp"
-    backend: Literal["auto", "nccl", "gloo"] = "auto"
-    timeout_s: float = Field(1800.0, gt=0)
-    wait_timeout_s: float = Field(86400.0, gt=0)
-
-
-class CarbonConfig(_Strict):
-    """What accounting turns energy into: CO2e and money (None: accounting's defaults)."""
-
-    grid_gco2_per_kwh: float | None = Field(None, ge=0)
-    country: str | None = None
-    pue: float | None = Field(None, ge=1)
-    price_per_kwh: float | None = Field(None, ge=0)
 
 
 def _default_methods() -> list[MethodConfig]:
@@ -253,15 +261,6 @@ def _methods(names: list[str]) -> str:
     return ("method " if len(names) == 1 else "methods ") + ", ".join(names)
 
 
-def _error_at(loc: tuple[str | int, ...], value: Any, message: str) -> ValidationError:
-    """A validation error placed at ``loc`` rather than at the whole config, for a rule
-    that spans sections: its message then names that key and its line, as a field's own
-    error would."""
-    return ValidationError.from_exception_data("RunConfig", [{
-        "type": "value_error", "loc": loc, "input": value,
-        "ctx": {"error": ValueError(message)}}])
-
-
 class RunConfig(_Strict):
     """Everything `distillmeter run` does. ``RunConfig()`` is the built-in default."""
 
@@ -276,9 +275,13 @@ class RunConfig(_Strict):
     meter: MeterConfig = MeterConfig()
     carbon: CarbonConfig = CarbonConfig()
     distributed: DistributedConfig = DistributedConfig()
-    seeds: int = Field(3, ge=1)
+    # each seed is a full run of every method: 1000 is past what any interval needs
+    seeds: int = Field(3, ge=1, le=1000)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int | None = Field(None, ge=1)
+    # 1024: more than any machine's hardware threads (two 192-core CPUs with SMT: 768)
+    threads: int | None = Field(None, ge=1, le=1024)
+    # where each value came from (file and line), for checks made after loading
+    _origin: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _unique_methods(self) -> RunConfig:
@@ -308,11 +311,37 @@ class RunConfig(_Strict):
             what = ((f"sample{'s' if one else ''} from")
                     if all(self.method(n).onpolicy for n in needs_pool)
                     else f"learn{'s' if one else ''} from the teacher's answers to")
-            raise _error_at(("task", "n_pool"), 0, (
+            raise error_at(("task", "n_pool"), (
                 f"{_methods(needs_pool)} {what} the prompt pool, which is empty: no "
                 "teacher data; set task.n_pool to at least 1, or drop "
-                f"{'that method' if one else 'those methods'}"))
+                f"{'that method' if one else 'those methods'}"), 0)
         return self
+
+    @model_validator(mode="after")
+    def _task_fits_the_run(self) -> RunConfig:
+        task = self.task
+        if task.files is None and self.teacher.train and task.n_teacher == 0:
+            raise error_at(("task", "n_teacher"), "teacher.train: true trains the teacher on "
+                           "task.n_teacher examples: give at least 1 (or teacher.train: false "
+                           "with a trained checkpoint)", task.n_teacher)
+        archs = {"teacher": self.teacher.model.arch, "student": self.student.model.arch}
+        if task.files is None and all(a is not None for a in archs.values()):
+            check_task_fits(task.name, task.params,
+                            {role: a.max_len for role, a in archs.items() if a is not None})
+        return self
+
+    def __eq__(self, other: object) -> bool:
+        # the same settings are the same config, wherever they were read from
+        if not isinstance(other, RunConfig):
+            return NotImplemented
+        return type(self) is type(other) and self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as every pydantic model
+
+    def where(self, *loc: str | int) -> str:
+        """``file:line: key`` of a config key for a message (``key`` alone for a config
+        not read from a file), e.g. ``cfg.where("meter", "devices")``."""
+        return where(self._origin, loc)
 
     def method(self, name: str) -> MethodConfig:
         """The method called ``name``."""

@@ -1,6 +1,7 @@
-"""The checks made before any work (``preflight``): the checkpoints exist, teacher and
-student tokenizers agree, the data files read, and every phase fits in memory at the
-configured batch sizes. Anything that would fail later fails here, naming the fix."""
+"""The checks made before any work (``preflight``): the devices to meter exist here, the
+checkpoints exist, teacher and student tokenizers agree, the data files read, and every
+phase fits in memory at the configured batch sizes. Anything that would fail later fails
+here, naming the fix."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from distillmeter.models.memory import model_shape
 from distillmeter.pipelines import components
 from distillmeter.pipelines.components import run_tokenizer_model
 from distillmeter.pipelines.config import RunConfig
+from distillmeter.pipelines.config_host import check_host
 from distillmeter.terminal import literal
 
 
@@ -55,6 +57,7 @@ def _data_lengths(cfg: RunConfig, data, tok) -> dict[str, int]:
 def preflight(cfg: RunConfig, device: str, note: Callable[[str], None] | None = None
               ) -> Preflight:
     """Every check that can fail before work starts; UserError naming the problem."""
+    check_host(cfg)  # the devices to meter exist here (else the run measures 0 J)
     out = Preflight()
     if cfg.eval.backend == "lm_eval":
         from distillmeter.engines.lm_eval import available, preload

@@ -7,11 +7,14 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 
+from pydantic import ValidationError
+
 from distillmeter.errors import UserError
-from distillmeter.tasks.arithmetic import ArithmeticTask
-from distillmeter.tasks.types import Example, Task, TaskData
+from distillmeter.tasks.arithmetic import ArithmeticParams, ArithmeticTask
+from distillmeter.tasks.types import Example, Task, TaskData, TaskParams
 
 __all__ = [
     "ArithmeticTask",
@@ -20,11 +23,26 @@ __all__ = [
     "Task",
     "TaskData",
     "TASKS",
+    "TASK_PARAMS",
+    "TaskParams",
     "exact_match",
     "load_task",
+    "unknown_task",
 ]
 
-TASKS = ("arithmetic",)
+# The built-in tasks by name, each with the schema of its ``task.params``.
+TASK_PARAMS: dict[str, type[TaskParams]] = {"arithmetic": ArithmeticParams}
+TASKS = tuple(TASK_PARAMS)
+
+
+def unknown_task(name: str) -> str | None:
+    """Why ``name`` is not a built-in task (the close ones named), or None when it is."""
+    if name in TASK_PARAMS:
+        return None
+    close = difflib.get_close_matches(name, TASKS, n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    return (f"unknown task {name!r} ({hint}built-in tasks: {', '.join(TASKS)}; for your own "
+            "data give task.files)")
 
 # The built-in default's sizes: labelled data scarce, unlabelled prompts plentiful (see
 # docs/components.md for how these were chosen on a 2-core CPU).
@@ -54,22 +72,23 @@ def load_task(
     The splits are disjoint (no prompt in two of them). ``params`` go to the task
     (arithmetic: ``width``, ``min_digits``). Unknown names or bad sizes raise UserError.
     """
-    if name != "arithmetic":
-        raise UserError(f"unknown task {name!r}; built-in tasks: {', '.join(TASKS)}")
+    problem = unknown_task(name)
+    if problem:
+        raise UserError(problem)
     sizes = {"n_labelled": n_labelled, "n_pool": n_pool, "n_test": n_test,
              "n_teacher": n_teacher}
     for key, n in sizes.items():
         if not isinstance(n, int) or n < 0:
             raise UserError(f"task.{key} must be a non-negative integer, got {n!r}")
-    allowed = {"width", "min_digits"}
-    unknown = sorted(set(params) - allowed)
-    if unknown:
-        raise UserError(
-            f"unknown arithmetic task parameter(s) {', '.join(unknown)}; "
-            f"known: {', '.join(sorted(allowed))}"
-        )
     try:
-        task = ArithmeticTask(**params)
+        checked = TASK_PARAMS[name].model_validate(params)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        raise UserError(f"task {name!r}: params{'.' + key if key else ''}: "
+                        f"{first['msg'].removeprefix('Value error, ')}") from None
+    try:
+        task = ArithmeticTask(**checked.model_dump())
         labelled_p, pool, test_p, teacher_p = task.generate_split_prompts(
             seed, [n_labelled, n_pool, n_test, n_teacher]
         )

@@ -29,7 +29,9 @@ import random
 import re
 from dataclasses import dataclass
 
-from distillmeter.tasks.types import Example
+from pydantic import Field, model_validator
+
+from distillmeter.tasks.types import Example, TaskParams
 
 _DIGITS = "0123456789"
 _SUMS = _DIGITS + "abcdefghij"  # a column sum 0..19 as one character
@@ -46,6 +48,36 @@ def write_number(n: int, width: int = 0) -> str:
 def read_number(text: str) -> int:
     """Inverse of ``write_number``: '743' -> 347."""
     return int(text[::-1])
+
+
+MAX_WIDTH = 9
+
+
+class ArithmeticParams(TaskParams):
+    """``task.params`` of the arithmetic task: operands of ``min_digits``..``width`` digits.
+    At most 9 digits: the prompt space is then already 10^18 prompts, and an example of
+    width w is 4w + 4 characters long, so the models' ``max_len`` bounds it first."""
+
+    length_key = "width"
+    width: int = Field(3, ge=1, le=MAX_WIDTH)
+    min_digits: int = Field(2, ge=1, le=MAX_WIDTH)
+
+    @model_validator(mode="after")
+    def _min_within_width(self) -> ArithmeticParams:
+        if self.min_digits > self.width:
+            raise ValueError(f"min_digits ({self.min_digits}) must be at most width "
+                             f"({self.width})")
+        return self
+
+    def distinct_prompts(self) -> int:
+        lo = 0 if self.min_digits == 1 else 10 ** (self.min_digits - 1)
+        n = 10**self.width - lo
+        return n * n
+
+    def longest_example(self) -> int:
+        # prompt: two operands of width digits, '+' and '='; target: one step a column,
+        # '>', and the answer's width digits plus a final carry
+        return (2 * self.width + 2) + (2 * self.width + 2)
 
 
 @dataclass(frozen=True)
@@ -144,9 +176,7 @@ class ArithmeticTask:
 
     def n_distinct_prompts(self) -> int:
         """How many distinct prompts the task can produce."""
-        lo = 0 if self.min_digits == 1 else 10 ** (self.min_digits - 1)
-        n = 10**self.width - lo
-        return n * n
+        return ArithmeticParams(width=self.width, min_digits=self.min_digits).distinct_prompts()
 
     def generate_split_prompts(self, seed: int, sizes: list[int]) -> list[list[str]]:
         """Disjoint lists of distinct prompts of the given sizes, deterministic in ``seed``."""

@@ -17,9 +17,9 @@ class FieldsConfig(_Strict):
     (instead) names a chat list ``[{role, content}, ...]``: the last assistant turn is the
     answer, the turns before it the prompt."""
 
-    prompt: str = "prompt"
-    answer: str = "answer"
-    messages: str | None = None
+    prompt: str = Field("prompt", min_length=1)
+    answer: str = Field("answer", min_length=1)
+    messages: str | None = Field(None, min_length=1)
 
 
 class DataSourceConfig(_Strict):
@@ -31,7 +31,7 @@ class DataSourceConfig(_Strict):
 
     path: str = Field(min_length=1)
     format: Literal["auto", "jsonl", "parquet", "hf_disk"] = "auto"
-    split: str | None = None
+    split: str | None = Field(None, min_length=1)
     fields: FieldsConfig | None = None  # None: task.files.fields
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import ClassVar, Protocol, runtime_checkable
+
+from distillmeter.configbase import StrictModel
 
 
 @dataclass(frozen=True)
@@ -48,3 +50,20 @@ class TaskData:
     test: list[Example]
     teacher_train: list[Example] = field(default_factory=list)
     params: dict = field(default_factory=dict)  # what built it, for the run's config
+
+
+class TaskParams(StrictModel):
+    """A built-in task's ``task.params``, checked when the config loads (each task has its
+    own subclass, registered in ``tasks.TASK_PARAMS``): what a task needs to say whether
+    the run's splits and models fit it before any work."""
+
+    length_key: ClassVar[str] = ""  # the param that sets how long an example is
+
+    def distinct_prompts(self) -> int:
+        """How many distinct prompts these parameters give."""
+        raise NotImplementedError
+
+    def longest_example(self) -> int:
+        """The longest prompt + target, in characters (one token each with the built-in
+        character tokenizer; BOS and EOS come on top)."""
+        raise NotImplementedError

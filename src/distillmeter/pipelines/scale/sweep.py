@@ -35,8 +35,13 @@ import yaml
 from pydantic import BaseModel
 
 from distillmeter.errors import UserError
-from distillmeter.pipelines.config import RunConfig, content_hash
-from distillmeter.pipelines.config_file import load_config, packaged_config, parse_config
+from distillmeter.pipelines.config import RunConfig, TaskConfig, content_hash
+from distillmeter.pipelines.config_file import (
+    load_config,
+    packaged_config,
+    parse_config,
+    read_yaml_file,
+)
 
 TOP_KEYS = ("base", "grid", "seeds", "ray")
 RAY_KEYS = ("num_gpus", "num_cpus")
@@ -103,6 +108,10 @@ def check_path(path: str, resolved: dict[str, Any]) -> str | None:
     i = 0
     while i < len(parts):
         part = parts[i]
+        if model is TaskConfig and part == "params" and i + 1 < len(parts):
+            problem = _task_param(path, parts[i + 1], resolved)
+            if problem or i + 2 == len(parts):
+                return problem
         if model is None:
             return None  # inside a free mapping
         fields = model.model_fields
@@ -127,6 +136,21 @@ def check_path(path: str, resolved: dict[str, Any]) -> str | None:
         model = inner if not free else None
         i += 1
     return None
+
+
+def _task_param(path: str, key: str, resolved: dict[str, Any]) -> str | None:
+    """Why ``key`` is not a param of the base's built-in task (None when it is, or when the
+    task reads files: its params are then refused as a whole when the point is checked)."""
+    from distillmeter.tasks import TASK_PARAMS
+
+    task = resolved.get("task") or {}
+    schema = TASK_PARAMS.get(task.get("name")) if task.get("files") is None else None
+    if schema is None or key in schema.model_fields:
+        return None
+    known = list(schema.model_fields)
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f" (did you mean '{close[0]}'?)" if close else f" (keys: {', '.join(known)})"
+    return f"'{path}': task {task.get('name')!r} has no param '{key}'{hint}"
 
 
 def apply_override(data: dict[str, Any], resolved: dict[str, Any], path: str,
@@ -265,7 +289,7 @@ def parse_sweep(data: Any, source: str = "sweep", root: yaml.Node | None = None,
         if not path.exists():
             path = packaged_config(base_value) or path  # a packaged config's name
         load_config(path)  # validated, errors naming its own file and line
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw, _ = read_yaml_file(path, "config file")  # the same bounded reading
         base = raw if isinstance(raw, dict) else {}
     elif isinstance(base_value, dict) or base_value is None:
         base = dict(base_value or {})
@@ -302,9 +326,7 @@ def parse_sweep(data: Any, source: str = "sweep", root: yaml.Node | None = None,
 
 
 def load_sweep(path: str | Path) -> Sweep:
-    """Read, validate and expand a sweep file (``yaml.safe_load``)."""
-    from distillmeter.pipelines.config_file import read_yaml_file
-
+    """Read (within the bounds of ``config_yaml``), validate and expand a sweep file."""
     path = Path(path)
     data, root = read_yaml_file(path, "sweep file")
     return parse_sweep(data, str(path), root, path.parent)
