@@ -260,8 +260,8 @@ def totals_table(report: Report) -> Table:
             table.add_row(f"  {dev}", f"{_j(joules)} J", "")
     if overhead:  # the meter's own idle measurement: not the workload's (accounting.md)
         table.add_row("meter overhead", f"{_j(overhead)} J",
-                      f"setup.idle, the meter measuring idle power ({t.meter_overhead_s:.1f} s);"
-                      " not counted in energy per student")
+                      f"setup.idle ({t.meter_overhead_s:.1f} s): not counted in energy per "
+                      "student")
         workload = t.workload_j if t.workload_j is not None else t.energy_j - overhead
         table.add_row("workload", f"{_j(workload)} J", "the run less the meter's overhead")
     if report.upstream:
