@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from distillmeter.analysis.uncertainty import IDLE_DRIFT_REL, Measured, parts_of
-from distillmeter.protocol import METER_STAGES, Report, stage_side
+from distillmeter.protocol import METER_STAGES, Report
 
 SIDE_ORDER = ("setup", "teacher", "student", "eval", "unattributed")
 
@@ -152,7 +152,7 @@ class RunFigures:
 def is_carried(stage_name: str) -> bool:
     """An upstream stage that is the student's own work (its training, measured by an
     interrupted attempt at the run), not teacher work other students share."""
-    return stage_side(stage_name) == "student"
+    return stage_name.split(".", 1)[0] == "student"  # a report's names need not be valid
 
 
 def _stage_total(stage: Any) -> float:

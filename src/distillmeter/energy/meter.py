@@ -42,12 +42,7 @@ from distillmeter.energy.sensors import (
 from distillmeter.energy.stage import Stage
 from distillmeter.energy.sync import sync_devices
 from distillmeter.errors import writing
-from distillmeter.protocol import (
-    SCHEMA,
-    SOURCES,
-    UpstreamRef,
-    event_line,
-)
+from distillmeter.protocol import SCHEMA, SOURCES, UpstreamRef, event_line
 
 
 class EnergyMeter:
