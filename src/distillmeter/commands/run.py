@@ -103,8 +103,10 @@ def print_outcome(summary: Any, console: Any, *, analysed: bool) -> None:
         else:
             console.print(f"teacher [bold]{literal(t.name)}[/]: {_energy(rep)} in "
                           f"{rep.totals.seconds:.1f} s{literal(em)}", highlight=False)
+    axis = any(r.seed is not None and r.name != f"{r.method}-s{r.seed}" for r in students)
+    pattern = "<method>-b<budget>-s<seed>" if axis else "<method>-s<seed>"
     console.print(f"students: {done} run, {len(students) - done} already done, in "
-                  f"{literal(summary.out_dir)}/<method>-s<seed>/", highlight=False)
+                  f"{literal(summary.out_dir)}/{pattern}/", highlight=False)
     for f in summary.of_kind("failed"):
         energy = _energy(f.report) if f.report else "not accounted"
         console.print(f"interrupted attempt {literal(f.name)}: {energy} (kept, accounted)",

@@ -277,11 +277,23 @@ class RunConfig(_Strict):
     distributed: DistributedConfig = DistributedConfig()
     # each seed is a full run of every method: 1000 is past what any interval needs
     seeds: int = Field(3, ge=1, le=1000)
+    # the student's budget axis: each method is trained at each of these token budgets
+    # (``training.token_budget`` replaced), one run per (method, budget, seed); a budget
+    # point is a configuration of a method, not a method. null: training.token_budget only
+    budgets: list[Annotated[int, Field(ge=1, le=MAX_TOKENS)]] | None = Field(
+        None, min_length=1, max_length=16)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # 1024: more than any machine's hardware threads (two 192-core CPUs with SMT: 768)
     threads: int | None = Field(None, ge=1, le=1024)
     # where each value came from (file and line), for checks made after loading
     _origin: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @field_validator("budgets")
+    @classmethod
+    def _distinct_budgets(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError(f"budgets must be distinct token budgets; got {v}")
+        return v
 
     @model_validator(mode="after")
     def _unique_methods(self) -> RunConfig:
@@ -343,6 +355,16 @@ class RunConfig(_Strict):
         not read from a file), e.g. ``cfg.where("meter", "devices")``."""
         return where(self._origin, loc)
 
+    def student_training(self, budget: int | None = None) -> TrainingConfig:
+        """The students' training settings at ``budget`` tokens (None: as configured)."""
+        if budget is None:
+            return self.training
+        return self.training.model_copy(update={"token_budget": budget})
+
+    def budget_points(self) -> list[int | None]:
+        """The budget axis (``budgets``), or ``[None]``: the configured budget alone."""
+        return list(self.budgets) if self.budgets else [None]
+
     def method(self, name: str) -> MethodConfig:
         """The method called ``name``."""
         for m in self.methods:
@@ -402,7 +424,7 @@ def logits_key(cfg: RunConfig, method: MethodConfig) -> dict[str, Any]:
             "logits": cfg.logits.model_dump(mode="json")}
 
 
-def student_config_id(cfg: RunConfig, method: MethodConfig) -> str:
+def student_config_id(cfg: RunConfig, method: MethodConfig, budget: int | None = None) -> str:
     """Identifies a student configuration across seeds (the meter's ``config_id``). An
     onpolicy student also depends on how the teacher's scores are kept (``logits``) and on
     the generation batch size (sampled draws depend on it)."""
@@ -411,7 +433,7 @@ def student_config_id(cfg: RunConfig, method: MethodConfig) -> str:
         "sequences": student_sequences_key(cfg, method),
         "method": method.model_dump(mode="json"),
         "student": cfg.student.model_dump(mode="json"),
-        "training": cfg.training.model_dump(mode="json"),
+        "training": cfg.student_training(budget).model_dump(mode="json"),
         "logits": cfg.logits.model_dump(mode="json") if method.uses_cache else None}
     if method.onpolicy:  # a key of its own: the other methods' ids stay as they were
         key["onpolicy"] = {"logits": cfg.logits.model_dump(mode="json"),

@@ -233,15 +233,17 @@ class OnPolicyData(Iterator[Batch]):
 
 def onpolicy_data(ctx, method: MethodConfig, windows: PhaseWindows, student,
                   loaded_teacher, tokenizer, pool: list[str], offpolicy: Sequences,
-                  loss: OnPolicyKD, seed: int) -> OnPolicyData:
+                  loss: OnPolicyKD, seed: int, training=None) -> OnPolicyData:
     """The run's ``OnPolicyData`` from its config (``ctx.cfg``): rounds over the task's
     prompt ``pool``, generation in batches of ``generation.batch_size``, the teacher's
     scores kept as ``logits`` says (``top_k``, capped at the vocabulary, and ``dtype``;
     scored in batches of ``logits.batch_size``), each phase's windows annotated (params,
-    batch size) for the efficiency floors. ``student``: the run's ``LoadedModel``."""
+    batch size) for the efficiency floors. ``student``: the run's ``LoadedModel``;
+    ``training``: the run's loop settings (default ``ctx.cfg.training``)."""
     from distillmeter.models import count_params
 
     cfg = ctx.cfg
+    training = training or cfg.training
     teacher = loaded_teacher.model
     vocab = int(loss.vocab_size or teacher.get_output_embeddings().weight.shape[0])
     s_params = count_params(student.model)
@@ -249,12 +251,12 @@ def onpolicy_data(ctx, method: MethodConfig, windows: PhaseWindows, student,
                      batch_size=cfg.generation.batch_size, backend="transformers")
     windows.annotate("teacher.score", params=count_params(teacher),
                      batch_size=cfg.logits.batch_size, top_k=min(cfg.logits.top_k, vocab))
-    windows.annotate("student.train", params=s_params, batch_size=cfg.training.batch_size)
+    windows.annotate("student.train", params=s_params, batch_size=training.batch_size)
     return OnPolicyData(
         method=method, student=student.model, teacher=teacher, tokenizer=tokenizer,
         prompts=pool, offpolicy=offpolicy if method.lmbda < 1.0 else None,
-        loss=loss, windows=windows, batch_size=cfg.training.batch_size,
-        grad_accum=cfg.training.grad_accum, generate_batch_size=cfg.generation.batch_size,
+        loss=loss, windows=windows, batch_size=training.batch_size,
+        grad_accum=training.grad_accum, generate_batch_size=cfg.generation.batch_size,
         score_batch_size=cfg.logits.batch_size, top_k=cfg.logits.top_k,
         score_dtype=cfg.logits.dtype, vocab_size=vocab,
         max_len=min(student.max_len, loaded_teacher.max_len), seed=seed, device=ctx.device,

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from distillmeter.pipelines.config import (
     MethodConfig,
     RunConfig,
+    TrainingConfig,
     content_hash,
     logits_key,
     student_config_id,
@@ -109,18 +110,29 @@ def plan_teacher(cfg: RunConfig) -> TeacherPlan:
 
 @dataclass(frozen=True)
 class StudentRun:
-    """One student run directory: ``<method>-s<seed>``."""
+    """One student run directory: ``<method>-s<seed>``, or ``<method>-b<budget>-s<seed>``
+    on a budget axis (``budgets``), e.g. ``kd-b240k-s0``."""
 
     method: MethodConfig
     seed: int
     config_id: str
+    training: TrainingConfig  # the loop's settings for this run (its token budget)
+    budget: int | None = None  # its point on the budget axis (None: no axis)
 
     @property
     def name(self) -> str:
-        return f"{self.method.name}-s{self.seed}"
+        if self.budget is None:
+            return f"{self.method.name}-s{self.seed}"
+        return f"{self.method.name}-b{budget_label(self.budget)}-s{self.seed}"
+
+
+def budget_label(tokens: int) -> str:
+    """A token budget as run names show it: 240000 -> ``240k``, 1500000 -> ``1500k``."""
+    return f"{tokens // 1000}k" if tokens % 1000 == 0 else str(tokens)
 
 
 def plan_students(cfg: RunConfig) -> list[StudentRun]:
-    """Every (method, seed) run, method-major (all seeds of a method together)."""
-    return [StudentRun(m, seed, student_config_id(cfg, m))
-            for m in cfg.methods for seed in range(cfg.seeds)]
+    """Every (method, budget, seed) run, method-major (a method's points together, each
+    point's seeds together)."""
+    return [StudentRun(m, seed, student_config_id(cfg, m, b), cfg.student_training(b), b)
+            for m in cfg.methods for b in cfg.budget_points() for seed in range(cfg.seeds)]

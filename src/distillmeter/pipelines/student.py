@@ -134,6 +134,7 @@ def run_student(ctx: Context, run: StudentRun, teacher: TeacherOutputs,
                            upstream=upstream,
                            labels={"role": "student", "data": list(method.data), **answers,
                                    "loss": method.loss,
+                                   "token_budget": run.training.token_budget,
                                    "teacher_mode": method.teacher_mode if method.loss == "kd"
                                    else None,
                                    **({"divergence": method.divergence, "lmbda": method.lmbda,
@@ -235,7 +236,7 @@ def _train(ctx: Context, meter, run: StudentRun, teacher: TeacherOutputs, run_di
                 teacher_model), build.vocab_width(model))
             loss_fn = OnlineKD(method, teacher_model, vocab_size=shared)
 
-    tcfg = cfg.training
+    tcfg = run.training
     if method.onpolicy:  # rounds of student.generate, teacher.score, student.train
         windows = ui.phases(meter, label, [("student.generate", None, "prompt"),
                                            ("teacher.score", None, "seq"),
@@ -249,7 +250,7 @@ def _train(ctx: Context, meter, run: StudentRun, teacher: TeacherOutputs, run_di
         world = ctx.world_size
         if method.onpolicy:
             rounds = onpolicy_data(ctx, method, bar, student, loaded_t, tok,
-                                   list(data.pool), seqs, loss_fn, seed)
+                                   list(data.pool), seqs, loss_fn, seed, training=tcfg)
             source, on_step = rounds, None  # rounds count their own tokens
         else:
             bar.annotate(params=count_params(model), batch_size=tcfg.batch_size,

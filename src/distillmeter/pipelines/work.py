@@ -317,13 +317,14 @@ def plan_work(cfg: RunConfig, *, keep_fraction: float | None = None) -> WorkPlan
     runs = [PlannedRun("teacher", tp.run_name, "teacher", tp.teacher_hash, stages,
                        seeds=[cfg.teacher.seed], run_names=[tp.run_name])]
     students = plan_students(cfg)
-    for method in cfg.methods:
-        mine = [s for s in students if s.method.name == method.name]
+    for config_id in dict.fromkeys(s.config_id for s in students):  # one per point
+        mine = [s for s in students if s.config_id == config_id]
+        method, training = mine[0].method, mine[0].training
         if method.onpolicy:
             work = onpolicy_stages(cfg, method, data.pool, sequences(method), s_shape,
-                                   t_shape)
+                                   t_shape, training=training)
         else:
-            work = [_train_stage("student.train", sequences(method), cfg.training, s_shape,
+            work = [_train_stage("student.train", sequences(method), training, s_shape,
                                  method, t_shape)]
         runs.append(PlannedRun(
             method.name, mine[0].name, "student", mine[0].config_id,
@@ -335,14 +336,16 @@ def plan_work(cfg: RunConfig, *, keep_fraction: float | None = None) -> WorkPlan
 
 
 def onpolicy_stages(cfg: RunConfig, method: MethodConfig, pool: _Split, off: list[int],
-                    s_shape: ModelShape, t_shape: ModelShape) -> list[PlannedStage]:
+                    s_shape: ModelShape, t_shape: ModelShape, training=None
+                    ) -> list[PlannedStage]:
     """An onpolicy method's rounds (``pipelines/onpolicy.py``), added up by phase: each
     round samples ``block_prompts`` completions (``student.generate``), the teacher scores
     them with the round's off-policy sequences, ``(1 - lmbda) / lmbda`` batches of them per
     on-policy batch (``teacher.score``), and the loop trains on those batches
     (``student.train``) until the token budget is used. Samples are taken at the reference
     answer's length; their windows' fixed costs are counted once per phase."""
-    t, b = cfg.training, cfg.training.batch_size
+    t = training or cfg.training
+    b = t.batch_size
     new = [min(method.max_new_tokens, a + 1) for a in pool.answer] or [method.max_new_tokens]
     on_len = sum(p + n for p, n in zip(pool.prompt, new, strict=False)) / max(len(new), 1)
     off_len = sum(off) / len(off) if off else 0.0
