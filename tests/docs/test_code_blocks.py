@@ -196,3 +196,19 @@ def test_the_cli_check_can_fail():
     calls = _invocations(fake)
     assert calls == [["acount", "RUN"], ["run", "--seed", "3"]]
     assert "acount" not in commands and "--seed" not in commands["run"]
+
+
+CODE_SPAN = re.compile(r"`([^`]+)`")  # spans may wrap a line
+REPO_PATH = re.compile(r"(?:^|(?<=[\s(=]))((?:src|tests|benchmarks|scripts|docs)/[\w./-]*\w)")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_repo_paths_named_in_backticks_exist(page: Path):
+    """`src/...`, `tests/...`, `benchmarks/...`, `scripts/...`, `docs/...` as the pages
+    name them, from the repo root."""
+    text = re.sub(r"^\s*```.*?^\s*```", "", page.read_text(encoding="utf-8"),
+                  flags=re.M | re.S)
+    named = {p for span in CODE_SPAN.findall(text) for p in REPO_PATH.findall(span)}
+    assert named or page.name not in ("README.md", "DESIGN.md")
+    missing = sorted(p for p in named if not (ROOT / p).exists())
+    assert missing == []
