@@ -48,6 +48,8 @@ from distillmeter.protocol import Report
 DRIFT_MIN_S = 1.0
 IDLE = "setup.idle"
 UPPER_P = 0.95  # the one-sided confidence of the stated upper bound
+KINDS = {"seeds": "seeds of one configuration", "teacher": "a repeated teacher run",
+         "idle": "the idle windows"}
 
 
 def _upper(sd: float, dof: int) -> float:
@@ -188,7 +190,7 @@ def drift_line(drift: dict[str, Any] | None) -> str:
         p = drift.get(what)
         if p:
             parts.append(f"{name} {p['rel_sd']:.1%} (95% upper bound {p['upper95']:.1%}, "
-                         f"{p['dof']} dof from {p['groups']} repeated stage(s))")
-    kinds = ", ".join(drift.get("by_kind", {}))
+                         f"{p['dof']} dof, {p['groups']} group(s) of repeated work)")
+    kinds = ", ".join(KINDS.get(k, k) for k in drift.get("by_kind", {}))
     return (f"run-to-run drift of this machine: {'; '.join(parts)}, from {kinds}; each "
             "interval adds the upper bound to the fit's spread in quadrature (log scale)")

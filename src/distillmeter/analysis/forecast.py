@@ -17,6 +17,17 @@ residual degrees of freedom; never below 0. Then:
 - a coefficient with no measurement here is borrowed (below) and widens it 3x each way;
 - where the device's floor is known, the lower end never goes under floor x FLOPs.
 
+**The machine's drift.** The fit's residuals say how well one equation describes these
+runs, not how far the same work moves from one run to the next: on a quiet 2-core VM the
+same ``teacher.train`` took 26.3 s in one campaign and 18.4 s minutes later. So r above
+also carries the machine's run-to-run drift d, estimated from identical work measured
+more than once in the runs (seeds of one configuration, a repeated teacher, the idle
+windows: ``drift.py``), for time and for energy apiece, at its 95% upper bound (few
+repeats, few degrees of freedom): r = sqrt(r_fit^2 + d^2), in quadrature on the log scale
+(independent errors of the model and of the machine). Stages forecast as measured already
+hold the drift in their repeats. ``ci95_fit`` / ``seconds_ci95_fit`` keep the fit's own
+interval; without repeated work there is no d and the forecast says so (``drift``).
+
 A fit with no residual degrees of freedom has no spread of its own: a prior 30% is used
 and the forecast says so. Totals add the stages' bounds (their errors share coefficients,
 so they are not independent; adding bounds is the cautious reading).
