@@ -88,6 +88,19 @@ def test_the_idle_window_counts_for_energy_only():
     assert set(d["by_kind"]) == {"idle"}
 
 
+def test_the_idle_window_is_not_pooled_with_repeated_work():
+    reports = []
+    for i, (secs, w) in enumerate([(10.0, 9.0), (12.0, 9.2), (11.0, 9.1)]):
+        _, rep = _run(f"r{i}", "A", {"setup.idle": 1.0, "student.train": secs}, watts=w)
+        reports.append((f"r{i}", rep))
+    d = estimate_drift(reports)
+    energies = [w * s for s, w in [(10.0, 9.0), (12.0, 9.2), (11.0, 9.1)]]
+    assert d["energy"]["rel_sd"] == pytest.approx(_pooled([energies])[0])
+    assert d["by_kind"]["idle"]["energy"]["rel_sd"] == pytest.approx(
+        _pooled([[9.0, 9.2, 9.1]])[0])
+    assert d["from"] == ["seeds"] and "idle" not in drift_line(d)
+
+
 def test_no_repeated_work_gives_no_figure():
     reports = [_run("a0", "A", {"student.train": 12.0, "setup.load": 0.1}),
                _run("b0", "B", {"student.train": 14.0}),
