@@ -112,12 +112,14 @@ def run_variant(name: str, cfg: dict, runs: Path, work: Path) -> dict | None:
     _cli("estimate", str(path), "--from", str(runs), "--save", str(out), "--json",
          capture=True)
     t_est = time.perf_counter() - t0
+    load = [os.getloadavg()[0]]
     _cli("run", str(path), "--out", str(out), "--quiet", "--no-report")
+    load.append(os.getloadavg()[0])
     doc = json.loads((out / "forecast.json").read_text(encoding="utf-8"))
     loaded, _ = load_runs(out)
     check = check_forecast(doc, [(str(r.run_dir), r.report) for r in loaded])
     if check is not None:
-        check["estimate_s"] = t_est
+        check["estimate_s"], check["load"] = t_est, load
     return check
 
 
@@ -126,8 +128,9 @@ def _pct(lo: float, hi: float, y: float) -> str:
 
 
 def print_check(name: str, check: dict, long_s: float) -> None:
-    print(f"\n## {name} (estimate took {check['estimate_s']:.1f} s): stages of >= "
-          f"{long_s:g} s")
+    print(f"\n## {name} (estimate took {check['estimate_s']:.1f} s; 1-min load average "
+          f"{check['load'][0]:.1f} before its runs, {check['load'][1]:.1f} after): stages of "
+          f">= {long_s:g} s")
     print(f"{'run':<22} {'stage':<16} {'fcst J':>8} {'meas J':>8} {'error':>6} "
           f"{'interval, drift':>16} {'in?':>4} {'interval, fit':>14} {'in?':>4} "
           f"{'fcst s':>7} {'meas s':>7}")
@@ -235,6 +238,10 @@ def main() -> None:
               f"drift term {sum(r['inside'] for r in long)}/{len(long)}, from the fit alone "
               f"{sum(r['inside_fit'] for r in long)}/{len(long)}; largest |error| "
               f"{max((abs(r['error']) for r in long), default=float('nan')):.0%}")
+        timed = [r for r in long if r["seconds_inside"] is not None]
+        print(f"their seconds: inside with the drift term "
+              f"{sum(bool(r['seconds_inside']) for r in timed)}/{len(timed)}, from the fit "
+              f"alone {sum(bool(r['seconds_inside_fit']) for r in timed)}/{len(timed)}")
         print(f"all stages: inside with drift {sum(r['inside'] for r in rows)}/{len(rows)}, "
               f"fit alone {sum(r['inside_fit'] for r in rows)}/{len(rows)}")
         (work / "results.json").write_text(json.dumps(

@@ -36,6 +36,7 @@ def _row(run: str, key: str, stage: str, f: dict[str, Any], joules: float, secon
     lo, hi = f["ci95"]
     s_ci = f.get("seconds_ci95") or [None, None]
     f_lo, f_hi = f.get("ci95_fit") or f["ci95"]
+    s_fit = f.get("seconds_ci95_fit") or s_ci
     return {"run": run, "method": key, "stage": stage, "basis": f.get("basis"),
             "forecast_j": f["energy_j"], "ci95": [lo, hi], "measured_j": joules,
             "error": f["energy_j"] / joules - 1.0 if joules > 0 else math.inf,
@@ -44,7 +45,8 @@ def _row(run: str, key: str, stage: str, f: dict[str, Any], joules: float, secon
             "forecast_s": f.get("seconds"), "seconds_ci95": s_ci, "measured_s": seconds,
             "seconds_error": (f["seconds"] / seconds - 1.0) if f.get("seconds") and seconds
             else None,
-            "seconds_inside": None if s_ci[0] is None else s_ci[0] <= seconds <= s_ci[1]}
+            "seconds_inside": None if s_ci[0] is None else s_ci[0] <= seconds <= s_ci[1],
+            "seconds_inside_fit": None if s_fit[0] is None else s_fit[0] <= seconds <= s_fit[1]}
 
 
 def check_forecast(doc: dict[str, Any], reports: list[tuple[str, Report]]
