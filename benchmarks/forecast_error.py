@@ -10,7 +10,9 @@ its config, forecast from it and then run, 1 seed each:
 - ``other-budgets``: the students at budgets off the reference's axis (half its smallest,
   1.5x its largest): the forecast of a budget axis's points;
 - ``kd-online``: another method config, KD from a live teacher (no logit cache), beside
-  the baseline.
+  the baseline; forecast twice: from the reference alone, and from the reference and the
+  ``other-budgets`` campaign together, whose repeated teacher carries the drift between
+  campaigns (the seeds of one campaign, minutes apart, see only part of it).
 
 Each is forecast with ``distillmeter estimate VARIANT --from RUNS --save OUT`` and then run
 with ``distillmeter run VARIANT --out OUT`` (the real CLI, in subprocesses); every run
@@ -104,23 +106,44 @@ def variants(base: dict) -> dict[str, dict]:
     return out
 
 
-def run_variant(name: str, cfg: dict, runs: Path, work: Path) -> dict | None:
+def run_variant(name: str, cfg: dict, runs: Path, work: Path,
+                also_from: Path | None = None) -> dict[str, dict | None]:
+    """Forecast ``cfg`` from ``runs`` (and, given ``also_from``, from that directory too),
+    run it, and check each forecast against the runs: {label: check}."""
     path = work / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     out = work / name
-    t0 = time.perf_counter()
-    _cli("estimate", str(path), "--from", str(runs), "--save", str(out), "--json",
-         capture=True)
-    t_est = time.perf_counter() - t0
+    sources = {name: (runs, out)}
+    if also_from is not None:
+        sources[f"{name}, from 2 campaigns"] = (also_from, work / f"{name}-2c")
+    t_est = {}
+    for label, (src, save) in sources.items():
+        t0 = time.perf_counter()
+        _cli("estimate", str(path), "--from", str(src), "--save", str(save), "--json",
+             capture=True)
+        t_est[label] = time.perf_counter() - t0
     load = [os.getloadavg()[0]]
     _cli("run", str(path), "--out", str(out), "--quiet", "--no-report")
     load.append(os.getloadavg()[0])
-    doc = json.loads((out / "forecast.json").read_text(encoding="utf-8"))
     loaded, _ = load_runs(out)
-    check = check_forecast(doc, [(str(r.run_dir), r.report) for r in loaded])
-    if check is not None:
-        check["estimate_s"], check["load"] = t_est, load
-    return check
+    checks: dict[str, dict | None] = {}
+    for label, (_, save) in sources.items():
+        doc = json.loads((save / "forecast.json").read_text(encoding="utf-8"))
+        check = check_forecast(doc, [(str(r.run_dir), r.report) for r in loaded])
+        if check is not None:
+            check["estimate_s"], check["load"] = t_est[label], load
+        checks[label] = check
+    return checks
+
+
+def two_campaigns(work: Path, runs: Path, other: Path) -> Path:
+    """A runs directory holding the reference and a later campaign of the same teacher
+    (hard-linked copies): its repeated teacher shows the drift between campaigns."""
+    both = work / "campaigns"
+    for name, source in (("reference", runs), ("later", other)):
+        if not (both / name).exists():
+            shutil.copytree(source, both / name, copy_function=os.link)
+    return both
 
 
 def _pct(lo: float, hi: float, y: float) -> str:
@@ -214,28 +237,40 @@ def main() -> None:
                            encoding="utf-8")
             print(f"running the reference into {runs} ...", flush=True)
             _cli("run", str(ref), "--out", str(runs), "--quiet", "--no-report")
-        checks = {}
+        checks: dict[str, dict | None] = {}
+        both = None
         for name, cfg in variants(base_config(runs)).items():
             print(f"{name}: forecast, then run ...", flush=True)
-            checks[name] = run_variant(name, cfg, runs, work)
+            checks.update(run_variant(name, cfg, runs, work, both))
+            both = both or two_campaigns(work, runs, work / name)
         rows = []
         for name, check in checks.items():
             if check is None:
                 print(f"\n## {name}: no run matched the forecast")
                 continue
             print_check(name, check, long_s)
-            rows += [{**r, "variant": name} for r in check["rows"]]
+            print(drift_line(check["drift"]))
+            for what in ("seconds", "energy"):
+                for kind, part in (check["drift"] or {}).get("by_kind", {}).items():
+                    if part.get(what):
+                        p = part[what]
+                        print(f"  {what} from {kind}: sd {p['rel_sd']:.1%}, upper "
+                              f"{p['upper95']:.1%} ({p['dof']} dof, {p['groups']} group(s))")
+            if "2 campaigns" not in name:
+                rows += [{**r, "variant": name} for r in check["rows"]]
+        print()
+        for name, check in checks.items():
+            if check is None:
+                continue
+            lg = [r for r in check["rows"] if r["measured_s"] >= long_s]
+            print(f"{name}: long stages inside with the drift term "
+                  f"{sum(r['inside'] for r in lg)}/{len(lg)}, from the fit alone "
+                  f"{sum(r['inside_fit'] for r in lg)}/{len(lg)}")
         long = [r for r in rows if r["measured_s"] >= long_s]
         drift = next((c["drift"] for c in checks.values() if c), None)
-        print(f"\n{drift_line(drift)}")
-        for what in ("seconds", "energy"):
-            for kind, part in (drift or {}).get("by_kind", {}).items():
-                if part.get(what):
-                    p = part[what]
-                    print(f"  {what} from {kind}: sd {p['rel_sd']:.1%}, upper {p['upper95']:.1%}"
-                          f" ({p['dof']} dof, {p['groups']} group(s))")
-        print(f"stages of >= {long_s:g} s: {len(long)}; inside their 95% interval with the "
-              f"drift term {sum(r['inside'] for r in long)}/{len(long)}, from the fit alone "
+        print(f"from the reference alone, stages of >= {long_s:g} s: {len(long)}; inside "
+              f"their 95% interval with the drift term {sum(r['inside'] for r in long)}/"
+              f"{len(long)}, from the fit alone "
               f"{sum(r['inside_fit'] for r in long)}/{len(long)}; largest |error| "
               f"{max((abs(r['error']) for r in long), default=float('nan')):.0%}")
         timed = [r for r in long if r["seconds_inside"] is not None]
@@ -245,7 +280,8 @@ def main() -> None:
         print(f"all stages: inside with drift {sum(r['inside'] for r in rows)}/{len(rows)}, "
               f"fit alone {sum(r['inside_fit'] for r in rows)}/{len(rows)}")
         (work / "results.json").write_text(json.dumps(
-            {"long_s": long_s, "drift": drift, "rows": rows}, indent=1), encoding="utf-8")
+            {"long_s": long_s, "drift": drift, "rows": rows, "checks": checks}, indent=1),
+            encoding="utf-8")
         print(f"load average at end: {os.getloadavg()}; {time.perf_counter() - t0:.0f} s; "
               f"work directory {work} (results.json)")
     print("\n## H100 (tests/data/h100-run-a): each stage kind forecast from the others")
