@@ -11,7 +11,9 @@ Besides the time and energy fits it keeps what the forecast's fallbacks need:
   them is flagged and its interval widened;
 - ``floor`` and ``efficiency``: the device's floor (``data/hardware_floors.json``) and the
   ratio energy / floor measured on this hardware's stages, for an operation that has no
-  run here (floor x measured ratio).
+  run here (floor x measured ratio);
+- ``drift``: the machine's run-to-run drift, from identical work measured more than once
+  (``drift.py``), which every fitted forecast's interval carries.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from distillmeter.analysis.costfit import (
     run_role,
     time_features,
 )
+from distillmeter.analysis.drift import estimate_drift
 from distillmeter.analysis.efficiency import match_floor
 from distillmeter.analysis.runs import cpu_name, gpu_names, hardware_label
 from distillmeter.errors import UserError
@@ -53,6 +56,7 @@ class CostModel:
     runs: list[str] = field(default_factory=list)
     excluded: list[dict[str, str]] = field(default_factory=list)
     residuals: list[dict[str, Any]] = field(default_factory=list)
+    drift: dict[str, Any] | None = None  # the machine's run-to-run drift (drift.py)
 
     @property
     def estimated_devices(self) -> list[str]:
@@ -79,7 +83,8 @@ class CostModel:
                 "sources": self.sources, "estimated_devices": self.estimated_devices,
                 "coefficients": self.coefficients(), "by_name": self.by_name,
                 "ranges": self.ranges, "floor": self.floor, "efficiency": self.efficiency,
-                "runs": self.runs, "excluded": self.excluded, "residuals": self.residuals}
+                "runs": self.runs, "excluded": self.excluded, "residuals": self.residuals,
+                "drift": self.drift}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CostModel:
@@ -89,7 +94,7 @@ class CostModel:
                    {k: LinearFit.from_dict(v) for k, v in d["energy"].items()},
                    dict(d["sources"]), d.get("by_name", {}), d.get("ranges", {}),
                    d.get("floor"), d.get("efficiency"), d.get("runs", []),
-                   d.get("excluded", []), d.get("residuals", []))
+                   d.get("excluded", []), d.get("residuals", []), d.get("drift"))
 
 
 def _meaning(name: str) -> str:
@@ -205,5 +210,10 @@ def fit_cost_model(reports: list[tuple[str, Report]], floors: list[dict[str, Any
         fitted, _ = time.predict(row)
         residuals.append({"run": o.run, "stage": o.stage, "seconds": o.seconds,
                           "fitted_s": fitted, "error": fitted / o.seconds - 1.0})
+
+    def predict(o: Observation) -> float | None:  # the fitted seconds of o's work
+        return time.predict(time_features(o.work))[0] if o.work is not None else None
+
     return CostModel(hardware, time, energy, sources, by_name, ranges, floor, efficiency,
-                     sorted({o.run for o in obs}), excluded, residuals)
+                     sorted({o.run for o in obs}), excluded, residuals,
+                     estimate_drift(mine, predict))

@@ -17,6 +17,17 @@ residual degrees of freedom; never below 0. Then:
 - a coefficient with no measurement here is borrowed (below) and widens it 3x each way;
 - where the device's floor is known, the lower end never goes under floor x FLOPs.
 
+**The machine's drift.** The fit's residuals say how well one equation describes these
+runs, not how far the same work moves from one run to the next: on a quiet 2-core VM the
+same ``teacher.train`` took 26.3 s in one campaign and 18.4 s minutes later. So r above
+also carries the machine's run-to-run drift d, estimated from identical work measured
+more than once in the runs (seeds of one configuration, a repeated teacher, the idle
+windows: ``drift.py``), for time and for energy apiece, at its 95% upper bound (few
+repeats, few degrees of freedom): r = sqrt(r_fit^2 + d^2), in quadrature on the log scale
+(independent errors of the model and of the machine). Stages forecast as measured already
+hold the drift in their repeats. ``ci95_fit`` / ``seconds_ci95_fit`` keep the fit's own
+interval; without repeated work there is no d and the forecast says so (``drift``).
+
 A fit with no residual degrees of freedom has no spread of its own: a prior 30% is used
 and the forecast says so. Totals add the stages' bounds (their errors share coefficients,
 so they are not independent; adding bounds is the cautious reading).
@@ -45,18 +56,20 @@ named and the rest forecast.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+import re
 from typing import Any
-
-from scipy import stats
 
 from distillmeter.accounting.uncertainty import ESTIMATE_REL
 from distillmeter.analysis.breakeven import is_baseline, n_star
 from distillmeter.analysis.costfit import BETWEEN, time_features
 from distillmeter.analysis.costmodel import CostModel
 from distillmeter.analysis.costwork import StageWork, stage_work
-from distillmeter.analysis.stats import t_quantile
+from distillmeter.analysis.drift import drift_rel
+from distillmeter.analysis.forecast_basis import StageForecast, floor_path, measured, q95
 from distillmeter.protocol import METER_STAGES
+
+__all__ = ["StageForecast", "forecast_plan", "point_key", "predict_stage",
+           "widen_for_estimate"]
 
 PRIOR_REL_SD = 0.30
 BORROW_WIDEN = 3.0
@@ -68,55 +81,6 @@ _BORROW = {"train.per_flop": [("forward.per_flop", 1.0)],
            "train.per_pass": [("score.per_pass", 3.0), ("decode.per_pass", 3.0)],
            "score.per_pass": [("decode.per_pass", 1.0), ("train.per_pass", 1 / 3)],
            "decode.per_pass": [("score.per_pass", 1.0), ("train.per_pass", 1 / 3)]}
-
-
-@dataclass
-class StageForecast:
-    stage: str
-    energy_j: float | None = None
-    seconds: float | None = None
-    ci95: list[float] | None = None
-    seconds_ci95: list[float] | None = None
-    basis: str = "none"  # fit | measured | floor | borrowed | none
-    notes: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    cannot: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        d = {"energy_j": self.energy_j, "seconds": self.seconds, "ci95": self.ci95,
-             "seconds_ci95": self.seconds_ci95, "basis": self.basis, "notes": self.notes,
-             "warnings": self.warnings}
-        if self.cannot:
-            d["cannot"] = self.cannot
-        return d
-
-
-def _q(dof: int) -> float:
-    return t_quantile(0.975, dof) if dof > 0 else float(stats.norm.ppf(0.975))
-
-
-def _measured(model: CostModel, key: str, stage: str) -> StageForecast | None:
-    rec = model.by_name.get(key)
-    if not rec or not rec.get("seconds"):
-        return None
-    secs = rec["seconds"]
-    energies = [math.fsum(v) for v in zip(*rec["energy_j"].values(), strict=False)] \
-        if rec["energy_j"] else [0.0] * len(secs)
-
-    def band(xs: list[float]) -> tuple[float, list[float]]:
-        m = math.fsum(xs) / len(xs)
-        if len(xs) < 2:
-            return m, [m / 2.0, m * 2.0]
-        sd = math.sqrt(math.fsum((x - m) ** 2 for x in xs) / (len(xs) - 1))
-        half = _q(len(xs) - 1) * sd * math.sqrt(1.0 + 1.0 / len(xs))
-        return m, [max(0.0, m - half), m + half]
-
-    e, e_ci = band(energies)
-    s, s_ci = band(secs)
-    note = f"as measured here ({len(secs)} run(s)): not scaled with the work"
-    if len(secs) < 2:
-        note += "; one measurement, so the interval is a prior x/÷ 2"
-    return StageForecast(stage, e, s, e_ci, s_ci, "measured", [note])
 
 
 def _ratio(model: CostModel, work: StageWork) -> tuple[float, str | None]:
@@ -195,36 +159,12 @@ def _fill(model: CostModel, x: dict[str, float], notes: list[str]
     return coef, borrowed
 
 
-def _floor_path(model: CostModel, stage: str, work: StageWork, missing: list[str]
-                ) -> StageForecast | None:
-    eff, floor = model.efficiency, model.floor
-    if not eff or not floor or work.flops <= 0:
-        return None
-    unit = work.flops * floor["pj_per_flop"] * 1e-12
-    primary = unit * eff["median"]
-    seconds = primary / eff["power_w"] if eff["power_w"] > 0 else None
-    others = 0.0
-    if seconds:
-        for dev, fit in model.energy.items():
-            if not dev.startswith(eff["device_kind"] + ":"):
-                others += fit.coef.get("power_w", 0.0) * seconds
-    e = primary + others
-    lo, hi = unit * eff["min"] / 1.5 + others / 1.5, unit * eff["max"] * 1.5 + others * 1.5
-    note = (f"no {' or '.join(missing)} stage measured on this hardware: energy = FLOPs x the "
-            f"floor of {floor['name']} ({floor['pj_per_flop']:g} pJ/FLOP, {floor['basis']}) "
-            f"x the ratio energy/floor measured on its other stages (median "
-            f"{eff['median']:.3g}, {eff['min']:.3g}-{eff['max']:.3g}); seconds = energy / "
-            f"their mean power ({eff['power_w']:.3g} W)")
-    s_ci = None if seconds is None else [seconds * lo / e, seconds * hi / e]
-    return StageForecast(stage, e, seconds, [lo, hi], s_ci, "floor", [note])
-
-
 def predict_stage(model: CostModel, stage: str, role: str, tokens: float, samples: float,
                   info: dict[str, Any]) -> StageForecast:
     """One stage's forecast (energy J, seconds, 95% intervals, basis, notes)."""
     work, reason = stage_work(stage, tokens, samples, info)
     if work is None:
-        got = _measured(model, f"{role}:{stage}", stage)
+        got = measured(model, f"{role}:{stage}", stage)
         if got is not None:
             return got
         return StageForecast(stage, cannot=f"{reason}; and no {stage} of a {role} run was "
@@ -235,15 +175,15 @@ def predict_stage(model: CostModel, stage: str, role: str, tokens: float, sample
                and k not in model.time.dropped]
     if engines:
         engine = engines[0][len("decode["):engines[0].index("]")]
-        measured = sorted({k.split(".")[0] for k in model.time.coef if k.startswith("decode")})
+        seen = sorted({k.split(".")[0] for k in model.time.coef if k.startswith("decode")})
         return StageForecast(stage, cannot=(
             f"its generation backend '{engine}' has no measured run on this hardware "
-            f"(measured: {', '.join(measured) or 'none'}), so its decoding cost is unknown"))
+            f"(measured: {', '.join(seen) or 'none'}), so its decoding cost is unknown"))
     rho, what = _ratio(model, work)
     observed = {k.split(":")[0] for k in model.ranges if k.endswith(":params")}
     never = sorted(op for op in work.ops if op not in observed and op != "kd")
     if never:  # an operation with no run here: the floor x measured efficiency, if known
-        got = _floor_path(model, stage, work, never)
+        got = floor_path(model, stage, work, never)
         if got is not None:
             got.notes = notes + got.notes
             return _widen(model, got, rho, what, 1.0, work.flops)
@@ -259,25 +199,30 @@ def predict_stage(model: CostModel, stage: str, role: str, tokens: float, sample
                "hardware and no floor known for it): a rough figure, interval widened 3x")
         warnings.append(msg)
 
-    q = _q(model.time.dof)
+    q = q95(model.time.dof)
+    d_t, d_e = drift_rel(model.drift, "seconds"), drift_rel(model.drift, "energy")
 
-    def point(w: StageWork) -> tuple[float, list[float], float, list[float]]:
+    def point(w: StageWork) -> tuple[float, float, list[list[float]]]:
+        """(seconds, energy, [time band, energy band, the same two from the fit alone])"""
         xx = time_features(w)
         t = math.fsum(coef.get(k, 0.0) * v for k, v in xx.items())
         _, var = model.time.predict({k: v for k, v in xx.items() if k in model.time.names})
         rel_t, abs_t = model.time.spread(t, var, PRIOR_REL_SD)
         e, rel_e, abs_e = _energy(model, t, w.flops, rel_t, abs_t)
-        return t, _band(t, rel_t, abs_t, q), e, _band(e, rel_e, abs_e, q)
+        return t, e, [_band(t, math.hypot(rel_t, d_t), abs_t, q),
+                      _band(e, math.hypot(rel_e, d_e), abs_e, q),
+                      _band(t, rel_t, abs_t, q), _band(e, rel_e, abs_e, q)]
 
-    t, s_ci, e, e_ci = point(work)
+    t, e, bands = point(work)
     if model.time.rel_sd is None:
         notes.append(f"the fit has no residual degrees of freedom: a prior {PRIOR_REL_SD:.0%} "
                      "spread is used")
     if work.hi is not None:  # the top of the work range raises the upper ends
-        _, s_ci2, _, e_ci2 = point(work.hi)
-        s_ci[1], e_ci[1] = max(s_ci[1], s_ci2[1]), max(e_ci[1], e_ci2[1])
-    got = StageForecast(stage, e, t, e_ci, s_ci, "borrowed" if borrowed else "fit", notes,
-                        warnings)
+        _, _, top = point(work.hi)
+        for b, b_hi in zip(bands, top, strict=True):
+            b[1] = max(b[1], b_hi[1])
+    got = StageForecast(stage, e, t, bands[1], bands[0], "borrowed" if borrowed else "fit",
+                        notes, warnings, ci95_fit=bands[3], seconds_ci95_fit=bands[2])
     return _widen(model, got, rho, what, BORROW_WIDEN if borrowed else 1.0, work.flops)
 
 
@@ -295,16 +240,18 @@ def _widen(model: CostModel, f: StageForecast, rho: float, what: str | None,
             f.warnings.append(msg)
         else:
             f.notes.append(f"{what}: interval widened {math.sqrt(rho):.2f}x each way")
-    if f.ci95 is not None:
-        f.ci95 = [f.ci95[0] / factor, f.ci95[1] * factor]
-    if f.seconds_ci95 is not None:
-        f.seconds_ci95 = [f.seconds_ci95[0] / factor, f.seconds_ci95[1] * factor]
+    for name in ("ci95", "seconds_ci95", "ci95_fit", "seconds_ci95_fit"):
+        ci = getattr(f, name)
+        if ci is not None:
+            setattr(f, name, [ci[0] / factor, ci[1] * factor])
     floor_j = flops * model.floor["pj_per_flop"] * 1e-12 if model.floor else 0.0
     if f.ci95 is not None and f.energy_j is not None and floor_j > 0:
         if f.energy_j < floor_j:
             f.notes.append("the fit falls below the device's floor: raised to it")
             f.energy_j = floor_j
         f.ci95 = [max(f.ci95[0], floor_j), max(f.ci95[1], f.energy_j)]
+        if f.ci95_fit is not None:
+            f.ci95_fit = [max(f.ci95_fit[0], floor_j), max(f.ci95_fit[1], f.energy_j)]
     return f
 
 
@@ -324,14 +271,25 @@ def widen_for_estimate(ci: list[float], rel: float) -> list[float]:
     return [max(ci[0] * (1.0 - rel), 0.0), ci[1] * (1.0 + rel)]
 
 
+def point_key(run: dict[str, Any]) -> str:
+    """The forecast's key for a planned run: ``teacher``, the method's name, or on a budget
+    axis the point's (its run names less the seed: ``kd-b240k`` for ``kd-b240k-s0``)."""
+    if run["role"] != "student":
+        return str(run["key"])
+    name = re.sub(r"-s\d+$", "", str(run["name"]))
+    return name if name.startswith(f"{run['key']}-b") else str(run["key"])
+
+
 def forecast_plan(model: CostModel, plan: dict[str, Any]) -> dict[str, Any]:
-    """Forecast every run of a work plan (``pipelines.work.WorkPlan.as_dict()``)."""
+    """Forecast every run of a work plan (``pipelines.work.WorkPlan.as_dict()``): one entry
+    per planned run (teacher, method, or a method's budget point)."""
     methods: dict[str, Any] = {}
     warnings: list[str] = []
     notes: list[str] = list(plan.get("notes", []))
     cannot: list[dict[str, str]] = []
     teacher_stages: dict[str, StageForecast] = {}
     for run in plan["runs"]:
+        key = point_key(run)
         stages: dict[str, StageForecast] = {}
         for st in run["stages"]:
             if st.get("cannot"):
@@ -352,15 +310,17 @@ def forecast_plan(model: CostModel, plan: dict[str, Any]) -> dict[str, Any]:
             stages[st["name"]] = f
             warnings += f.warnings
             if f.cannot:
-                cannot.append({"run": run["key"], "stage": st["name"], "reason": f.cannot})
-        between = _measured(model, f"{run['role']}:{BETWEEN}", BETWEEN)
+                cannot.append({"run": key, "stage": st["name"], "reason": f.cannot})
+        between = measured(model, f"{run['role']}:{BETWEEN}", BETWEEN)
         if between is not None:
             stages[BETWEEN] = between
         if run["role"] == "teacher":
             teacher_stages = stages
-        methods[run["key"]] = {"role": run["role"], "config_id": run["config_id"],
-                               "runs": run.get("run_names") or [run["name"]],
-                               "stages": stages, "upstream": list(run.get("upstream", []))}
+        methods[key] = {"role": run["role"], "method": run["key"],
+                        "budget_point": key[len(run["key"]) + 2:] or None,
+                        "config_id": run["config_id"],
+                        "runs": run.get("run_names") or [run["name"]],
+                        "stages": stages, "upstream": list(run.get("upstream", []))}
     for rec in methods.values():
         # the meter's own idle window is forecast (it will be measured) but, as in every
         # measured figure, kept out of the run's energy: meter_overhead_j
@@ -375,6 +335,8 @@ def forecast_plan(model: CostModel, plan: dict[str, Any]) -> dict[str, Any]:
         rec["total_j"] = rec["own_j"] + rec["teacher_j"]
         rec["ci95"] = [math.fsum(f.ci95[0] for f in own + up),
                        math.fsum(f.ci95[1] for f in own + up)]
+        rec["ci95_fit"] = [math.fsum((f.ci95_fit or f.ci95)[i] for f in own + up)
+                           for i in (0, 1)]
         rec["seconds"] = math.fsum(f.seconds or 0.0 for f in own + meter)
         est = math.fsum(_estimated_j(model, f) for f in own + up)
         rec["estimate_rel"] = ESTIMATE_REL * est / rec["total_j"] if rec["total_j"] else 0.0
@@ -384,10 +346,12 @@ def forecast_plan(model: CostModel, plan: dict[str, Any]) -> dict[str, Any]:
             [s for s in rec["upstream"] if s not in METER_STAGES])
         rec["stages"] = {k: f.to_dict() for k, f in rec["stages"].items()}
     students = {k: v for k, v in methods.items() if v["role"] == "student"}
-    base = [v for k, v in students.items() if is_baseline(k)]
-    for key, rec in students.items():
+    # N* against the baseline at the same point of the budget axis
+    base = {v["budget_point"]: v for v in students.values() if is_baseline(v["method"])}
+    for rec in students.values():
         rec["n_star"] = None
-        if base and not is_baseline(key) and rec["teacher_j"] > 0:
-            rec["n_star"] = n_star(rec["teacher_j"], base[0]["total_j"], rec["own_j"])
+        b = base.get(rec["budget_point"])
+        if b is not None and not is_baseline(rec["method"]) and rec["teacher_j"] > 0:
+            rec["n_star"] = n_star(rec["teacher_j"], b["total_j"], rec["own_j"])
     return {"methods": methods, "warnings": list(dict.fromkeys(warnings)),
-            "not_forecast": cannot, "notes": notes}
+            "not_forecast": cannot, "notes": notes, "drift": model.drift}

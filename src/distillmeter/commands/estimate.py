@@ -2,7 +2,10 @@
 config would cost on this hardware, from the runs already measured on it. Runs nothing and
 loads no model: the work each stage would do comes from the config (``pipelines.work``),
 the cost of that work from the cost model fitted on RUNS_DIR (``analysis.costmodel``,
-written to RUNS_DIR/costmodel.json)."""
+written to RUNS_DIR/costmodel.json). A budget axis (``budgets``) is forecast point by
+point (``<method>-b<budget>``, with its ``token_budget``); every interval carries the
+machine's run-to-run drift measured in RUNS_DIR (``analysis.drift``), stated in one line
+and as ``drift`` in the JSON."""
 
 from __future__ import annotations
 
@@ -107,6 +110,7 @@ def estimate(config: Path, runs_dir: Path, *, hardware: str | None = None
     """The forecast document (``--json`` prints it; ``--save`` writes it)."""
     from distillmeter.analysis.forecast import forecast_plan
     from distillmeter.pipelines.config_file import load_config
+    from distillmeter.pipelines.plan import plan_students
     from distillmeter.pipelines.work import plan_work
 
     cfg = load_config(config)
@@ -114,6 +118,10 @@ def estimate(config: Path, runs_dir: Path, *, hardware: str | None = None
     keep = measured_keep_fraction(loaded) if cfg.generation.verify else None
     plan = plan_work(cfg, keep_fraction=keep)
     doc = forecast_plan(model, plan.as_dict())
+    budgets = {s.name: s.training.token_budget for s in plan_students(cfg)}
+    for rec in doc["methods"].values():  # each student point's token budget (additive)
+        if rec["role"] == "student" and rec["runs"][0] in budgets:
+            rec["token_budget"] = budgets[rec["runs"][0]]
     fit = model.time
     doc["basis"] = {
         "hardware": model.hardware, "runs_dir": str(runs_dir), "runs": len(model.runs),
@@ -158,5 +166,10 @@ def command(config: Path, runs_dir: Path, hardware: str | None, save_dir: Path |
     from distillmeter.report.forecast import print_forecast
 
     print_forecast(doc)
+    from distillmeter.analysis.drift import drift_line
+    from distillmeter.terminal import get_console, printable
+
+    get_console().print(printable(drift_line(doc.get("drift"))), markup=False,
+                        highlight=False, soft_wrap=True)
     if save_dir is not None:
         click.echo(f"wrote {save_dir / FORECAST_FILE}")
