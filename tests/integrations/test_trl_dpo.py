@@ -139,3 +139,13 @@ def test_phases_off_leaves_the_reference_pass_in_setup(tmp_path):
     _dpo(tmp_path, cb, seed=3)
     names = [s.name for s in load_report(tmp_path / "run").stages]
     assert "student.reference" not in names and names[0] == "setup.load"
+
+
+def test_a_meter_started_at_the_first_event_starts_for_the_reference_pass(tmp_path):
+    """``setup_stage=None``: no meter until a Trainer event needs one; the reference pass in
+    ``__init__`` is the first work, so it starts the meter and comes first."""
+    cb = DistillMeterCallback(tmp_path / "run", setup_stage=None, idle_seconds=0,
+                              print_report=False)
+    _dpo(tmp_path, cb, seed=4)
+    names = [s.name for s in load_report(tmp_path / "run").stages]
+    assert names[:3] == ["student.reference", "student.reference", "student.train"]

@@ -75,13 +75,14 @@ class ReferenceHooks:
         params = count_params(getattr(trainer, "ref_model", None)
                               or getattr(trainer, "model", None))
 
-        def wrapped_pass(dataset: Any, name: str, *args: Any, **kwargs: Any) -> Any:
+        def wrapped_pass(*args: Any, **kwargs: Any) -> Any:
+            name = kwargs.get("name", args[1] if len(args) > 1 else None)  # (dataset, name, ..)
             info = {"metered": "per call: DPOTrainer's reference pass, wrapped",
                     "dataset": str(name), "params": params}
             with self.phase(REFERENCE_STAGE, info) as window:
                 self.window = window
                 try:
-                    out = run_pass(dataset, name, *args, **kwargs)
+                    out = run_pass(*args, **kwargs)
                 finally:
                     self.window = None
                 if window is not None:
