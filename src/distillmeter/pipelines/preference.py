@@ -31,11 +31,26 @@ round-robin and weights each rank by its share of learned positions; DPO needs a
 that keeps rows ``2i`` and ``2i + 1`` on one rank and weights by pairs (DPO's loss is a
 mean over pairs, not tokens). Single-process training needs nothing more.
 
-**Where the reference runs** (measured by ``benchmarks/dpo_reference.py``, the default
-student, 2 CPU cores under other load, EnergyMeter's CPU estimate, 2026-12-02): see
-``REFERENCE_FIGURES`` below. Precomputed, the reference reads each pair once; inside the
-steps it reads every batch again, as often as the budget revisits the pairs, and it keeps
-a second model in memory. The pick: precompute, in its own ``student.reference`` window.
+**Where the reference runs** (``benchmarks/dpo_reference.py``: the default-sized student,
+512 pairs of arithmetic prompts, 32 pairs a step, one torch thread, 2 CPU cores under load
+average 8-11 from other work, energy by EnergyMeter's labelled CPU estimate, medians,
+2026-12-02):
+
+    epochs  steps  option      reference pass   student.train    total
+    4       64     precompute  0.99 s  10.0 J   9.6 s   98 J     10.6 s  108 J
+    4       64     inline      -                14.5 s  147 J    14.5 s  147 J
+    16      256    precompute  0.34 s   3.8 J   19.3 s  206 J    19.7 s  210 J
+    16      256    inline      -                28.3 s  300 J    28.3 s  300 J
+
+Precomputed, the reference reads each pair once (one forward pass, no grad); inside the
+steps it reads every batch again, each time the budget revisits the pairs, so its cost
+grows with the epochs: inline cost 36% more energy at 4 epochs and 43% at 16 (the
+reference's forward pass is about a third of each inline step's energy on this model),
+and it keeps a second model in memory through training. The pass itself is short (0.3-1 s
+here, so on a CPU its window carries a wide ``short stage`` uncertainty; it grows with
+the pairs on real models). The pick: precompute, once, in its own ``student.reference``
+window (``reference_logps``), the reference then freed; ``DPOLoss(reference=...)`` stays for
+comparison and for a reference that changes during training.
 """
 
 from __future__ import annotations
@@ -53,7 +68,6 @@ from distillmeter.pipelines.data import Batch, Sequences, collate
 from distillmeter.pipelines.losses import dpo_loss, sequence_logps
 
 JUDGE_MODES = ("likelihood", "verifier")
-REFERENCE_FIGURES = "filled in by benchmarks/dpo_reference.py"
 
 
 @dataclass(frozen=True)
