@@ -11,7 +11,7 @@ works there. With a trainer that has a ``teacher_model`` (``GKDTrainer``), the t
 forward passes and the student's on-policy generations inside the training steps run in
 windows of their own, ``teacher.score`` and ``student.generate`` beside ``student.train``
 (``trainer_phases.py`` says how, and what that costs in precision; ``phases=False`` keeps
-everything in ``student.train``).
+everything in ``student.train``; DPO's precomputed reference: trainer_reference.py).
 
 What is metered, and how (the windows, trainer_windows.py, are one open at a time):
 - ``setup_stage`` (``setup.load``): from the callback's creation to ``on_train_begin``:
@@ -82,19 +82,15 @@ from distillmeter.integrations.trainer_support import (
     dataset_tokens,
     loaded_before,
     modules_in_memory,
+    record_quality,
     saves_at_end,
     training_done,
 )
-from distillmeter.integrations.trainer_windows import Windows
+from distillmeter.integrations.trainer_windows import Windows, aside
 from distillmeter.protocol import Report, stage_side
 from distillmeter.terminal import printable
 
 __all__ = ["DistillMeterCallback", "dataset_tokens"]
-
-# Preferred quality metrics when the caller names none (first present wins); the loss is
-# the fallback every evaluation has.
-_QUALITY_KEYS = ("eval_accuracy", "eval_exact_match", "eval_f1", "eval_loss")
-
 
 class DistillMeterCallback(TrainerCallback):
     """Meters a ``Trainer`` run into ``run_dir`` (see the module docstring).
@@ -153,6 +149,7 @@ class DistillMeterCallback(TrainerCallback):
         self._finished = False
         self.phases = phases
         self._hooks: Any = None  # trainer_phases.PhaseHooks while training
+        self._ref_hooks: Any = None  # trainer_reference.ReferenceHooks, from on_init_end
         self._args: Any = None
         self._state: Any = None
         self._before: Any = None  # the torch modules alive when the callback was made
@@ -274,6 +271,28 @@ class DistillMeterCallback(TrainerCallback):
         return n
 
     # ------------------------------------------------------------------ Trainer events
+    def on_init_end(self, args, state, control, **kwargs):
+        # TRL's DPOTrainer precomputes the reference's log-probs after this event
+        if self.phases and self._ref_hooks is None:
+            from distillmeter.integrations.trainer_reference import hook_reference
+
+            self._init = (args, state, kwargs.get("model"))  # for the meter's lazy start
+            self._ref_hooks = hook_reference(self, self._aside)
+
+    @contextmanager
+    def _aside(self, name: str, info: dict[str, Any]) -> Iterator[Any]:
+        """Work outside the training steps (the reference pass) in a window of its own."""
+        args, state, model = self._init
+        if self._finished or not (self._settle(args, state) and self._ensure_started(args, model)):
+            yield None
+            return
+        with aside(self._windows, name, info, self._leave_train) as window:
+            yield window
+
+    def _leave_train(self) -> None:
+        if self._windows.is_open(self.train_stage):
+            self._count_train(self._args, self._state)
+
     def on_train_begin(self, args, state, control, **kwargs):
         # The Trainer's own token counter, gathered over ranks: set on every rank alike,
         # before anything that may return, or the ranks that set it wait forever in its
@@ -315,16 +334,8 @@ class DistillMeterCallback(TrainerCallback):
         if not (self._active and self._training and self._windows.is_open(self.train_stage)):
             yield None
             return
-        self._count_train(self._args, self._state)
-        self._windows.switch(name)
-        window = self._windows.current
-        window.annotate(**info)
-        try:
+        with aside(self._windows, name, info, self._leave_train) as window:
             yield window
-        except BaseException as exc:
-            self._windows.close(failed=f"{type(exc).__name__}: {exc}")
-            raise
-        self._windows.switch(self.train_stage)
 
     def on_step_begin(self, args, state, control, **kwargs):
         # An evaluation window still open at the next step means the Trainer skipped the
@@ -356,7 +367,7 @@ class DistillMeterCallback(TrainerCallback):
             return
         n = self._end_eval(kwargs.get("eval_dataloader"), args, state)
         if self._lead:
-            self._record_quality(metrics or {}, n, state)
+            record_quality(self.meter, self.quality_metric, metrics or {}, n, state)
 
     def on_predict(self, args, state, control, metrics=None, **kwargs):
         if not self._active or self.meter is None or self._finished:
@@ -375,19 +386,6 @@ class DistillMeterCallback(TrainerCallback):
             self.finish()
 
     # ------------------------------------------------------------------ results
-    def _record_quality(self, metrics: dict[str, Any], n: int, state: Any) -> None:
-        keys = [self.quality_metric] if self.quality_metric else list(_QUALITY_KEYS)
-        for key in keys:
-            value = metrics.get(key)
-            if isinstance(value, (int, float)):
-                details = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-                details["global_step"] = int(getattr(state, "global_step", 0) or 0)
-                self.meter.record_quality(key, float(value), n=n, details=details)
-                return
-        if self.quality_metric:
-            self.meter.warn(f"quality metric {self.quality_metric!r} is not among the "
-                            f"evaluation metrics ({', '.join(sorted(metrics))})")
-
     def finish(self, status: str | None = None) -> Report | None:
         """Close any open window and (if the callback made it) the meter, then account the
         run into ``report.json``. Returns the report (None on other ranks, or when the
@@ -397,6 +395,8 @@ class DistillMeterCallback(TrainerCallback):
         if self._finished or not self._active or self.meter is None:
             return self.report
         self._unhook()
+        if self._ref_hooks is not None:
+            self._ref_hooks.remove()
         self._finished = True
         self._windows.close(failed="the run ended while this stage was running"
                             if status == "failed" else None)

@@ -121,3 +121,25 @@ def loaded_before(model: Any, before: weakref.WeakSet) -> bool:
         return any(m in before for m in model.modules())
     except Exception:  # not a torch module
         return False
+
+
+# Preferred quality metrics when the caller names none (first present wins); the loss is
+# the fallback every evaluation has.
+QUALITY_KEYS = ("eval_accuracy", "eval_exact_match", "eval_f1", "eval_loss")
+
+
+def record_quality(meter: Any, metric: str | None, metrics: dict[str, Any], n: int,
+                   state: Any) -> None:
+    """Record an evaluation's quality in ``meter``: ``metric`` when named (a warning in the
+    run when the evaluation lacks it), else the first of ``QUALITY_KEYS`` reported."""
+    keys = [metric] if metric else list(QUALITY_KEYS)
+    for key in keys:
+        value = metrics.get(key)
+        if isinstance(value, (int, float)):
+            details = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+            details["global_step"] = int(getattr(state, "global_step", 0) or 0)
+            meter.record_quality(key, float(value), n=n, details=details)
+            return
+    if metric:
+        meter.warn(f"quality metric {metric!r} is not among the evaluation metrics "
+                   f"({', '.join(sorted(metrics))})")

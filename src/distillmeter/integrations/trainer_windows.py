@@ -10,6 +10,8 @@ callback decides when (see hf_trainer.py), this class only keeps the books.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -56,3 +58,26 @@ class Windows:
             return
         self.close(tokens, samples)
         self.current = self.meter.begin_window(name)
+
+
+@contextmanager
+def aside(windows: Any, name: str, info: dict[str, Any],
+          leave: Callable[[], None] | None = None) -> Iterator[Any]:
+    """Run work in window ``name`` of ``windows`` (a trainer_windows.Windows), then reopen
+    the window that was open before (none if none was). ``leave`` is called before the
+    open window is closed (to count what it did). A failure closes the window as failed."""
+    before = windows.name
+    if before != name and leave is not None:
+        leave()
+    windows.switch(name)
+    window = windows.current
+    window.annotate(**info)
+    try:
+        yield window
+    except BaseException as exc:
+        windows.close(failed=f"{type(exc).__name__}: {exc}")
+        raise
+    if before is None or before == name:
+        windows.close()
+    else:
+        windows.switch(before)

@@ -20,6 +20,10 @@ P = softmax(logits / T), computed in float32 whatever the logits' dtype. Each lo
 the T^2 factor keeping gradient magnitudes comparable across temperatures (Hinton et al.).
 A mask with no true entry gives 0 (still differentiable), not NaN. Masked-out positions
 never contribute, even if they hold inf/NaN (e.g. padding rows of a cache).
+
+Preference distillation (DPO) works on whole answers instead: ``sequence_logps`` turns a
+model's logits into each answer's log-probability, and ``dpo_loss`` compares the policy's
+and the frozen reference's on (chosen, rejected) pairs.
 """
 
 from __future__ import annotations
@@ -256,3 +260,74 @@ def completion_mask(
                              f"{tuple(input_ids.shape)}")
         learned &= attention_mask.to(torch.bool)
     return learned[:, 1:]
+
+
+def sequence_logps(logits: Tensor, labels: Tensor, mask: Tensor, *,
+                   average: bool = False) -> Tensor:
+    """Each row's log-probability of its answer tokens: ``[B, L, V], [B, L], [B, L] -> [B]``.
+
+    ``labels`` are the row's own token ids (prompt + answer + padding, as fed to the model)
+    and ``mask`` says, per label position, which tokens are the answer: True for the
+    answer's tokens (its EOS included if it is to be learned), False for the prompt and for
+    padding, left or right. The label shift is done here: ``logits[:, t]`` predicts
+    ``labels[:, t + 1]``, so column 0 of ``mask`` is never used (no logit predicts the first
+    token; an answer needs at least one prompt token before it). Masked positions never
+    contribute, whatever their label id (padding, -100) and whatever their logits hold
+    (inf/NaN included), to the value or to the gradient.
+
+    ``average=False`` (DPO's own definition): the sum of the answer tokens' log-probs,
+    log pi(y | x). ``average=True``: that sum divided by the number of answer tokens, the
+    length-normalised log-likelihood. A summed log-prob falls with every token, so as a
+    *score* it prefers short answers whatever their content; the average removes that bias,
+    which is why the preference judge scores candidates with it. A row with no answer token
+    gives 0 (still differentiable), not NaN.
+
+    Log-softmax runs in float32, or float64 when the logits are float64."""
+    if logits.dim() != 3:
+        raise ValueError(f"logits must be [batch, length, vocab], got {tuple(logits.shape)}")
+    if labels.shape != logits.shape[:2] or mask.shape != labels.shape:
+        raise ValueError(f"labels {tuple(labels.shape)} and mask {tuple(mask.shape)} must "
+                         f"both be [batch, length] = {tuple(logits.shape[:2])}")
+    dtype = torch.promote_types(logits.dtype, torch.float32)
+    keep = mask[:, 1:].to(torch.bool)
+    target = torch.where(keep, labels[:, 1:].long(), torch.zeros_like(labels[:, 1:].long()))
+    shifted = torch.where(keep.unsqueeze(-1), logits[:, :-1].to(dtype),
+                          torch.zeros((), dtype=dtype, device=logits.device))
+    per_token = torch.log_softmax(shifted, dim=-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
+    total = torch.where(keep, per_token, torch.zeros_like(per_token)).sum(-1)
+    if average:
+        return total / keep.sum(-1).clamp_min(1)
+    return total
+
+
+def dpo_loss(
+    policy_chosen_logps: Tensor,
+    policy_rejected_logps: Tensor,
+    ref_chosen_logps: Tensor,
+    ref_rejected_logps: Tensor,
+    *,
+    beta: float = 0.1,
+) -> Tensor:
+    """The DPO loss (Rafailov et al. 2023), averaged over pairs:
+    ``mean(-logsigmoid(beta * ((pc - rc) - (pr - rr))))``.
+
+    Each argument is ``[P]``, one value per preference pair: the policy's (``pc``, ``pr``)
+    and the frozen reference's (``rc``, ``rr``) log-probability of the chosen and of the
+    rejected answer, normally ``sequence_logps`` with ``average=False`` (the sum over the
+    answer tokens, masking as that function documents). ``beta`` (> 0, finite) is the
+    strength of the implicit KL pull towards the reference: small beta lets the policy move
+    far. Length: with summed log-probs, a longer answer has larger log-ratios, so it weighs
+    more in the margin; that is DPO's own definition (and TRL's ``sigmoid`` loss), kept
+    here so that figures compare with the literature. Gradients flow to whichever inputs
+    require them (normally only the policy's)."""
+    if isinstance(beta, bool) or not (isinstance(beta, int | float) and math.isfinite(beta)
+                                      and beta > 0):
+        raise UserError(f"DPO beta must be a finite number > 0, got {beta!r}")
+    parts = (policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    shapes = [tuple(x.shape) for x in parts]
+    if len(set(shapes)) != 1 or len(shapes[0]) != 1 or shapes[0][0] == 0:
+        raise ValueError("dpo_loss needs four [pairs] tensors of one shape (pairs >= 1): got "
+                         "policy chosen/rejected, reference chosen/rejected " + str(shapes))
+    pc, pr, rc, rr = (x.to(torch.promote_types(x.dtype, torch.float32)) for x in parts)
+    margin = (pc - rc) - (pr - rr)
+    return -torch.nn.functional.logsigmoid(beta * margin).mean()
