@@ -31,10 +31,10 @@ def command(config: Path | None, out_dir: Path, seeds: int | None, resume: bool,
     analysed as `distillmeter report OUT` does: the Pareto table and rules are printed and
     OUT/summary.json, OUT/summary.csv and OUT/report.html written, and the verdict (each
     method against the baseline) is printed last."""
-    from distillmeter.pipelines.config import RunConfig
+    from distillmeter.pipelines.config import builtin_default
     from distillmeter.pipelines.config_file import load_config
 
-    cfg = load_config(config) if config is not None else RunConfig()
+    cfg = load_config(config) if config is not None else builtin_default()
     if seeds is not None:
         cfg = cfg.model_copy(update={"seeds": seeds})
 
