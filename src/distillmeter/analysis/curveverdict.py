@@ -5,12 +5,15 @@ budget (pure functions).
 On a budget axis the question a user asks is not "kd against the baseline" but "what
 does kd cost me to get within 90% of the teacher, and what would the baseline give for
 the same training budget". So each method gets one entry: its cheapest point (mean energy
-per student) whose mean Q reaches ``min_q``, compared with the baseline's point at that
-budget by :func:`verdict.verdict_entry` (energy multiple and range, teacher share, quality
-gain and range, break-even and payback); or, when none of its points reaches it, a
-sentence that says so with its best point. Whether the reaching point's whole 95% Q
-interval clears ``min_q`` is said, and so is a cheaper point whose interval reaches
-``min_q`` though its mean does not: "reaches" is never stronger than the interval.
+per student) that *reaches* ``min_q``, compared with the baseline's point at that budget
+by :func:`verdict.verdict_entry` (energy multiple and range, teacher share, quality gain
+and range, break-even and payback); or, when none of its points reaches it, a sentence
+that says so with its best point. A point reaches ``min_q`` when its whole 95% Q interval
+lies at or above it (one seed: its Q, said so): a mean above 0.9 with an interval
+reaching below is not claimed. A cheaper point whose interval reaches ``min_q`` without
+lying above it is named, since it may reach it too. Measured on the default (3 seeds), a
+point mid-rise spreads from 0.04 to 0.95 over its seeds: on the mean alone, which budget
+"reaches" changed with the seed set (benchmarks/seed_stability.py).
 """
 
 from __future__ import annotations
@@ -36,19 +39,25 @@ def _e(c: ConfigStats, j: float | None) -> str:
     return f"~{fmt_j(j)} est." if c.estimated else fmt_j(j)
 
 
+def _reaches(p: CurvePoint, min_q: float) -> bool:
+    """Its whole 95% Q interval at or above ``min_q`` (one seed, no interval: its Q)."""
+    q = p.config.q
+    if q.mean is None:
+        return False
+    return (q.lo if q.lo is not None else q.mean) >= min_q
+
+
 def _reaching(cv: Curve, min_q: float) -> list[CurvePoint]:
-    return sorted((p for p in cv.points if p.config.q.mean is not None
-                   and p.config.q.mean >= min_q),
+    return sorted((p for p in cv.points if _reaches(p, min_q)),
                   key=lambda p: (p.energy_j.mean or 0.0, p.budget))
 
 
 def _maybe_cheaper(cv: Curve, pick: CurvePoint | None, min_q: float) -> list[CurvePoint]:
-    """Points below ``min_q`` on the mean whose Q interval reaches it, cheaper than the
-    pick (or any, without one)."""
-    return [p for p in cv.points if p is not pick and p.config.q.mean is not None
-            and p.config.q.mean < min_q and p.config.q.hi is not None
-            and p.config.q.hi >= min_q and (pick is None or (p.energy_j.mean or 0.0)
-                                            < (pick.energy_j.mean or 0.0))]
+    """Points not stated as reaching ``min_q`` whose Q interval reaches it, cheaper than
+    the pick (or any, without one)."""
+    return [p for p in cv.points if p is not pick and not _reaches(p, min_q)
+            and p.config.q.hi is not None and p.config.q.hi >= min_q
+            and (pick is None or (p.energy_j.mean or 0.0) < (pick.energy_j.mean or 0.0))]
 
 
 def _caveats(cv: Curve, pick: CurvePoint | None, min_q: float) -> str:
@@ -56,7 +65,7 @@ def _caveats(cv: Curve, pick: CurvePoint | None, min_q: float) -> str:
     if not maybe:
         return ""
     names = ", ".join(f"{p.label} ({_q(p.config)})" for p in maybe)
-    return (f" {names}: below {min_q:g} on the mean but its interval reaches it, so a "
+    return (f" {names}: its interval reaches {min_q:g} but does not lie above it, so a "
             f"{'cheaper ' if pick else ''}point may reach it too.")
 
 
@@ -101,11 +110,12 @@ def curve_verdict(a: Analysis, group_id: str, verdict_entry: Entry, prefix: str 
             continue
         pick = reach[0]
         c = pick.config
-        sure = c.q.lo is not None and c.q.lo >= a.min_q
+        sure = c.q.lo is not None
         head = (f"{prefix}{cv.method}: its cheapest point that reaches "
                 f"{100 * a.min_q:.0f}% of the teacher's {metric} is {pick.label} "
-                f"({_q(c)}; " + ("its whole interval is above " if sure else
-                                 "its interval reaches below ") + f"{a.min_q:g})")
+                f"({_q(c)}; " + ("its whole interval is at or above " if sure else
+                                 "one seed, no interval: its Q is at or above ")
+                + f"{a.min_q:g})")
         same = base_curve.at(pick.budget) if base_curve is not None else None
         if cv is base_curve or (same is None and base is None):
             out.append({"group": group_id, "config": c.config, "label": pick.label,
