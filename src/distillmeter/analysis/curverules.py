@@ -177,7 +177,6 @@ def along_rules(cvs: list[Curve]) -> list[str]:
     for cv in cvs:
         steps = [f"{fmt_budget(p.budget)} {fmt_q(p.config.quality.mean)} "
                  f"({fmt_e(p.config, p.energy_j.mean)})" for p in cv.points[:1]]
-        flat_from = None
         for lo, hi in zip(cv.points, cv.points[1:], strict=False):
             d = quality_difference(hi.config.quality, lo.config.quality)
             word = ("separable" if d.separable else "cannot be told apart") if d.known \
@@ -185,8 +184,11 @@ def along_rules(cvs: list[Curve]) -> list[str]:
             steps.append(f"{fmt_budget(hi.budget)} {fmt_q(hi.config.quality.mean)} "
                          f"({fmt_e(hi.config, hi.energy_j.mean)}; {fmt_d(d.mean, fmt_q)}, "
                          f"{word})")
-            flat = d.known and not d.separable
-            flat_from = (flat_from or lo) if flat else None
+        # the first point that no larger budget beats separably (each step alone may not
+        # separate while two steps do: 0.03 -> 0.74 -> 0.99)
+        flat_from = next((p for i, p in enumerate(cv.points[:-1]) if all(
+            (d := quality_difference(q.config.quality, p.config.quality)).known
+            and not (d.separable and (d.mean or 0) > 0) for q in cv.points[i + 1:])), None)
         metric = cv.points[0].config.metric or "quality"
         text = f"{cv.method} along its budget: " + " -> ".join(steps)
         if flat_from is not None:
