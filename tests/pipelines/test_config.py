@@ -119,8 +119,8 @@ def test_packaged_default_yaml_is_the_builtin_default():
     text = files("distillmeter").joinpath("configs/default.yaml").read_text()
     assert parse_config(yaml.safe_load(text), "default.yaml") == builtin_default()
     # a config file that names no budget axis trains training.token_budget alone
-    assert RunConfig().budgets is None and builtin_default().budgets == [100_000, 200_000,
-                                                                           400_000]
+    assert RunConfig().budgets is None and builtin_default().budgets == [120_000, 240_000,
+                                                                           480_000]
 
 
 def test_default_models_match_the_components_defaults():

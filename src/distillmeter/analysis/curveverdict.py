@@ -65,8 +65,11 @@ def _caveats(cv: Curve, pick: CurvePoint | None, min_q: float) -> str:
     if not maybe:
         return ""
     names = ", ".join(f"{p.label} ({_q(p.config)})" for p in maybe)
-    return (f" {names}: its interval reaches {min_q:g} but does not lie above it, so a "
-            f"{'cheaper ' if pick else ''}point may reach it too.")
+    if pick is None:
+        return (f" {names}: the interval reaches {min_q:g} without lying above it, so "
+                "more seeds may show it reaching it; not stated as reaching.")
+    return (f" {names}: the interval reaches {min_q:g} without lying above it, so a "
+            "cheaper point may reach it too.")
 
 
 def _none_entry(cv: Curve, metric: str, min_q: float, prefix: str) -> dict[str, Any]:
