@@ -18,7 +18,7 @@ from rich.table import Table
 
 from distillmeter.analysis.curves import Curve, CurvePoint, curves_of_group
 from distillmeter.analysis.quality import is_proportion
-from distillmeter.analysis.rules import fmt_ci, fmt_j, fmt_j_pm, fmt_pm
+from distillmeter.analysis.rules import fmt_ci, fmt_j, fmt_j_pm
 from distillmeter.analysis.stats import Summary
 from distillmeter.analysis.summary import Analysis
 from distillmeter.report import svg
@@ -132,7 +132,8 @@ def curve_rows(a: Analysis, cvs: list[Curve]) -> tuple[list[str], list[list[str]
             row = [p.label, str(c.n_seeds), _fmt_e(p.energy_full_j, c.estimated)]
             if shared:
                 row.append(("~" if c.estimated else "") + fmt_j(p.energy_j.mean))
-            row += [fmt_ci(c.quality), fmt_pm(c.q.mean, None), "yes" if c.pareto else "no"]
+            q = "n/a" if c.q.mean is None else f"{c.q.mean:.2g}"
+            row += [fmt_ci(c.quality), q, "yes" if c.pareto else "no"]
             rows.append(row)
     return head, rows
 
@@ -151,7 +152,7 @@ def print_curves(a: Analysis, group_id: str, console: Console) -> None:
         table.add_column(h, justify="left" if i == 0 else "right", no_wrap=i > 0)
     for r in rows:
         table.add_row(*[printable(x) for x in r])
-    console.print(fit(table))
+    console.print(fit(table, optional=["n", "front"]))
 
 
 def curves_html(a: Analysis, group_id: str) -> str:
