@@ -95,6 +95,9 @@ def curves_svg(cvs: list[Curve], *, xlabel: str, ylabel: str, title: str,
                             f"{f.y(p.config.quality.mean or 0.0):.1f}" for p in pts)
             out.append(f'<polyline class="curve-full" points="{line}" fill="none" '
                        f'stroke="{colour}" stroke-opacity="0.4" stroke-dasharray="2 3"/>')
+            out += [f'<circle cx="{f.x((p.energy_full_j.mean or 0.0) * K):.1f}" '
+                    f'cy="{f.y(p.config.quality.mean or 0.0):.1f}" r="2.5" fill="{colour}" '
+                    'fill-opacity="0.4"/>' for p in pts]
         line = " ".join(f"{f.x((p.energy_j.mean or 0.0) * K):.1f},"
                         f"{f.y(p.config.quality.mean or 0.0):.1f}" for p in pts)
         out.append(f'<polyline class="curve" points="{line}" fill="none" '
@@ -170,9 +173,13 @@ def curves_html(a: Analysis, group_id: str) -> str:
                       title=f"curves along the student's budget, group {group_id}",
                       y_bounds=(0.0, 1.0) if bounded else None, show_full=shared)
     head, rows = curve_rows(a, cvs)
-    cells = "".join(f"<th>{escape(h)}</th>" for h in head)
-    num = ' class="num"'
-    trs = "".join("<tr>" + "".join(f"<td{'' if i == 0 else num}>{escape(x)}</td>"
+    head = ["point", "seeds", "energy per student (teacher's work in full)",
+            *([f"teacher side / {a.amortize:g}"] if shared else []), "quality (95% CI)",
+            "Q (student/teacher)", "on the frontier"]
+    cells = "".join(f"<th{' class=l' if i == 0 else ''}>{escape(h)}</th>"
+                    for i, h in enumerate(head))
+    num, left = ' class="num"', ' class="l"'
+    trs = "".join("<tr>" + "".join(f"<td{left if i == 0 else num}>{escape(x)}</td>"
                                    for i, x in enumerate(r)) + "</tr>" for r in rows)
     full = (" Faint dotted lines: the same curves with the teacher's work counted in full "
             "per student." if shared else "")
