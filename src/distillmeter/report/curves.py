@@ -178,7 +178,7 @@ def curves_html(a: Analysis, group_id: str) -> str:
             "Q (student/teacher)", "on the frontier"]
     cells = "".join(f"<th{' class=l' if i == 0 else ''}>{escape(h)}</th>"
                     for i, h in enumerate(head))
-    num, left = ' class="num"', ' class="l"'
+    num, left = ' class="num"', ' class="l num"'
     trs = "".join("<tr>" + "".join(f"<td{left if i == 0 else num}>{escape(x)}</td>"
                                    for i, x in enumerate(r)) + "</tr>" for r in rows)
     full = (" Faint dotted lines: the same curves with the teacher's work counted in full "
