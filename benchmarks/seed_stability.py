@@ -36,7 +36,10 @@ Arguments:
                    into their OUT and found by --resume) instead of training their own.
   --subset K       the size of the seed subsets analysed (default: N - 2, at least 2).
   --plan-kwh X ... the plan's budgets per student (kWh) to check the pick at.
-  --resume         pass --resume to the CLI (finish, or add seeds to, an earlier OUT).
+  --resume         pass --resume to the CLI (finish an earlier OUT). Caution, measured
+                   2026-12-02: a resumed run looks for a trained student by config id
+                   alone, so a seed whose run is missing evaluates another seed's student
+                   (pipelines/student.py locate_trained): do not add seeds with it.
   --no-run         run nothing: read the reports already in OUT.
 
 Exit status: 0 when every checked choice is the reference's on every seed set and thread
