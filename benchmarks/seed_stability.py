@@ -30,10 +30,7 @@ Arguments:
   --config FILE    a run config (YAML); default: the built-in default.
   --seeds N        seeds per point (default 5; overrides the config's ``seeds``).
   --threads T ...  torch thread counts (default: 1 2; overrides ``threads``).
-  --quick          3 seeds and subsets of 2 (about 60% of the full benchmark's runs), and
-                   --share-teacher.
-  --share-teacher  the later thread counts distil the first one's teacher run (copied
-                   into their OUT and found by --resume) instead of training their own.
+  --quick          3 seeds and subsets of 2 (about 60% of the full benchmark's runs).
   --subset K       the size of the seed subsets analysed (default: N - 2, at least 2).
   --plan-kwh X ... the plan's budgets per student (kWh) to check the pick at.
   --resume         pass --resume to the CLI (finish an earlier OUT). Caution, measured
@@ -53,7 +50,6 @@ import argparse
 import itertools
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import time
@@ -92,17 +88,6 @@ def run_cli(config: Path, out: Path, resume: bool) -> tuple[int, float]:
     t0 = time.perf_counter()
     rc = subprocess.call(cmd, stdout=sys.stderr)  # stdout: only the tables
     return rc, time.perf_counter() - t0
-
-
-def share_teacher(src: Path, dest: Path) -> None:
-    """Copy the teacher run(s) of ``src`` into ``dest`` (where none is yet), so that the
-    students of another thread count distil the same teacher: their runs then find it
-    (``--resume``) instead of training their own. The students' seeds and threads are
-    what this benchmark asks about; the teacher is measured once."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for t in src.glob("teacher-*"):
-        if t.is_dir() and not (dest / t.name).exists():
-            shutil.copytree(t, dest / t.name)
 
 
 def read_reports(out: Path) -> list[tuple[str, Report]]:
@@ -232,24 +217,18 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--subset", type=int, default=None)
     ap.add_argument("--plan-kwh", type=float, nargs="+", default=None)
-    ap.add_argument("--share-teacher", action="store_true")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--no-run", action="store_true")
     args = ap.parse_args()
-    if (args.quick or args.share_teacher) and len(args.threads) > 1:
-        args.resume = True  # the later thread counts find the first one's teacher run
     seeds = args.seeds or (3 if args.quick else 5)
     k = args.subset or max(2, seeds - 2)
     if seeds < 2 or any(t < 1 for t in args.threads) or not 2 <= k <= seeds:
         ap.error("--seeds must be at least 2, --threads at least 1, 2 <= --subset <= seeds")
 
     walls: dict[int, float] = {}
-    for i, threads in enumerate([] if args.no_run else args.threads):
+    for threads in ([] if args.no_run else args.threads):
         config = args.out / f"threads-{threads}.yaml"
         write_config(args.config, seeds, threads, config)
-        if i > 0 and (args.quick or args.share_teacher):
-            share_teacher(args.out / f"threads-{args.threads[0]}",
-                          args.out / f"threads-{threads}")
         rc, walls[threads] = run_cli(config, args.out / f"threads-{threads}", args.resume)
         if rc != 0:
             print(f"distillmeter run failed (exit status {rc}) for threads: {threads}",
