@@ -102,7 +102,7 @@ def subset(reports: list[tuple[str, Report]], seeds: set[int]) -> list[tuple[str
 
 def spread_table(a: Analysis) -> str:
     """Each point's exact match per seed and energy per student, over the seeds."""
-    lines = ["| point | exact match per seed | mean | std | 95% CI | energy/student (J) |",
+    lines = ["| point | exact match per seed | mean | std | 95% t-interval | energy/student (J) |",
              "|---|---|---|---|---|---|"]
     for cv in curves_of_group(a, a.grouping.groups[0].id):
         for p in cv.points:
