@@ -143,8 +143,10 @@ def compare_sentence(a: ConfigStats, b: ConfigStats) -> str:
                 f"told apart ({e_vals}; {_range(de)})")
     why = "one of them has one seed" if not (de.known and dq.known) else \
         "their 95% intervals overlap on both"
-    return (f"{la} and {lb} cannot be told apart ({why}): energy per student {e_vals}, "
-            f"{metric} {q_vals}")
+    # the figures in the order the sentence names the two
+    return (f"{la} and {lb} cannot be told apart ({why}): energy per student "
+            f"{fmt_e(a, a.energy_j.mean)} vs {fmt_e(b, b.energy_j.mean)}, {metric} "
+            f"{fmt_q(a.quality.mean)} vs {fmt_q(b.quality.mean)}")
 
 
 def _frontier_rules(front: list[ConfigStats], amort: str, said: set[tuple[str, str]],
