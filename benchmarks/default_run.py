@@ -50,11 +50,11 @@ def main() -> None:
     ap.add_argument("--progress", action="store_true", help="show the progress bars")
     args = ap.parse_args()
 
-    from distillmeter.pipelines.config import RunConfig
+    from distillmeter.pipelines.config import builtin_default
     from distillmeter.pipelines.config_file import load_config
     from distillmeter.pipelines.runner import run_all
 
-    cfg = load_config(args.config) if args.config else RunConfig()
+    cfg = load_config(args.config) if args.config else builtin_default()
     if args.seeds:
         cfg = cfg.model_copy(update={"seeds": args.seeds})
     out = args.out or Path(tempfile.mkdtemp(prefix="distillmeter-bench-"))
@@ -70,17 +70,20 @@ def main() -> None:
         cells = "  ".join(f"{name} {sec:.1f}" + ("" if st == "ok" else f" [{st}]")
                           for name, sec, st in stages)
         print(f"  {r.name:<22} {run_seconds(r.path):6.1f}  | {cells}")
-    print("\nquality by method (exact match on the test set, mean ± std over seeds):")
+    print("\nquality by method and token budget (exact match on the test set, mean ± std "
+          "over seeds):")
     by_method: dict[str, list] = {}
     for r in summary.of_kind("student"):
         if r.report is not None and r.report.quality is not None:
-            by_method.setdefault(r.method or "?", []).append(r.report.quality)
+            budget = r.report.labels.get("token_budget")
+            name = (r.method or "?") + ("" if budget is None else f" @{budget}")
+            by_method.setdefault(name, []).append(r.report.quality)
     for method, qs in by_method.items():
         em = [q.value for q in qs]
         sd = statistics.stdev(em) if len(em) > 1 else 0.0
         ratios = [q.details["q"] for q in qs if q.details.get("q") is not None]
         q_txt = f", Q {statistics.fmean(ratios):.2f}" if ratios else ""
-        print(f"  {method:<12} {statistics.fmean(em):.3f} ± {sd:.3f}  (n={len(em)}{q_txt})")
+        print(f"  {method:<18} {statistics.fmean(em):.3f} ± {sd:.3f}  (n={len(em)}{q_txt})")
     print(f"\ntotal wall time: {wall:.1f} s ({wall / 60:.2f} min); threads: "
           f"{cfg.threads or 'auto'}; cores: {os.cpu_count()}; load average before "
           f"{load0[0]:.2f}, after {load1[0]:.2f}")

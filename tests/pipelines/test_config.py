@@ -8,6 +8,7 @@ import yaml
 from distillmeter.errors import UserError
 from distillmeter.pipelines.config import (
     RunConfig,
+    builtin_default,
     content_hash,
     logits_key,
     student_config_id,
@@ -116,7 +117,10 @@ def test_packaged_default_yaml_is_the_builtin_default():
     from importlib.resources import files
 
     text = files("distillmeter").joinpath("configs/default.yaml").read_text()
-    assert parse_config(yaml.safe_load(text), "default.yaml") == RunConfig()
+    assert parse_config(yaml.safe_load(text), "default.yaml") == builtin_default()
+    # a config file that names no budget axis trains training.token_budget alone
+    assert RunConfig().budgets is None and builtin_default().budgets == [120_000, 240_000,
+                                                                           480_000]
 
 
 def test_default_models_match_the_components_defaults():

@@ -18,10 +18,10 @@ import pytest
 import yaml
 
 from distillmeter.cli import main
-from distillmeter.pipelines.config import RunConfig
+from distillmeter.pipelines.config import builtin_default
 from distillmeter.pipelines.config_file import load_config
 
-BASES: dict[str, dict[str, Any]] = {"default": RunConfig().resolved(),
+BASES: dict[str, dict[str, Any]] = {"default": builtin_default().resolved(),
                                     "onpolicy": load_config("onpolicy").resolved()}
 
 WRONG: dict[str, Any] = {"wrong type": "abc", "negative": -7, "zero": 0, "huge": 10**18,
@@ -53,7 +53,8 @@ VALID: dict[tuple[str, str], str] = {
     ("carbon.price_per_kwh", "zero"): "free electricity",
 }
 _VALID_BY_BASE: dict[str, dict[tuple[str, str], str]] = {
-    "default": {("methods[2].alpha", "zero"): "kd with alpha 0: the KD term alone"},
+    "default": {("methods[2].alpha", "zero"): "kd with alpha 0: the KD term alone",
+                ("budgets", "null"): "no budget axis: training.token_budget alone"},
     "onpolicy": {("methods[1].alpha", "zero"): "kd with alpha 0: the KD term alone",
                  ("methods[2].sample_temperature", "zero"): "greedy on-policy samples"},
 }

@@ -160,15 +160,54 @@ def _stage_share(run: RunFigures, name: str, amortize: float) -> float:
     return run.stage_j.get(name, 0.0) - up + up / amortize
 
 
+BUDGET_LABEL = "token_budget"  # the run label a student budget axis writes (pipelines)
+
+
+def budget_of(c: ConfigStats) -> int | None:
+    """The student token budget every run of ``c`` was trained at (its ``token_budget``
+    label), or None when the runs carry none or disagree."""
+    values = {r.labels.get(BUDGET_LABEL) for r in c.runs}
+    if len(values) != 1:
+        return None
+    v = next(iter(values))
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
+
+
+def fmt_budget(tokens: int) -> str:
+    """A token budget as labels show it, as the run names do: 240000 -> ``240k``."""
+    return f"{tokens // 1000}k" if tokens % 1000 == 0 else str(tokens)
+
+
+def budget_axis(cs: list[ConfigStats]) -> dict[str, list[ConfigStats]]:
+    """The methods of a group whose configurations form a curve along the student's token
+    budget: two or more configurations of the method, each with its own budget (a method
+    with two configurations at one budget differs in something else: no curve), by
+    increasing budget."""
+    by_method: dict[str, list[ConfigStats]] = {}
+    for c in cs:
+        if c.method:
+            by_method.setdefault(c.method, []).append(c)
+    out: dict[str, list[ConfigStats]] = {}
+    for m, members in by_method.items():
+        budgets = [budget_of(c) for c in members]
+        if len(members) > 1 and None not in budgets and len(set(budgets)) == len(budgets):
+            out[m] = sorted(members, key=lambda c: budget_of(c) or 0)
+    return out
+
+
 def label_configs(cs: list[ConfigStats]) -> None:
     """Name each configuration of a group by its method where the method is unique there
-    (config ids are often hashes), else by method and config id."""
+    (config ids are often hashes), by method and budget on a budget axis (``kd @240k``),
+    else by method and config id."""
     counts: dict[str | None, int] = {}
     for c in cs:
         counts[c.method] = counts.get(c.method, 0) + 1
+    axis = {c.config for members in budget_axis(cs).values() for c in members}
     for c in cs:
         if c.method and counts[c.method] == 1:
             c.label = c.method
+        elif c.config in axis:
+            c.label = f"{c.method} @{fmt_budget(budget_of(c) or 0)}"
         elif c.method and c.method != c.config:
             c.label = f"{c.method} [{c.config}]"
         else:
@@ -207,7 +246,9 @@ def group_runs(runs: list[RunFigures], *, amortize: float = 1.0, grid: float | N
         label_configs([c for c in configs if c.group == group.id])
     # within a group, in name order; groups in their own order
     order = {g.id: i for i, g in enumerate(groups.values())}
-    configs.sort(key=lambda c: (order[c.group], c.label, c.config))
+    # a method's budget points in budget order (labels would put @1000k before @120k)
+    configs.sort(key=lambda c: (order[c.group], c.method or c.label, budget_of(c) or 0,
+                                c.label, c.config))
     for group in groups.values():
         group.configs = [c.config for c in configs if c.group == group.id]
     for t in teachers:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from distillmeter.analysis.configs import ConfigStats
+from distillmeter.analysis.configs import ConfigStats, budget_axis, budget_of, fmt_budget
 from distillmeter.analysis.rules import fmt_j, fmt_q, per_student_teacher_j
 from distillmeter.analysis.stats import Summary, summarize
 from distillmeter.analysis.summary import Analysis
@@ -114,7 +114,8 @@ def plan_group(a: Analysis, group_id: str, budget: Budget, *, on_mean: bool = Fa
     e_ci = "" if pick.energy_j.lo is None else \
         f", 95% CI {_e(pick, pick.energy_j.lo)}-{_e(pick, pick.energy_j.hi)}"
     out["choice_label"] = _name(pick)
-    out["verdict"] = (f"pick {_name(pick)}{_id_note(pick)}: "
+    point = _point_note(pick, cs, cands, out)
+    out["verdict"] = (f"pick {_name(pick)}{point or _id_note(pick)}: "
                       f"{pick.metric or 'quality'} {q}{ci}; "
                       f"{_e(pick, pick.energy_j.mean)} per student{e_ci}"
                       + (" (estimated energy)." if pick.estimated else "."))
@@ -153,8 +154,36 @@ def plan_group(a: Analysis, group_id: str, budget: Budget, *, on_mean: bool = Fa
     for c, r in zip(cs, cands, strict=True):
         if not r["fits"]:
             why.append(f"{_name(c)} does not fit ({'; '.join(r['over'])})")
+    if out.get("choice_point", {}).get("next_up"):
+        why.append(out["choice_point"]["next_up"])
     out["why"] = why
     return out
+
+
+def _point_note(pick: ConfigStats, cs: list[ConfigStats], cands: list[dict[str, Any]],
+                out: dict[str, Any]) -> str:
+    """On a budget axis the pick is one measured point of its method's curve: say which
+    (its budget, its runs), record it as ``choice_point``, and what the next point up
+    that curve would have given."""
+    curve = budget_axis([c for c in cs if not c.incomplete]).get(pick.method or "")
+    b = budget_of(pick)
+    if curve is None or b is None:
+        return ""
+    point: dict[str, Any] = {"config": pick.config, "label": _name(pick),
+                             "method": pick.method, "token_budget": b,
+                             "run_dirs": [r.run_dir for r in pick.runs], "next_up": None}
+    up = [c for c in curve if (budget_of(c) or 0) > b]
+    if up:
+        nxt = up[0]
+        row = cands[cs.index(nxt)]
+        point["next_up"] = (
+            f"the next point up {pick.method}'s curve, {_name(nxt)}, does not fit"
+            if not row["fits"] else
+            f"the next point up {pick.method}'s curve, {_name(nxt)}, fits but its mean "
+            f"{nxt.metric or 'quality'} is not higher ({fmt_q(nxt.quality.mean)})")
+    out["choice_point"] = point
+    return (f" (config {pick.config}: the measured point of {pick.method}'s curve at "
+            f"{fmt_budget(b)} tokens per student, {pick.n_seeds} seed(s))")
 
 
 def _name(c: ConfigStats) -> str:

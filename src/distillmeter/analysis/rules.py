@@ -17,6 +17,7 @@ from distillmeter.analysis.compare import (
     quality_difference,
 )
 from distillmeter.analysis.configs import ConfigStats
+from distillmeter.analysis.curves import comparable, curves_of_group
 
 if TYPE_CHECKING:
     from distillmeter.analysis.summary import Analysis
@@ -142,12 +143,14 @@ def compare_sentence(a: ConfigStats, b: ConfigStats) -> str:
                 f"told apart ({e_vals}; {_range(de)})")
     why = "one of them has one seed" if not (de.known and dq.known) else \
         "their 95% intervals overlap on both"
-    return (f"{la} and {lb} cannot be told apart ({why}): energy per student {e_vals}, "
-            f"{metric} {q_vals}")
+    # the figures in the order the sentence names the two
+    return (f"{la} and {lb} cannot be told apart ({why}): energy per student "
+            f"{fmt_e(a, a.energy_j.mean)} vs {fmt_e(b, b.energy_j.mean)}, {metric} "
+            f"{fmt_q(a.quality.mean)} vs {fmt_q(b.quality.mean)}")
 
 
-def _frontier_rules(front: list[ConfigStats], amort: str,
-                    said: set[tuple[str, str]]) -> list[str]:
+def _frontier_rules(front: list[ConfigStats], amort: str, said: set[tuple[str, str]],
+                    cvs: list | None = None) -> list[str]:
     out: list[str] = []
     if front:
         steps = " -> ".join(
@@ -156,7 +159,8 @@ def _frontier_rules(front: list[ConfigStats], amort: str,
         out.append(f"measured frontier (on the means), cheapest first{amort}: {steps}")
         for lo, hi in zip(front, front[1:], strict=False):
             said.add(tuple(sorted((lo.config, hi.config))))
-            out.append(compare_sentence(lo, hi))
+            if comparable(lo, hi, cvs or []):  # across curves the energy bands say it
+                out.append(compare_sentence(lo, hi))
     return out
 
 
@@ -230,14 +234,17 @@ def rules_for_group(a: Analysis, group_id: str) -> list[str]:
     said: set[tuple[str, str]] = set()
     out = [f"{_label(c)} is left out of these rules: its totals are lower bounds "
            f"({'; '.join(c.incomplete)})" for c in every if c.incomplete]
-    out += _frontier_rules([by_id[i] for i in res.frontier], amort, said)
-    out += _teacher_rules(cs, amort)
+    cvs = curves_of_group(a, group_id)  # their design rules: analysis/curverules.py
+    out += _frontier_rules([by_id[i] for i in res.frontier], amort, said, cvs)
+    out += _teacher_rules([c for c in cs if not any(  # a curve's teacher share: one line
+        c is p.config for cv in cvs for p in cv.points)], amort)
     out += _baseline_rules(a, group_id, by_id)
     pairs = [(by_id[c.dominated_by], c) for c in cs if c.dominated_by]
     pairs += [(c, by_id[f]) for c in cs for f in c.not_separable_from]
     for x, y in pairs:
         key = tuple(sorted((x.config, y.config)))
-        if key not in said:
+        # along curves only two points at one budget or neighbours on one curve
+        if key not in said and comparable(x, y, cvs):
             said.add(key)
             out.append(compare_sentence(x, y))
     be = a.break_even.get(group_id, {})

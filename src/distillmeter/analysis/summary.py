@@ -17,7 +17,7 @@ from typing import Any
 from distillmeter.analysis import breakeven, pareto
 from distillmeter.analysis.breakeven import DEFAULT_MIN_Q
 from distillmeter.analysis.compare import dominance_separable
-from distillmeter.analysis.configs import ConfigStats, Grouping, group_runs
+from distillmeter.analysis.configs import ConfigStats, Grouping, budget_of, group_runs
 from distillmeter.analysis.efficiency import efficiency
 from distillmeter.analysis.runs import RunFigures, campaign_total_j, figures
 from distillmeter.analysis.stats import Summary
@@ -138,6 +138,7 @@ def analyse(
     if any(r.estimated for r in runs):
         analysis.notes.append("some energies are estimates (no counter or sensor on a device)"
                               ": see the sources table")
+    from distillmeter.analysis.curverules import curve_rules
     from distillmeter.analysis.rules import rules_for_group
     from distillmeter.analysis.verdict import verdict, without_teacher_answers
 
@@ -146,8 +147,8 @@ def analyse(
             analysis.notes.append(f"{c.label or c.config}: trained on 0 of the teacher's "
                                   "answers (synthetic_examples 0): no teacher data")
 
-    for g in grouping.groups:
-        analysis.rules[g.id] = rules_for_group(analysis, g.id)
+    for g in grouping.groups:  # a group with curves: their design rules first
+        analysis.rules[g.id] = curve_rules(analysis, g.id) + rules_for_group(analysis, g.id)
     analysis.verdict = verdict(analysis)
     return analysis
 
@@ -190,6 +191,7 @@ def config_record(c: ConfigStats) -> dict[str, Any]:
     rec["quality_metric"] = c.metric
     rec.update(_stat("quality", c.quality))
     rec.update(_stat("q", c.q))
+    rec["token_budget"] = budget_of(c)  # its point on a budget axis (None: none)
     rec["dominated_separably"] = c.dominated_separably
     rec["incomplete"] = list(c.incomplete)  # non-empty: the energies are lower bounds
     rec["meter_overhead_j_mean"] = None if c.meter_overhead_j is None else \
@@ -213,6 +215,8 @@ def _finite(x: Any) -> Any:
 
 def summary_dict(a: Analysis, runs_dir: str = "") -> dict[str, Any]:
     """The contents of summary.json."""
+    from distillmeter.analysis.curves import curve_records
+
     hardware = {}
     for rep in a.reports.values():
         hardware.setdefault(_hw_key(rep), {"hardware": rep.hardware, "sources": {},
@@ -247,6 +251,8 @@ def summary_dict(a: Analysis, runs_dir: str = "") -> dict[str, Any]:
         "skipped": a.skipped,
         "notes": a.notes,
         "rules": [{"group": gid, "rules": rs} for gid, rs in a.rules.items()],
+        # each method's points along the student's token budget (analysis/curves.py)
+        "curves": curve_records(a),
     }
     return _finite(out)
 

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from distillmeter.analysis.compare import energy_difference, quality_difference, ratio_range
 from distillmeter.analysis.configs import ConfigStats
+from distillmeter.analysis.curves import curves_of_group
+from distillmeter.analysis.curveverdict import curve_verdict
 from distillmeter.analysis.rules import fmt_d, fmt_j, fmt_q
 
 if TYPE_CHECKING:
@@ -173,7 +175,14 @@ def verdict(a: Analysis) -> list[dict[str, Any]]:
             out += [incomplete_entry(c, None, prefix) for c in cs if c.incomplete]
             continue
         entries = {e["config"]: e for e in be.get("configs", [])}
+        # a budget axis: one entry a method (analysis/curveverdict.py)
+        on_curve = curve_verdict(a, g.id, verdict_entry, prefix)
+        out += on_curve
+        curved = {c.config for cv in curves_of_group(a, g.id) for p in cv.points
+                  for c in [p.config]} if on_curve else set()
         for c in cs:
+            if c.config in curved:
+                continue
             if c is base:
                 continue
             if without_teacher_answers(c):

@@ -27,14 +27,15 @@ def command(config: Path | None, out_dir: Path, seeds: int | None, resume: bool,
 
     With no CONFIG, the built-in default: a teacher trained here on an arithmetic task,
     distilled into a smaller student by baseline SFT, synthetic-data SFT and logit KD,
-    over 3 seeds (see `distillmeter/configs/default.yaml`). At the end the runs in OUT are
+    each at 3 student token budgets (120k, 240k, 480k) over 3 seeds, one teacher run for
+    all (see `distillmeter/configs/default.yaml`). At the end the runs in OUT are
     analysed as `distillmeter report OUT` does: the Pareto table and rules are printed and
     OUT/summary.json, OUT/summary.csv and OUT/report.html written, and the verdict (each
     method against the baseline) is printed last."""
-    from distillmeter.pipelines.config import RunConfig
+    from distillmeter.pipelines.config import builtin_default
     from distillmeter.pipelines.config_file import load_config
 
-    cfg = load_config(config) if config is not None else RunConfig()
+    cfg = load_config(config) if config is not None else builtin_default()
     if seeds is not None:
         cfg = cfg.model_copy(update={"seeds": seeds})
 

@@ -390,6 +390,14 @@ class RunConfig(_Strict):
 # --------------------------------------------------------------------------- hashes
 
 
+DEFAULT_BUDGETS = (120_000, 240_000, 480_000)  # default.yaml's: far below the teacher to it
+
+
+def builtin_default() -> RunConfig:
+    """What `distillmeter run` runs without CONFIG: ``RunConfig()`` on its budget axis."""
+    return RunConfig(budgets=list(DEFAULT_BUDGETS))
+
+
 def content_hash(obj: Any, n: int = 12) -> str:
     """A short sha256 of ``obj``'s canonical JSON: the same content, the same hash."""
     blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)

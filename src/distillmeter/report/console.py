@@ -11,6 +11,7 @@ from rich.table import Table
 
 from distillmeter.analysis.rules import fmt_ci, fmt_j_pm, fmt_pm
 from distillmeter.analysis.summary import Analysis
+from distillmeter.report.curves import print_curves
 from distillmeter.tables import fit
 from distillmeter.terminal import get_console, literal, printable
 
@@ -54,6 +55,7 @@ def print_summary(a: Analysis, console: Console | None = None) -> None:
                 fmt_ci(c.quality),
                 fmt_pm(c.q.mean, None), mark)
         console.print(fit(table))
+        print_curves(a, g.id, console)
         if any(c.estimated for c in cs):
             console.print("* some energy estimated (no counter or sensor on a device)")
         if any(c.incomplete for c in cs):

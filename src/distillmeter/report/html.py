@@ -13,6 +13,7 @@ from distillmeter.analysis.rules import fmt_ci, fmt_j, fmt_j_pm, fmt_pm
 from distillmeter.analysis.runs import SIDE_ORDER
 from distillmeter.analysis.summary import Analysis
 from distillmeter.report import svg
+from distillmeter.report.curves import curves_html
 from distillmeter.report.verdict import verdict_html
 
 Series = dict[str, tuple[list[float], list[float]]]
@@ -405,6 +406,7 @@ def render_html(a: Analysis, *, timelines: dict[str, Series] | None = None,
         if not cs:
             p.append('<p class="note">No student configurations in this group.</p>')
             continue
+        p.append(curves_html(a, g.id))  # a budget axis: the curves first
         p.append(config_table(cs))
         p.append('<div class="plots">' + _pareto_plot(a, g.id, cs) + _side_bars(cs) +
                  _stage_bars(cs) + "</div>")
