@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from distillmeter.pipelines import methods
 from distillmeter.pipelines.config import (
     MethodConfig,
     RunConfig,
@@ -73,17 +74,9 @@ class TeacherPlan:
         return out
 
     def used_by(self, method: MethodConfig) -> list[ArtifactSpec]:
-        """The teacher-side artifacts whose stages a method's student counts (see above)."""
-        learns_from_teacher = ("synthetic" in method.data or method.loss == "kd"
-                               or method.onpolicy)
-        if not learns_from_teacher:
-            return []
-        used = [a for a in (self.checkpoint, self.eval) if a is not None]
-        if "synthetic" in method.data and self.synthetic is not None:
-            used.append(self.synthetic)
-        if method.name in self.caches:
-            used.append(self.caches[method.name])
-        return used
+        """The teacher-side artifacts whose stages a method's student counts (see above):
+        its method says (``Method.teacher_artifacts``)."""
+        return methods.get(method).teacher_artifacts(self)
 
 
 def plan_teacher(cfg: RunConfig) -> TeacherPlan:
@@ -97,7 +90,7 @@ def plan_teacher(cfg: RunConfig) -> TeacherPlan:
     synthetic = (ArtifactSpec(SYNTHETIC, content_hash(synthetic_key(cfg)), "teacher.generate")
                  if cfg.needs_synthetic() else None)
     cache_hashes = {m.name: content_hash(logits_key(cfg, m)) for m in cfg.methods
-                    if m.uses_cache}
+                    if methods.get(m).uses_cache}
     distinct = sorted(set(cache_hashes.values()))
     caches = {}
     for name, h in cache_hashes.items():

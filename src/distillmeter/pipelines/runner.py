@@ -32,7 +32,7 @@ from rich.console import Console
 
 from distillmeter import protocol
 from distillmeter.errors import USER_ERRORS, UserError, writing
-from distillmeter.pipelines import components
+from distillmeter.pipelines import components, methods
 from distillmeter.pipelines.config import RunConfig
 from distillmeter.pipelines.context import Context
 from distillmeter.pipelines.plan import StudentRun, plan_students, plan_teacher
@@ -133,9 +133,10 @@ def run_all(cfg: RunConfig, out_dir: Path | str = "runs", *, resume: bool = Fals
     components.preload()
     # under torchrun: join the job; rank 0 speaks for it (docs/scale.md)
     dist = Distributed.init(cfg.distributed, components.pick_device(cfg))
-    if dist.active and cfg.has_onpolicy():
-        raise UserError("method onpolicy runs in one process (its rounds are not split "
-                        "across ranks); run it without torchrun")
+    single = sorted({methods.get(m).kind for m in cfg.methods if methods.get(m).one_process})
+    if dist.active and single:
+        raise UserError(f"method {', '.join(single)} runs in one process (its rounds are not "
+                        "split across ranks); run it without torchrun")
     ui = StageProgress(console, quiet=quiet or not dist.is_main)
     ctx = Context(cfg, out_dir, ui, dist.device, resume, dist=dist)
     # Before any work: checkpoints found, tokenizers agree, data reads, memory suffices.
