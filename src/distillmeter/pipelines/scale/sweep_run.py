@@ -33,7 +33,7 @@ from rich.table import Table
 from distillmeter import protocol
 from distillmeter.errors import UserError, writing
 from distillmeter.pipelines.config import RunConfig
-from distillmeter.pipelines.runner import has_data
+from distillmeter.pipelines.campaign import has_data
 from distillmeter.pipelines.scale.sweep import TEACHERS_DIR, Sweep
 from distillmeter.pipelines.scale.sweep_jobs import JobRecord, student_job, teacher_job
 from distillmeter.terminal import get_console, literal
