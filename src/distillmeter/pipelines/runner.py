@@ -64,7 +64,7 @@ def run_all(cfg: RunConfig, out_dir: Path | str = "runs", *, resume: bool = Fals
     from distillmeter.pipelines.scale.distributed import Distributed
 
     out_dir = Path(out_dir)
-    components.set_threads(cfg)
+    components.set_threads(cfg.threads)
     components.preload()
     # under torchrun: join the job; rank 0 speaks for it (docs/scale.md)
     dist = Distributed.init(cfg.distributed, components.pick_device(cfg))

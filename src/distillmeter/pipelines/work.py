@@ -29,7 +29,7 @@ from typing import Any
 from distillmeter.errors import UserError
 from distillmeter.models.params import ModelShape, char_vocab, read_config_json, shape_from_arch
 from distillmeter.pipelines import methods
-from distillmeter.pipelines.config import EvalConfig, ModelConfig, RunConfig
+from distillmeter.pipelines.config import EvalConfig, ModelConfig, RunConfig, TaskConfig
 from distillmeter.pipelines.methods import StudentWork
 from distillmeter.pipelines.plan import plan_students, plan_teacher
 from distillmeter.pipelines.stagework import (  # noqa: F401  (their home before stagework.py)
@@ -80,12 +80,11 @@ class _Data:
     pool_answers_known: bool
 
 
-def _builtin_data(cfg: RunConfig) -> _Data:
+def _builtin_data(t: TaskConfig) -> _Data:
     """The built-in task's splits, generated (pure Python, as the runs generate them);
     the character tokenizer makes one token per character, BOS before the prompt."""
     from distillmeter.tasks import load_task
 
-    t = cfg.task
     data = load_task(t.name, seed=t.seed, n_labelled=t.n_labelled, n_pool=t.n_pool,
                      n_test=t.n_test, n_teacher=t.n_teacher, **dict(t.params))
 
@@ -155,7 +154,7 @@ def plan_work(cfg: RunConfig, *, keep_fraction: float | None = None) -> WorkPlan
     share of the teacher's answers the verifier keeps (unknown before generation; None
     assumes all, and says so). A student's training stages are its method's
     (``Method.planned_stages``), counted as its stages count them."""
-    data = _builtin_data(cfg) if cfg.task.files is None else _file_data(cfg)
+    data = _builtin_data(cfg.task) if cfg.task.files is None else _file_data(cfg)
     t_shape = _shape(cfg.teacher.model, "teacher", data.vocab)
     s_shape = _shape(cfg.student.model, "student", data.vocab)
     notes: list[str] = []

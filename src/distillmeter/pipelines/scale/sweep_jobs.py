@@ -40,7 +40,7 @@ def _context(cfg: RunConfig, out_dir: Path, quiet: bool, resume: bool,
     from distillmeter.pipelines.preflight import preflight
     from distillmeter.pipelines.progress import StageProgress
 
-    components.set_threads(cfg)
+    components.set_threads(cfg.threads)
     components.preload()
     ui = StageProgress(quiet=quiet)
     device = components.pick_device(cfg)
