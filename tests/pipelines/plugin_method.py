@@ -1,7 +1,8 @@
-"""A method that exists only in the test suite, written as a user adds one (docs/DESIGN.md,
-"Adding a method"): one module, one ``Method`` subclass registered by name. Cross-entropy
+"""Methods that exist only in the test suite, written as a user adds one (docs/DESIGN.md,
+"Adding a method"): a ``Method`` subclass registered by name. ``SmoothCE``: cross-entropy
 with label smoothing (0.1) on the labelled set: a loss of its own, the default data,
-stages and work. Importing this module registers it; ``tests/pipelines/test_method_plugin.py``
+stages and work. ``FinetuneCE``: a student that starts from the baseline's. Importing this
+module registers them; ``tests/pipelines/test_method_plugin.py``
 runs it through ``distillmeter run``, the forecast, the verdict and ``distillmeter plan``."""
 
 from __future__ import annotations
@@ -30,3 +31,14 @@ class SmoothCE(Method):
 
     def loss_fn(self, parts: TrainParts):
         return smoothed_ce
+
+
+@register("finetune_ce")
+class FinetuneCE(Method):
+    """A student that starts from the campaign's baseline student (``starts_from``) and
+    trains it further on the labels: the hook a preference method's starting point uses."""
+
+    loss = "ce_more"
+
+    def starts_from(self) -> str | None:
+        return "baseline"

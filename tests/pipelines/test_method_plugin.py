@@ -37,6 +37,7 @@ def plugin():
         importlib.reload(plugin_method)
     yield plugin_method
     registry.unregister("smooth_ce")
+    registry.unregister("finetune_ce")
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,7 @@ def test_the_config_selects_it_by_its_loss(plugin):
     cfg = parse_config({"methods": METHODS})
     kinds = [type(methods.get(m)) for m in cfg.methods]
     assert kinds[1] is plugin.SmoothCE and methods.get(cfg.methods[1]).kind == "smooth_ce"
-    with pytest.raises(UserError, match="'onpolicy' or 'ce_smooth'"):
+    with pytest.raises(UserError, match="'onpolicy', 'ce_smooth' or 'ce_more'"):
         parse_config({"methods": [{"name": "x", "data": ["labelled"], "loss": "ce_smoth"}]})
 
 
@@ -70,7 +71,7 @@ def test_distillmeter_run_trains_it_with_its_own_loss(plugin_run):
     parts = json.loads(log.read_text())["last_parts"]
     assert set(parts) == {"ce_smooth"}  # its loss ran, not the baseline's
     # labels alone: no teacher stage counted
-    assert rep.upstream == [] or all(not u.get("stages") for u in rep.upstream)
+    assert rep.upstream == []
 
 
 def test_the_forecast_plans_it_as_it_ran(plugin_run):
@@ -96,6 +97,39 @@ def test_estimate_verdict_and_plan_name_it(plugin_run, capsys):
     assert any(v.get("method") == "smooth" or "smooth" in v.get("text", "") for v in verdict)
     assert main(["plan", str(out), "--budget-kwh", "1", "--json"]) == 0
     assert "smooth" in capsys.readouterr().out
+
+
+def test_a_student_that_starts_from_the_baseline_names_it_upstream(plugin, tmp_path,
+                                                                   tiny_run_dict):
+    data = copy.deepcopy(tiny_run_dict)
+    data["methods"] = [{"name": "more", "data": ["labelled"], "loss": "ce_more"},
+                       {"name": "baseline", "data": ["labelled"]}]
+    cfg_path = tmp_path / "more.yaml"
+    cfg_path.write_text(yaml.safe_dump(data))
+    cfg = parse_config(data)
+    from distillmeter.pipelines.config import student_config_id
+    from distillmeter.pipelines.plan import plan_students
+
+    assert [r.name for r in plan_students(cfg)] == ["baseline-s0", "more-s0"]  # its start first
+    assert student_config_id(cfg, cfg.method("more")) != student_config_id(
+        cfg, cfg.method("more").model_copy(update={"loss": "ce"}))
+    out = tmp_path / "runs"
+    assert main(["run", str(cfg_path), "--out", str(out), "--quiet", "--no-report"]) == 0
+    base, more = (protocol.load_report(out / n) for n in ("baseline-s0", "more-s0"))
+    named = protocol.read_ledger(out / "more-s0").run_start.upstream
+    ref = [u for u in named if u.run_id == base.run_id]
+    assert ref and ref[0].stages == ["student.train"]  # the baseline's training, named
+    counted = [s for s in more.upstream if s.name == "student.train"]
+    assert counted and counted[0].energy_j["total"] > 0  # and its energy counted
+
+    def losses(name: str) -> list[float]:
+        log = next((out / name / protocol.ARTIFACTS_DIR).glob("train-*/train.json"))
+        return json.loads(log.read_text())["losses"]
+
+    # it starts where the baseline ended (3.05 vs the baseline's last 3.07, recorded), not
+    # from a fresh student (the baseline's first: 3.31)
+    first, base = losses("more-s0")[0], losses("baseline-s0")
+    assert abs(first - base[-1]) < abs(first - base[0]) / 3
 
 
 # ------------------------------------------------------------------ no branching outside

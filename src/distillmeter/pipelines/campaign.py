@@ -28,7 +28,7 @@ from distillmeter import protocol
 from distillmeter.errors import USER_ERRORS, OutputError, UserError, writing
 from distillmeter.pipelines.config_machine import CarbonConfig
 from distillmeter.pipelines.context import Context
-from distillmeter.pipelines.plan import StudentRun, TeacherPlan
+from distillmeter.pipelines.plan import StudentRun, TeacherPlan, starting_run
 from distillmeter.pipelines.student import locate_trained, run_student
 from distillmeter.pipelines.teacher import TeacherOutputs, locate_existing, run_teacher
 from distillmeter.terminal import literal
@@ -187,13 +187,17 @@ def make_teacher(ctx: Context, plan: TeacherPlan, moved: list[Path],
 
 def run_students(ctx: Context, todo: list[StudentRun], teacher: TeacherOutputs,
                  dir_of: Callable[[StudentRun], Path], outcomes: list[RunOutcome], *,
-                 leader=None, keep_going: bool = False, label=None) -> None:
+                 leader=None, keep_going: bool = False, label=None,
+                 campaign: list[StudentRun] | None = None) -> None:
     """Every student of ``todo`` in ``dir_of(run)``, accounted, into ``outcomes``. A
     student an interrupted attempt trained and saved (found next to its run directory)
     is evaluated, not trained again. ``leader``: under torchrun, every rank runs each
     student (``rank_jobs.Leader.student``). ``keep_going``: a failing student is recorded
     (its directory kept and accounted) and the next one goes on; a full disk stops every
-    one alike. ``label``: how a run is named in the notes (default: its name)."""
+    one alike. ``label``: how a run is named in the notes (default: its name).
+    ``campaign``: every student of the campaign (default ``todo``), where a student that
+    starts from another's (``Method.starts_from``) finds it, trained before it or found
+    done, its checkpoint verified."""
     from contextlib import nullcontext
 
     for run in todo:
@@ -206,10 +210,17 @@ def run_students(ctx: Context, todo: list[StudentRun], teacher: TeacherOutputs,
             ctx.ui.note(f"  the student {trained.run_dir.name} trained is found and "
                         "verified: evaluating it, not training again")
         out = RunOutcome(run.name, path, "student", "done", None, m.name, run.seed)
+        first = starting_run(run, campaign or todo)
+        start = None
+        if first is not None:
+            start = locate_trained(dir_of(first).parent, first, warn=ctx.ui.note)
+            if start is None:
+                raise UserError(f"{run.name} starts from {first.name}'s trained student, "
+                                "which is not there (its run failed?)")
         try:
-            with (leader.student(run, teacher, path, trained) if leader is not None
+            with (leader.student(run, teacher, path, trained, start) if leader is not None
                   else nullcontext()):  # every rank, under torchrun
-                run_student(ctx, run, teacher, path, trained)
+                run_student(ctx, run, teacher, path, trained, start)
         except OutputError:
             raise
         except Exception as exc:  # with keep_going, one failing config must not stop all

@@ -436,4 +436,6 @@ def student_config_id(cfg: RunConfig, method: MethodConfig, budget: int | None =
         "training": cfg.student_training(budget).model_dump(mode="json"),
         "logits": cfg.logits.model_dump(mode="json") if kind.uses_cache else None}
     key.update(kind.id_parts(cfg.logits, cfg.generation))  # the method's own keys, if any
+    if kind.starts_from() is not None:  # the student it starts from
+        key["starts_from"] = student_config_id(cfg, cfg.method(kind.starts_from()), budget)
     return content_hash(key)

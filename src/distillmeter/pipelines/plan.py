@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from distillmeter.errors import UserError
 from distillmeter.pipelines import methods
 from distillmeter.pipelines.config import (
     MethodConfig,
@@ -127,5 +128,20 @@ def budget_label(tokens: int) -> str:
 def plan_students(cfg: RunConfig) -> list[StudentRun]:
     """Every (method, budget, seed) run, method-major (a method's points together, each
     point's seeds together)."""
-    return [StudentRun(m, seed, student_config_id(cfg, m, b), cfg.student_training(b), b)
+    runs = [StudentRun(m, seed, student_config_id(cfg, m, b), cfg.student_training(b), b)
             for m in cfg.methods for b in cfg.budget_points() for seed in range(cfg.seeds)]
+    # a student that starts from another method's comes after it (stable otherwise)
+    return sorted(runs, key=lambda r: methods.get(r.method).starts_from() is not None)
+
+
+def starting_run(run: StudentRun, runs: list[StudentRun]) -> StudentRun | None:
+    """The run whose trained student ``run``'s starts from (``Method.starts_from``): the
+    named method's at the same seed and budget point; None for a fresh student."""
+    name = methods.get(run.method).starts_from()
+    if name is None:
+        return None
+    for r in runs:
+        if r.method.name == name and r.seed == run.seed and r.budget == run.budget:
+            return r
+    raise UserError(f"method {run.method.name} starts from method {name}'s student, which "
+                    "this campaign does not train")

@@ -125,6 +125,7 @@ def _run_locked(ctx: Context, t_plan, students: list[StudentRun],
     # -- a method whose teacher data came out empty would train as if it had some and pass
     # for a result: the whole campaign stops here, before any student (docs/pipelines.md)
     teacher.check_data([run.method for run in todo])
-    campaign.run_students(ctx, todo, teacher, dir_of, summary.runs, leader=leader)
+    campaign.run_students(ctx, todo, teacher, dir_of, summary.runs, leader=leader,
+                          campaign=students)
     campaign.failed_attempts(ctx, moved, summary.runs)
     return summary

@@ -113,12 +113,15 @@ class StudentResult:
 
 
 def run_student(ctx: Context, run: StudentRun, teacher: TeacherOutputs,
-                run_dir: Path, trained: TrainedStudent | None = None) -> StudentResult | None:
+                run_dir: Path, trained: TrainedStudent | None = None,
+                start: TrainedStudent | None = None) -> StudentResult | None:
     """Train and evaluate one student in ``run_dir``, metered. Under torchrun every rank
     calls it (docs/scale.md); ranks other than 0 return None. ``trained``: this student as
     an interrupted attempt at the run already trained it (:func:`locate_trained`): it is
     loaded and evaluated, not trained again, and the attempt's ``student.train`` is named
-    as upstream, its energy counted where it was measured (docs/reliability.md)."""
+    as upstream, its energy counted where it was measured (docs/reliability.md).
+    ``start``: the trained student this one starts from (``Method.starts_from``), named
+    as upstream likewise."""
     cfg, ui, label = ctx.cfg, ctx.ui, run_dir.name
     method, seed = run.method, run.seed
     main = ctx.dist is None or ctx.dist.is_main  # rank 0 (or the only process)
@@ -128,8 +131,9 @@ def run_student(ctx: Context, run: StudentRun, teacher: TeacherOutputs,
     kind = methods.get(method)
     answers = {"synthetic_examples": teacher.synthetic_kept()} if kind.needs_synthetic else {}
     upstream = teacher.upstream_for(method, run_dir)
-    if trained is not None:
-        upstream.append(trained.upstream_ref(run_dir))
+    for earlier in (start, trained):
+        if earlier is not None:
+            upstream.append(earlier.upstream_ref(run_dir))
     meter = ctx.open_meter(run_dir, method=method.name, seed=seed, config_id=run.config_id,
                            upstream=upstream,
                            labels={"role": "student", "data": list(method.data), **answers,
@@ -143,7 +147,7 @@ def run_student(ctx: Context, run: StudentRun, teacher: TeacherOutputs,
                                                                      trained, main)
         else:
             data, tok, model, max_len, mixed, result = _train(ctx, meter, run, teacher,
-                                                              run_dir, main)
+                                                              run_dir, main, start)
         if not main:
             # rank 0 alone evaluates; this rank's devices wait inside the stage, metered
             with meter.stage("eval.student"):
@@ -186,7 +190,7 @@ def run_student(ctx: Context, run: StudentRun, teacher: TeacherOutputs,
 
 
 def _train(ctx: Context, meter, run: StudentRun, teacher: TeacherOutputs, run_dir: Path,
-           main: bool) -> tuple:
+           main: bool, start: TrainedStudent | None = None) -> tuple:
     """setup.load and student.train, as the run's method says (``methods/``): its data,
     its live teacher if any, its loss, its training windows and batches. The trained
     student is saved (checkpoint, manifest with checksums) at the end of student.train,
@@ -206,7 +210,9 @@ def _train(ctx: Context, meter, run: StudentRun, teacher: TeacherOutputs, run_di
                 loaded_t = build.build_model(cfg.teacher.model, tok, seed=0,
                                              device=device, role="teacher",
                                              trainable=False)
-        student = build.build_model(cfg.student.model, tok, seed=seed, device=device)
+        student = (build.build_model(cfg.student.model, tok, seed=seed, device=device)
+                   if start is None else
+                   build.load_checkpoint(start.folder, device, cfg.student.model))
         model, max_len, mixed = student.model, student.max_len, student.autocast
         synthetic = (read_synthetic(teacher.folder(plan.synthetic))
                      if kind.needs_synthetic else None)

@@ -164,6 +164,14 @@ class Method:
             used.append(plan.caches[self.config.name])
         return used
 
+    def starts_from(self) -> str | None:
+        """The config name of the method whose trained student (the same seed and budget
+        point) its student starts from, or None: a fresh student from the seed. The
+        campaign runs that student first; this one loads its checkpoint and names that
+        run's ``student.train`` as upstream, counted in full (a preference method starts
+        from the campaign's baseline). Its ``config_id`` includes the starting student's."""
+        return None
+
     # ------------------------------------------------------------------ identity
     def labels(self) -> dict[str, Any]:
         """Its own ``run_labels`` (after role, data, loss and token budget)."""

@@ -78,7 +78,7 @@ def student_job(cfg: RunConfig, point: str, seed: int, teacher: Any, runs_dir: s
     # the attempts moved aside, by the run they were: <run>.failed-<n>
     kept = {p.name.rsplit(".failed-", 1)[0]: p.name for p in moved}
     campaign.run_students(ctx, todo, teacher, dir_of, outcomes, keep_going=True,
-                          label=lambda run: f"{point}/{run.name}")
+                          label=lambda run: f"{point}/{run.name}", campaign=runs)
     records = []
     for o in outcomes:
         note = o.note
