@@ -83,7 +83,7 @@ def main() -> None:
     cfg = RunConfig()
     loaded = build.load_checkpoint(_find(args.runs, "teacher"), "cpu")
     teacher, tok = loaded.model, loaded.tokenizer
-    data = components.load_task_data(cfg)
+    data = components.load_task_data(cfg.task)
     synthetic = read_synthetic(_find(args.runs, "synthetic"))
     seqs = encode_pairs(tok, training_pairs(cfg.method("kd"), data, synthetic), loaded.max_len)
     vocab = build.vocab_width(teacher)

@@ -14,11 +14,12 @@ from distillmeter import protocol
 from distillmeter.cli import main
 from distillmeter.energy import EnergyMeter
 from distillmeter.errors import UserError
+from distillmeter.pipelines import methods
 from distillmeter.pipelines.config import MethodConfig, RunConfig, student_config_id
 from distillmeter.pipelines.config_file import dump_config, parse_config
 from distillmeter.pipelines.data import encode_pairs
 from distillmeter.pipelines.losses import completion_mask, kd_loss
-from distillmeter.pipelines.onpolicy import PHASES, OnPolicyData, OnPolicyKD
+from distillmeter.pipelines.methods.onpolicy_rounds import PHASES, OnPolicyData, OnPolicyKD
 from distillmeter.pipelines.plan import plan_teacher
 from distillmeter.pipelines.progress import StageProgress
 from distillmeter.pipelines.training import train
@@ -170,7 +171,8 @@ def test_config_entry_validates_strictly():
                                      "data": ["labelled", "synthetic"], "lmbda": 0.5,
                                      "block_prompts": 256}]})
     m = cfg.method("onpolicy")
-    assert m.divergence == "reverse_kl" and m.onpolicy and not m.uses_cache
+    kind = methods.get(m)
+    assert m.divergence == "reverse_kl" and kind.kind == "onpolicy" and not kind.uses_cache
     assert parse_config(yaml.safe_load(dump_config(cfg))) == cfg  # resolved loads back
     assert parse_config({"methods": [{**ONPOLICY, "divergence": "jsd", "beta": 0.2}]}
                         ).methods[0].divergence == "jsd"
@@ -207,7 +209,8 @@ def test_packaged_onpolicy_config_is_the_default_with_its_own_methods():
     assert cfg.method("baseline") == default.method("baseline")
     assert cfg.method("kd") == default.method("kd")
     op = cfg.method("onpolicy")
-    assert op.onpolicy and op.data == ["labelled", "synthetic"] and op.block_prompts == 256
+    assert methods.get(op).samples_pool and op.data == ["labelled", "synthetic"]
+    assert op.block_prompts == 256
     text = files("distillmeter").joinpath("configs", "onpolicy.yaml").read_text()
     assert set(yaml.safe_load(text)) == {"methods", "seeds"}
 

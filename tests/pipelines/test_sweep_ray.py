@@ -65,13 +65,13 @@ def test_each_task_asks_for_the_gpus_its_config_runs_on(tiny_run_dict):
     cfg = {d: parse_config({**tiny_run_dict, "device": d}) for d in ("cpu", "auto", "cuda")}
     runner = RayRunner("local", RaySettings(), quiet=True)
     runner.gpus = 8.0  # a cluster with GPUs
-    assert runner.options(cfg["cpu"])["num_gpus"] == 0
-    assert runner.options(cfg["auto"])["num_gpus"] == 1
-    assert runner.options(cfg["cuda"]) == {"num_gpus": 1.0, "num_cpus": 1.0}
+    assert runner.options(cfg["cpu"].device)["num_gpus"] == 0
+    assert runner.options(cfg["auto"].device)["num_gpus"] == 1
+    assert runner.options(cfg["cuda"].device) == {"num_gpus": 1.0, "num_cpus": 1.0}
     runner.gpus = 0.0  # CPU-only: auto runs on CPUs, cuda cannot run
-    assert runner.options(cfg["auto"])["num_gpus"] == 0
+    assert runner.options(cfg["auto"].device)["num_gpus"] == 0
     with pytest.raises(UserError, match="has 0"):
-        runner.options(cfg["cuda"])
+        runner.options(cfg["cuda"].device)
     two = RayRunner("local", RaySettings(num_gpus=2, num_cpus=4), quiet=True)
     two.gpus = 8.0
-    assert two.options(cfg["auto"]) == {"num_gpus": 2.0, "num_cpus": 4.0}
+    assert two.options(cfg["auto"].device) == {"num_gpus": 2.0, "num_cpus": 4.0}

@@ -2,7 +2,8 @@
 
     config.py       the run config (strict pydantic, YAML), content hashes
     plan.py         which teacher artifacts a config needs; which stages a method counts
-    runner.py       `distillmeter run`: teacher once, students, resume, accounting
+    runner.py       `distillmeter run`: the lock, the ranks, then the campaign
+    campaign.py     the one campaign loop (run and sweep): teacher, students, accounting
     teacher.py      the teacher's run: setup.load, teacher.train, eval.teacher,
                     teacher.generate, teacher.logits
     student.py      a student's run: setup.load, student.train, eval.student
@@ -14,5 +15,11 @@
     artifacts.py    artifact manifests, checksums, lookup by hash
     losses.py, generation.py   distillation losses; the generation backend interface
 
+    methods/        the distillation methods, one module each, behind one interface
+    work.py, stagework.py   the forecast's planned work; the stage work counts it shares
+
 See docs/pipelines.md.
 """
+
+# the built-in methods register here, so that every config check sees them
+from distillmeter.pipelines import methods as methods  # noqa: E402

@@ -11,7 +11,7 @@ import torch
 
 from distillmeter.errors import UserError
 from distillmeter.models.config import ModelConfig
-from distillmeter.pipelines.config import RunConfig
+from distillmeter.pipelines.config import RunConfig, TaskConfig
 
 
 def pick_device(cfg: RunConfig) -> str:
@@ -24,9 +24,10 @@ def pick_device(cfg: RunConfig) -> str:
     return cfg.device
 
 
-def set_threads(cfg: RunConfig) -> int:
-    """CPU threads for torch. The default is half the usable cores, at least 1, at most 4:
-    tiny models gain little from intra-op threads, and lose a lot when the threads compete
+def set_threads(threads: int | None) -> int:
+    """CPU threads for torch (``threads``: the config's; None: the default). The default is
+    half the usable cores, at least 1, at most 4: tiny models gain little from intra-op
+    threads, and lose a lot when the threads compete
     with anything else (OpenMP threads spin waiting for each other). Measured on the 2-core
     development machine with other work running: one training step of the default teacher
     took 0.22 s of CPU with 1 thread and 0.95 s with 2."""
@@ -34,7 +35,7 @@ def set_threads(cfg: RunConfig) -> int:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
-    n = cfg.threads or max(1, min(4, cores // 2))
+    n = threads or max(1, min(4, cores // 2))
     torch.set_num_threads(n)
     return n
 
@@ -67,11 +68,10 @@ def run_tokenizer_model(cfg: RunConfig) -> tuple[str, ModelConfig] | None:
     return None
 
 
-def load_task_data(cfg: RunConfig):
+def load_task_data(t: TaskConfig):
     """The task's splits, deterministic in ``task.seed``."""
     from distillmeter.tasks import load_task
 
-    t = cfg.task
     params = {k: v for k, v in t.params.items()}
     return load_task(t.name, seed=t.seed, n_labelled=t.n_labelled, n_pool=t.n_pool,
                      n_test=t.n_test, n_teacher=t.n_teacher, **params)
@@ -100,7 +100,7 @@ def load_data_and_tokenizer(cfg: RunConfig):
     """(task data, the run's tokenizer). Data from files is rendered for the tokenizer
     (its chat template); a character tokenizer is built from the files' alphabet."""
     if cfg.task.files is None:
-        data = load_task_data(cfg)
+        data = load_task_data(cfg.task)
         return data, tokenizer_for(cfg, data.task)
     from distillmeter.tasks.files import load_file_task
 

@@ -21,6 +21,7 @@ import json
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from distillmeter.configbase import (
     MAX_BATCH,
@@ -39,6 +40,7 @@ from distillmeter.pipelines.config_machine import (
     DistributedConfig,
     MeterConfig,
 )
+from distillmeter.pipelines.methods import registry
 from distillmeter.tasks.config import FilesConfig
 
 _NAME_RE = r"^[a-z0-9][a-z0-9_\-]*$"
@@ -145,13 +147,6 @@ class StudentConfig(_Strict):
                                                      d_ff=192, max_len=32))
 
 
-_KD_FIELDS = ("alpha", "temperature", "divergence", "beta", "teacher_mode")
-_ONPOLICY_FIELDS = ("lmbda", "block_prompts", "sample_temperature", "max_new_tokens")
-# the settings each loss reads (besides name and data); any other one given is a mistake
-_USES = {"ce": (), "kd": _KD_FIELDS,
-         "onpolicy": ("temperature", "divergence", "beta") + _ONPOLICY_FIELDS}
-
-
 class MethodConfig(_Strict):
     """A distillation method: which data the student trains on and with which loss.
 
@@ -170,7 +165,8 @@ class MethodConfig(_Strict):
 
     name: str = Field(pattern=_NAME_RE)
     data: list[Literal["labelled", "synthetic"]] = Field(min_length=1)
-    loss: Literal["ce", "kd", "onpolicy"] = "ce"
+    # a registered method's loss (methods/registry.py): ce, kd, onpolicy, and any added
+    loss: str = "ce"
     alpha: float = Field(0.5, ge=0, le=1)
     temperature: float = Field(1.0, gt=0, le=MAX_TEMPERATURE)
     divergence: Literal["forward_kl", "reverse_kl", "jsd"] = "forward_kl"
@@ -181,33 +177,36 @@ class MethodConfig(_Strict):
     sample_temperature: float = Field(1.0, ge=0, le=MAX_TEMPERATURE)  # 0: greedy
     max_new_tokens: int = Field(12, ge=1, le=MAX_TOKENS)
 
+    @field_validator("loss", mode="before")
+    @classmethod
+    def _registered_loss(cls, value: Any) -> Any:
+        known = registry.losses()
+        if not isinstance(value, str) or value not in known:
+            # worded as a Literal's error, so a wrong loss reads as any wrong choice
+            raise PydanticCustomError("literal_error", "Input should be {expected}",
+                                      {"expected": registry.one_of(known)})
+        return value
+
     @model_validator(mode="after")
     def _settings_fit_the_loss(self) -> MethodConfig:
         # Only values that differ from the default count as given: the resolved config
         # (which writes every default out) must load again.
-        uses = _USES[self.loss]
-        stray = [f for f in _KD_FIELDS + _ONPOLICY_FIELDS
+        by_loss = registry.settings_by_loss()
+        uses = by_loss[self.loss]
+        stray = [f for f in dict.fromkeys(f for fs in by_loss.values() for f in fs)
                  if f not in uses and f in self.model_fields_set
                  and getattr(self, f) != type(self).model_fields[f].default]
         if stray:
             verb = "apply" if len(stray) > 1 else "applies"
-            owners = [loss for loss, fields in _USES.items() if set(stray) & set(fields)]
+            owners = [loss for loss, fields in by_loss.items() if set(stray) & set(fields)]
             raise error_at((stray[0],), f"{', '.join(stray)} only {verb} with loss: "
                            f"{' or '.join(owners)}", getattr(self, stray[0]))
-        if self.loss == "onpolicy" and "divergence" not in self.model_fields_set:
-            self.divergence = "reverse_kl"  # the usual choice on the student's own samples
+        for key, value in registry.method_class(self).defaults.items():
+            if key not in self.model_fields_set:
+                setattr(self, key, value)  # the method's own default for its setting
         if len(set(self.data)) != len(self.data):
             raise error_at(("data",), "data lists a source twice", self.data)
         return self
-
-    @property
-    def uses_cache(self) -> bool:
-        return self.loss == "kd" and self.teacher_mode == "cached"
-
-    @property
-    def onpolicy(self) -> bool:
-        """On-policy distillation: the student's own samples, scored by a live teacher."""
-        return self.loss == "onpolicy"
 
 
 class LogitsConfig(_Strict):
@@ -312,16 +311,18 @@ class RunConfig(_Strict):
             if self.needs_synthetic() and files.pool is None:
                 raise ValueError("a method uses synthetic data: task.files.pool must name "
                                  "the prompts the teacher answers")
-            if self.has_onpolicy() and files.pool is None:
-                raise ValueError("an onpolicy method samples from the prompt pool: "
-                                 "task.files.pool must name the prompts")
-        needs_pool = [m.name for m in self.methods if "synthetic" in m.data or m.onpolicy]
+            sampling = [m.name for m in self.methods if registry.get(m).samples_pool]
+            if sampling and files.pool is None:
+                raise ValueError(f"{_methods(sampling)} sample{'s' if len(sampling) == 1 else ''}"
+                                 " from the prompt pool: task.files.pool must name the "
+                                 "prompts")
+        needs_pool = [m.name for m in self.methods if registry.get(m).needs_pool]
         if needs_pool and self.task.n_pool == 0:
             # a synthetic student would train on the labelled set alone and pass for a
             # distillation result: refused here, at the key's line (config_file.py)
             one = len(needs_pool) == 1
             what = ((f"sample{'s' if one else ''} from")
-                    if all(self.method(n).onpolicy for n in needs_pool)
+                    if all(registry.get(self.method(n)).samples_pool for n in needs_pool)
                     else f"learn{'s' if one else ''} from the teacher's answers to")
             raise error_at(("task", "n_pool"), (
                 f"{_methods(needs_pool)} {what} the prompt pool, which is empty: no "
@@ -377,14 +378,12 @@ class RunConfig(_Strict):
         return self.model_dump(mode="json")
 
     def needs_synthetic(self) -> bool:
-        return any("synthetic" in m.data for m in self.methods)
+        """A method trains on the teacher's answers (``teacher.generate``)."""
+        return any(registry.get(m).needs_synthetic for m in self.methods)
 
     def needs_cache(self) -> bool:
-        return any(m.uses_cache for m in self.methods)
-
-    def has_onpolicy(self) -> bool:
-        """A method is onpolicy (its student samples from the prompt pool)."""
-        return any(m.onpolicy for m in self.methods)
+        """A method learns from a logit cache (``teacher.logits``)."""
+        return any(registry.get(m).uses_cache for m in self.methods)
 
 
 # --------------------------------------------------------------------------- hashes
@@ -420,7 +419,7 @@ def synthetic_key(cfg: RunConfig) -> dict[str, Any]:
 def student_sequences_key(cfg: RunConfig, method: MethodConfig) -> dict[str, Any]:
     """What fixes a method's training sequences (and so the logit cache over them)."""
     key: dict[str, Any] = {"task": cfg.task.model_dump(mode="json"), "data": sorted(method.data)}
-    if "synthetic" in method.data:
+    if registry.get(method).needs_synthetic:
         key["synthetic"] = content_hash(synthetic_key(cfg))
     return key
 
@@ -433,17 +432,18 @@ def logits_key(cfg: RunConfig, method: MethodConfig) -> dict[str, Any]:
 
 
 def student_config_id(cfg: RunConfig, method: MethodConfig, budget: int | None = None) -> str:
-    """Identifies a student configuration across seeds (the meter's ``config_id``). An
-    onpolicy student also depends on how the teacher's scores are kept (``logits``) and on
-    the generation batch size (sampled draws depend on it)."""
+    """Identifies a student configuration across seeds (the meter's ``config_id``): the
+    teacher, the sequences, the method, the student and its training, the cache settings
+    when it learns from a cache, and what its method adds (``Method.id_parts``)."""
+    kind = registry.get(method)
     key: dict[str, Any] = {
         "teacher": content_hash(teacher_key(cfg)),
         "sequences": student_sequences_key(cfg, method),
         "method": method.model_dump(mode="json"),
         "student": cfg.student.model_dump(mode="json"),
         "training": cfg.student_training(budget).model_dump(mode="json"),
-        "logits": cfg.logits.model_dump(mode="json") if method.uses_cache else None}
-    if method.onpolicy:  # a key of its own: the other methods' ids stay as they were
-        key["onpolicy"] = {"logits": cfg.logits.model_dump(mode="json"),
-                           "generation_batch_size": cfg.generation.batch_size}
+        "logits": cfg.logits.model_dump(mode="json") if kind.uses_cache else None}
+    key.update(kind.id_parts(cfg.logits, cfg.generation))  # the method's own keys, if any
+    if kind.starts_from() is not None:  # the student it starts from
+        key["starts_from"] = student_config_id(cfg, cfg.method(kind.starts_from()), budget)
     return content_hash(key)

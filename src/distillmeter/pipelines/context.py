@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distillmeter.pipelines.config import MethodConfig, RunConfig
+from distillmeter.pipelines.config import RunConfig
 from distillmeter.pipelines.progress import StageProgress
 from distillmeter.protocol import ESTIMATED_SOURCES
 
@@ -51,17 +51,3 @@ class Context:
         self.ui.power_estimated = lambda: any(
             src in ESTIMATED_SOURCES for src in meter.sources.values())
         return meter
-
-
-def training_pairs(method: MethodConfig, data, synthetic: list[tuple[str, str]] | None
-                   ) -> list[tuple[str, str]]:
-    """A method's (prompt, target) training pairs in a canonical order (labelled, then
-    synthetic, whatever order the config lists them): the logit cache depends on it."""
-    pairs: list[tuple[str, str]] = []
-    if "labelled" in method.data:
-        pairs += [(e.prompt, e.target) for e in data.labelled]
-    if "synthetic" in method.data:
-        if synthetic is None:
-            raise ValueError(f"method {method.name!r} needs synthetic data but none was made")
-        pairs += synthetic
-    return pairs

@@ -131,7 +131,7 @@ def lm_eval_stages(ui, meter, label: str, stage: str, model_dir: Path, cfg: Eval
     shape, as the built-in evaluation records them. The eval artifact goes to ``folder``."""
     from distillmeter.engines.lm_eval import evaluate_prepared, prepare_lm_eval
     from distillmeter.models import count_params
-    from distillmeter.pipelines.work import attention_info
+    from distillmeter.pipelines.stagework import attention_info
 
     with ui.metered(meter, label, LM_EVAL_LOAD, None):
         prepared, request = prepare_lm_eval(model_dir, cfg.lm_eval, batch_size=cfg.batch_size,

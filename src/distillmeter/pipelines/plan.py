@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from distillmeter.errors import UserError
+from distillmeter.pipelines import methods
 from distillmeter.pipelines.config import (
     MethodConfig,
     RunConfig,
@@ -73,17 +75,9 @@ class TeacherPlan:
         return out
 
     def used_by(self, method: MethodConfig) -> list[ArtifactSpec]:
-        """The teacher-side artifacts whose stages a method's student counts (see above)."""
-        learns_from_teacher = ("synthetic" in method.data or method.loss == "kd"
-                               or method.onpolicy)
-        if not learns_from_teacher:
-            return []
-        used = [a for a in (self.checkpoint, self.eval) if a is not None]
-        if "synthetic" in method.data and self.synthetic is not None:
-            used.append(self.synthetic)
-        if method.name in self.caches:
-            used.append(self.caches[method.name])
-        return used
+        """The teacher-side artifacts whose stages a method's student counts (see above):
+        its method says (``Method.teacher_artifacts``)."""
+        return methods.get(method).teacher_artifacts(self)
 
 
 def plan_teacher(cfg: RunConfig) -> TeacherPlan:
@@ -97,7 +91,7 @@ def plan_teacher(cfg: RunConfig) -> TeacherPlan:
     synthetic = (ArtifactSpec(SYNTHETIC, content_hash(synthetic_key(cfg)), "teacher.generate")
                  if cfg.needs_synthetic() else None)
     cache_hashes = {m.name: content_hash(logits_key(cfg, m)) for m in cfg.methods
-                    if m.uses_cache}
+                    if methods.get(m).uses_cache}
     distinct = sorted(set(cache_hashes.values()))
     caches = {}
     for name, h in cache_hashes.items():
@@ -134,5 +128,20 @@ def budget_label(tokens: int) -> str:
 def plan_students(cfg: RunConfig) -> list[StudentRun]:
     """Every (method, budget, seed) run, method-major (a method's points together, each
     point's seeds together)."""
-    return [StudentRun(m, seed, student_config_id(cfg, m, b), cfg.student_training(b), b)
+    runs = [StudentRun(m, seed, student_config_id(cfg, m, b), cfg.student_training(b), b)
             for m in cfg.methods for b in cfg.budget_points() for seed in range(cfg.seeds)]
+    # a student that starts from another method's comes after it (stable otherwise)
+    return sorted(runs, key=lambda r: methods.get(r.method).starts_from() is not None)
+
+
+def starting_run(run: StudentRun, runs: list[StudentRun]) -> StudentRun | None:
+    """The run whose trained student ``run``'s starts from (``Method.starts_from``): the
+    named method's at the same seed and budget point; None for a fresh student."""
+    name = methods.get(run.method).starts_from()
+    if name is None:
+        return None
+    for r in runs:
+        if r.method.name == name and r.seed == run.seed and r.budget == run.budget:
+            return r
+    raise UserError(f"method {run.method.name} starts from method {name}'s student, which "
+                    "this campaign does not train")

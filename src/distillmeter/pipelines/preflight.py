@@ -12,7 +12,7 @@ from distillmeter.errors import UserError
 from distillmeter.models import memory
 from distillmeter.models.checkpoints import compute_dtype, dtype_bytes, load_tokenizer, model_source
 from distillmeter.models.memory import model_shape
-from distillmeter.pipelines import components
+from distillmeter.pipelines import components, methods
 from distillmeter.pipelines.components import run_tokenizer_model
 from distillmeter.pipelines.config import RunConfig
 from distillmeter.pipelines.config_host import check_host
@@ -109,7 +109,7 @@ def preflight(cfg: RunConfig, device: str, note: Callable[[str], None] | None = 
 def _pool_not_empty(cfg: RunConfig, data) -> None:
     """A method that learns from the teacher's answers (or samples prompts) with no prompt
     to answer would train on the labelled set alone and pass for a distillation result."""
-    needs = [m.name for m in cfg.methods if "synthetic" in m.data or m.onpolicy]
+    needs = [m.name for m in cfg.methods if methods.get(m).needs_pool]
     if needs and not data.pool:
         src = "task.files.pool" if cfg.task.files is not None else "the prompt pool"
         who = f"method {needs[0]} has" if len(needs) == 1 else f"methods {', '.join(needs)} have"
@@ -159,7 +159,7 @@ def _estimates(cfg: RunConfig, device: str, t_shape, s_shape, lengths: dict[str,
         compute_bytes=s_c, gradient_checkpointing=s_m.gradient_checkpointing,
         hint="lower training.batch_size (training.grad_accum keeps the effective batch), "
              "set student.model.gradient_checkpointing: true, or lower student.model.max_len")
-    if any(m.loss == "kd" and m.teacher_mode == "online" for m in cfg.methods):
+    if any(methods.get(m).teacher_in_train_step for m in cfg.methods):
         live = t_inf("teacher", tr.batch_size, lengths["train"], "")
         student = memory.combine("student.train", memory.PhaseEstimate(
             "student", student.parts, student.batch, student.seq), live, hint=student.hint)

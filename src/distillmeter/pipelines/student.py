@@ -3,9 +3,10 @@
     setup.load     task data, tokenizer, a fresh student (from the seed), its training data
                    (labelled and/or the teacher's synthetic answers), the logit cache or
                    the live teacher for KD and on-policy
-    student.train  the shared loop (``training.train``): only the loss and data differ; an
-                   onpolicy student's loop runs in rounds, each a student.generate,
-                   teacher.score and student.train window (``onpolicy.py``)
+    student.train  the shared loop (``training.train``): the method (``methods/``) gives
+                   its data, loss, windows and batches; an onpolicy student's loop runs in
+                   rounds, each a student.generate, teacher.score and student.train
+                   window (``methods/on_policy.py``)
     eval.student   greedy decoding on the test set; quality recorded with the teacher's
                    score and Q = student / teacher
 
@@ -27,19 +28,18 @@ from types import SimpleNamespace
 from distillmeter import protocol
 from distillmeter.errors import writing
 from distillmeter.models import build, count_params
-from distillmeter.pipelines import artifacts, components
+from distillmeter.pipelines import artifacts, components, methods
 from distillmeter.pipelines.artifacts import ArtifactManifest
-from distillmeter.pipelines.context import Context, training_pairs
-from distillmeter.pipelines.data import batches, encode_pairs
+from distillmeter.pipelines.context import Context
+from distillmeter.pipelines.data import encode_pairs
 from distillmeter.pipelines.evaluation import evaluate, scoring_info, write_eval
-from distillmeter.pipelines.logit_cache import LogitCache
-from distillmeter.pipelines.onpolicy import OnPolicyKD, onpolicy_data
+from distillmeter.pipelines.methods import TrainParts
 from distillmeter.pipelines.plan import StudentRun
 from distillmeter.pipelines.progress import generation_progress
+from distillmeter.pipelines.stagework import attention_info
 from distillmeter.pipelines.synthetic import read_synthetic
 from distillmeter.pipelines.teacher import TeacherOutputs
-from distillmeter.pipelines.training import CachedKD, OnlineKD, autocast, ce_loss, train
-from distillmeter.pipelines.work import attention_info
+from distillmeter.pipelines.training import autocast, train
 
 STUDENT_CKPT = "student"
 STUDENT_EVAL = "eval"
@@ -77,10 +77,10 @@ def locate_trained(search_dir: Path, run: StudentRun, warn=None) -> TrainedStude
     artifacts are found (``teacher.locate_existing``); corrupted ones are reported through
     ``warn`` and skipped. The manifest is written after the whole checkpoint, at the end of
     ``student.train``: a folder without one (a crash or a full disk mid-save) is not a
-    checkpoint. An on-policy student is trained again: its training is rounds of three
-    stages, its own teacher scoring among them, which no upstream entry carries as
-    student work."""
-    if run.method.onpolicy:
+    checkpoint. A method with ``retrains_on_resume`` (on-policy: its training is rounds of
+    three stages, its own teacher scoring among them, which no upstream entry carries as
+    student work) is trained again."""
+    if methods.get(run.method).retrains_on_resume:
         return None
     folder = artifacts.find_verified(search_dir, STUDENT_CKPT, run.config_id, warn=warn)
     if folder is None:
@@ -113,33 +113,33 @@ class StudentResult:
 
 
 def run_student(ctx: Context, run: StudentRun, teacher: TeacherOutputs,
-                run_dir: Path, trained: TrainedStudent | None = None) -> StudentResult | None:
+                run_dir: Path, trained: TrainedStudent | None = None,
+                start: TrainedStudent | None = None) -> StudentResult | None:
     """Train and evaluate one student in ``run_dir``, metered. Under torchrun every rank
     calls it (docs/scale.md); ranks other than 0 return None. ``trained``: this student as
     an interrupted attempt at the run already trained it (:func:`locate_trained`): it is
     loaded and evaluated, not trained again, and the attempt's ``student.train`` is named
-    as upstream, its energy counted where it was measured (docs/reliability.md)."""
+    as upstream, its energy counted where it was measured (docs/reliability.md).
+    ``start``: the trained student this one starts from (``Method.starts_from``), named
+    as upstream likewise."""
     cfg, ui, label = ctx.cfg, ctx.ui, run_dir.name
     method, seed = run.method, run.seed
     main = ctx.dist is None or ctx.dist.is_main  # rank 0 (or the only process)
     teacher.check_data([method])  # before its run directory exists (the runner checks first)
     t_metrics = teacher.teacher_metrics()
     # how many of the teacher's answers it trains on, so the analysis can tell (0: none)
-    answers = ({"synthetic_examples": teacher.synthetic_kept()}
-               if "synthetic" in method.data else {})
+    kind = methods.get(method)
+    answers = {"synthetic_examples": teacher.synthetic_kept()} if kind.needs_synthetic else {}
     upstream = teacher.upstream_for(method, run_dir)
-    if trained is not None:
-        upstream.append(trained.upstream_ref(run_dir))
+    for earlier in (start, trained):
+        if earlier is not None:
+            upstream.append(earlier.upstream_ref(run_dir))
     meter = ctx.open_meter(run_dir, method=method.name, seed=seed, config_id=run.config_id,
                            upstream=upstream,
                            labels={"role": "student", "data": list(method.data), **answers,
                                    "loss": method.loss,
                                    "token_budget": run.training.token_budget,
-                                   "teacher_mode": method.teacher_mode if method.loss == "kd"
-                                   else None,
-                                   **({"divergence": method.divergence, "lmbda": method.lmbda,
-                                       "block_prompts": method.block_prompts}
-                                      if method.onpolicy else {})})
+                                   **kind.labels()})
     device = ctx.device  # used by the evaluation below
     with meter:
         if trained is not None:
@@ -147,7 +147,7 @@ def run_student(ctx: Context, run: StudentRun, teacher: TeacherOutputs,
                                                                      trained, main)
         else:
             data, tok, model, max_len, mixed, result = _train(ctx, meter, run, teacher,
-                                                              run_dir, main)
+                                                              run_dir, main, start)
         if not main:
             # rank 0 alone evaluates; this rank's devices wait inside the stage, metered
             with meter.stage("eval.student"):
@@ -190,16 +190,19 @@ def run_student(ctx: Context, run: StudentRun, teacher: TeacherOutputs,
 
 
 def _train(ctx: Context, meter, run: StudentRun, teacher: TeacherOutputs, run_dir: Path,
-           main: bool) -> tuple:
-    """setup.load and student.train; the trained student is saved (checkpoint, manifest
-    with checksums) at the end of student.train, as that stage's product."""
+           main: bool, start: TrainedStudent | None = None) -> tuple:
+    """setup.load and student.train, as the run's method says (``methods/``): its data,
+    its live teacher if any, its loss, its training windows and batches. The trained
+    student is saved (checkpoint, manifest with checksums) at the end of student.train,
+    as that stage's product."""
     cfg, ui, device, label = ctx.cfg, ctx.ui, ctx.device, run_dir.name
     method, seed, plan = run.method, run.seed, teacher.plan
+    kind = methods.get(method)
     with ui.metered(meter, label, "setup.load", None):
         components.seed_everything(seed)
         data, tok = components.load_data_and_tokenizer(cfg)
         loaded_t = None  # a live teacher: online KD, on-policy
-        if (method.loss == "kd" and method.teacher_mode == "online") or method.onpolicy:
+        if kind.live_teacher:
             if plan.checkpoint is not None:
                 loaded_t = build.load_checkpoint(teacher.folder(plan.checkpoint), device,
                                                  cfg.teacher.model)
@@ -207,70 +210,33 @@ def _train(ctx: Context, meter, run: StudentRun, teacher: TeacherOutputs, run_di
                 loaded_t = build.build_model(cfg.teacher.model, tok, seed=0,
                                              device=device, role="teacher",
                                              trainable=False)
-        teacher_model = loaded_t.model if loaded_t is not None else None
-        student = build.build_model(cfg.student.model, tok, seed=seed, device=device)
+        student = (build.build_model(cfg.student.model, tok, seed=seed, device=device)
+                   if start is None else
+                   build.load_checkpoint(start.folder, device, cfg.student.model))
         model, max_len, mixed = student.model, student.max_len, student.autocast
         synthetic = (read_synthetic(teacher.folder(plan.synthetic))
-                     if "synthetic" in method.data else None)
-        seqs = encode_pairs(tok, training_pairs(method, data, synthetic), max_len)
+                     if kind.needs_synthetic else None)
+        pairs = kind.train_on([(e.prompt, e.target) for e in data.labelled], synthetic)
+        seqs = encode_pairs(tok, pairs, max_len)
         from distillmeter.models.checkpoints import shared_vocab
 
         # logits compared on the tokenizer's ids (padding rows past them sliced off)
-        vocab = shared_vocab(tok, model)
-        if method.loss == "ce":
-            loss_fn = ce_loss
-        elif method.onpolicy:
-            from distillmeter.models import check_tokenizers_compatible
-
-            loss_fn = OnPolicyKD(method, vocab_size=check_tokenizers_compatible(
-                tok, tok, build.vocab_width(teacher_model), build.vocab_width(model)))
-        elif method.teacher_mode == "cached":
-            cache = LogitCache(teacher.folder(plan.caches[method.name]),
-                               expect_sequences=seqs)
-            loss_fn = CachedKD(method, cache, vocab_size=vocab)
-        else:
-            from distillmeter.models import check_tokenizers_compatible
-
-            # one tokenizer for both; this checks the models' logit widths against it
-            shared = check_tokenizers_compatible(tok, tok, build.vocab_width(
-                teacher_model), build.vocab_width(model))
-            loss_fn = OnlineKD(method, teacher_model, vocab_size=shared)
+        parts = TrainParts(tokenizer=tok, student=student, teacher=loaded_t, sequences=seqs,
+                           data=data, cache_folder=teacher.folder(plan.caches.get(method.name)),
+                           vocab=shared_vocab(tok, model), device=device, seed=seed,
+                           training=run.training, generation=cfg.generation,
+                           logits=cfg.logits, world_size=ctx.world_size)
+        loss_fn = kind.loss_fn(parts)
 
     tcfg = run.training
-    if method.onpolicy:  # rounds of student.generate, teacher.score, student.train
-        windows = ui.phases(meter, label, [("student.generate", None, "prompt"),
-                                           ("teacher.score", None, "seq"),
-                                           ("student.train", tcfg.token_budget, "tok")])
-    else:
-        windows = ui.metered(meter, label, "student.train", tcfg.token_budget, "tok")
-    rounds = None
-    with windows as bar:
+    with kind.windows(ui, meter, label, tcfg) as bar:
         # under torchrun every rank trains its shard of each batch (DDP/FSDP); the
         # stage counts this rank's tokens, the bar all ranks'
         world = ctx.world_size
-        if method.onpolicy:
-            rounds = onpolicy_data(ctx, method, bar, student, loaded_t, tok,
-                                   list(data.pool), seqs, loss_fn, seed, training=tcfg)
-            source, on_step = rounds, None  # rounds count their own tokens
-        else:
-            bar.annotate(params=count_params(model), batch_size=tcfg.batch_size,
-                         **attention_info(model))
-            if method.loss == "kd":
-                bar.annotate(kd=method.teacher_mode)
-            if teacher_model is not None:  # online KD: a teacher forward pass per batch
-                bar.annotate(teacher_params=count_params(teacher_model),
-                             **attention_info(teacher_model, "teacher_"))
-            source = batches(seqs, tcfg.batch_size, tok.pad_token_id, seed=seed)
-
-            def on_step(n_tok: int, n_seq: int, loss: float) -> None:
-                bar.advance(n_tok, n_seq, n_tok * world)
-        result = train(model, source, loss_fn, tcfg, device=device, on_step=on_step,
-                       autocast_dtype=mixed, dist=ctx.dist)
-        if rounds is not None:
-            rounds.close()
-        else:
-            bar.annotate(steps=result.steps,
-                         micro_batches=result.steps * tcfg.grad_accum)
+        source = kind.train_source(bar, parts, loss_fn)
+        result = train(model, source.batches, loss_fn, tcfg, device=device,
+                       on_step=source.on_step, autocast_dtype=mixed, dist=ctx.dist)
+        extra = source.finish(result)
         if main:  # rank 0 writes; FSDP gathered the trained model there
             model = result.model
             folder = artifacts.artifact_dir(run_dir, STUDENT_CKPT, run.config_id)
@@ -287,9 +253,7 @@ def _train(ctx: Context, meter, run: StudentRun, teacher: TeacherOutputs, run_di
                     "samples": result.samples, "examples": len(seqs),
                     "epochs": result.samples / max(1, len(seqs)),
                     "final_loss": result.final_loss, "last_parts": result.last_parts,
-                    "losses": result.losses, "world_size": world,
-                    **({"onpolicy": rounds.log.as_dict()} if rounds is not None else {})},
-                    indent=1))
+                    "losses": result.losses, "world_size": world, **extra}, indent=1))
             artifacts.write_manifest(log, ArtifactManifest(
                 kind=TRAIN_LOG, hash=run.config_id, stage="student.train",
                 run_id=meter.run_id))

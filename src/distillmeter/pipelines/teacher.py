@@ -21,8 +21,8 @@ from pathlib import Path
 from distillmeter import protocol
 from distillmeter.errors import UserError
 from distillmeter.models import build, count_params
-from distillmeter.pipelines import artifacts, components
-from distillmeter.pipelines.context import Context, training_pairs
+from distillmeter.pipelines import artifacts, components, methods
+from distillmeter.pipelines.context import Context
 from distillmeter.pipelines.data import batches, encode_pairs
 from distillmeter.pipelines.evaluation import (
     evaluate,
@@ -33,9 +33,9 @@ from distillmeter.pipelines.evaluation import (
 from distillmeter.pipelines.logit_cache import write_cache
 from distillmeter.pipelines.plan import ArtifactSpec, TeacherPlan
 from distillmeter.pipelines.progress import generation_progress
+from distillmeter.pipelines.stagework import attention_info
 from distillmeter.pipelines.synthetic import generate_synthetic, read_synthetic
 from distillmeter.pipelines.training import autocast, ce_loss, train
-from distillmeter.pipelines.work import attention_info
 from distillmeter.terminal import literal
 
 
@@ -77,7 +77,7 @@ class TeacherOutputs:
         if it did and pass for a distillation result, so the runner stops on it
         (``check_data``)."""
         spec = self.plan.synthetic
-        if "synthetic" in method.data and spec is not None and spec in self.located:
+        if methods.get(method).needs_synthetic and spec is not None and spec in self.located:
             info = artifacts.read_manifest(self.folder(spec)).info
             if not info.get("n_kept"):
                 n = int(info.get("n_prompts", 0))
@@ -167,7 +167,7 @@ def _partial(ctx: Context, spec: ArtifactSpec) -> Path | None:
 def _caches_without_answers(cfg, plan: TeacherPlan) -> set[ArtifactSpec]:
     """The logit caches of methods that learn from the teacher's answers."""
     return {plan.caches[m.name] for m in cfg.methods
-            if m.name in plan.caches and "synthetic" in m.data}
+            if m.name in plan.caches and methods.get(m).needs_synthetic}
 
 
 def run_teacher(ctx: Context, plan: TeacherPlan, run_dir: Path) -> TeacherOutputs:
@@ -289,7 +289,9 @@ def run_teacher(ctx: Context, plan: TeacherPlan, run_dir: Path) -> TeacherOutput
             if spec not in missing or spec in skip:
                 continue
             method = next(m for m in cfg.methods if plan.caches.get(m.name) == spec)
-            seqs = encode_pairs(tok, training_pairs(method, data, synthetic), max_len)
+            pairs = methods.get(method).train_on([(e.prompt, e.target) for e in data.labelled],
+                                                 synthetic)
+            seqs = encode_pairs(tok, pairs, max_len)
             lc = cfg.logits
             with ui.metered(meter, label, spec.stage, len(seqs)) as bar, \
                     autocast(device, mixed):

@@ -64,11 +64,13 @@ class Leader:
             self.ctx.solo = False
 
     @contextmanager
-    def student(self, run: Any, teacher: Any, path: Path, trained: Any = None):
+    def student(self, run: Any, teacher: Any, path: Path, trained: Any = None,
+                start: Any = None):
         """A student run every rank runs together (``trained``: a student an earlier
-        attempt saved, evaluated instead of trained; see ``student.locate_trained``)."""
+        attempt saved, evaluated instead of trained; see ``student.locate_trained``;
+        ``start``: the trained student it starts from)."""
         if self.active:
-            self.ctx.dist.broadcast(("student", run, teacher, path, trained))
+            self.ctx.dist.broadcast(("student", run, teacher, path, trained, start))
             self.listening = False
         yield
         self.listening = True

@@ -19,6 +19,7 @@ from typing import Any
 
 from distillmeter.errors import UserError
 from distillmeter.pipelines.config import RunConfig
+from distillmeter.pipelines.config_machine import MeterConfig
 from distillmeter.pipelines.scale.sweep import RaySettings
 from distillmeter.pipelines.scale.sweep_jobs import JobRecord, student_job, teacher_job
 
@@ -32,9 +33,9 @@ def import_ray() -> Any:
     return ray
 
 
-def meters_host(cfg: RunConfig) -> bool:
-    """True when ``cfg``'s meter reads the node's CPU or DRAM (node-wide devices)."""
-    devices = cfg.meter.devices
+def meters_host(meter: MeterConfig) -> bool:
+    """True when the meter reads the node's CPU or DRAM (node-wide devices)."""
+    devices = meter.devices
     items = devices.split(",") if isinstance(devices, str) else list(devices)
     return any(d.strip() in ("auto", "cpu", "dram") or d.strip().startswith(("cpu:", "dram:"))
                for d in items)
@@ -67,12 +68,12 @@ class RayRunner:
         if self._started:
             self.ray.shutdown()
 
-    def options(self, cfg: RunConfig) -> dict[str, float]:
-        """The resources one task of ``cfg`` asks for."""
+    def options(self, device: str) -> dict[str, float]:
+        """The resources one task of a config on ``device`` (its ``device:``) asks for."""
         gpus = self.settings.num_gpus
         if gpus is None:
-            gpus = 1.0 if cfg.device == "cuda" or (cfg.device == "auto" and self.gpus) else 0.0
-        if cfg.device == "cuda" and not gpus:
+            gpus = 1.0 if device == "cuda" or (device == "auto" and self.gpus) else 0.0
+        if device == "cuda" and not gpus:
             raise UserError("device: cuda but the sweep gives each Ray task no GPU "
                             "(ray.num_gpus: 0)")
         if gpus > self.gpus:
@@ -88,12 +89,12 @@ class RayRunner:
             raise (cause if isinstance(cause, Exception) else RuntimeError(str(exc))) from None
 
     def teacher(self, cfg: RunConfig, root: str):
-        task = self.ray.remote(teacher_job).options(**self.options(cfg))
+        task = self.ray.remote(teacher_job).options(**self.options(cfg.device))
         return self._get(task.remote(cfg, root, True))
 
     def students(self, jobs: list[tuple], root: str, resume: bool) -> list[JobRecord]:
         task = self.ray.remote(student_job)
-        refs = [(cfg, point, seed, task.options(**self.options(cfg)).remote(
+        refs = [(cfg, point, seed, task.options(**self.options(cfg.device)).remote(
                     cfg, point, seed, teacher, root, resume, True))
                 for cfg, point, seed, teacher in jobs]
         out: list[JobRecord] = []

@@ -32,8 +32,8 @@ from rich.table import Table
 
 from distillmeter import protocol
 from distillmeter.errors import UserError, writing
+from distillmeter.pipelines.campaign import has_data
 from distillmeter.pipelines.config import RunConfig
-from distillmeter.pipelines.runner import has_data
 from distillmeter.pipelines.scale.sweep import TEACHERS_DIR, Sweep
 from distillmeter.pipelines.scale.sweep_jobs import JobRecord, student_job, teacher_job
 from distillmeter.terminal import get_console, literal
@@ -99,7 +99,7 @@ def run_sweep(sweep: Sweep, runs_dir: str | Path, *, resume: bool = False, quiet
             from distillmeter.pipelines.scale.sweep_ray import RayRunner, meters_host
 
             runner = RayRunner(ray_address, sweep.ray, quiet)
-            if not quiet and any(meters_host(p.config) for p in sweep.points):
+            if not quiet and any(meters_host(p.config.meter) for p in sweep.points):
                 console.print("[yellow]note:[/] Ray tasks that share a node each meter its "
                               "CPU and DRAM, so host energy is counted once per task running "
                               "beside another; `meter.devices: gpu` meters GPUs only")

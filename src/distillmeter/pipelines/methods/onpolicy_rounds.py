@@ -231,33 +231,29 @@ class OnPolicyData(Iterator[Batch]):
         self.log.rounds += 1
 
 
-def onpolicy_data(ctx, method: MethodConfig, windows: PhaseWindows, student,
-                  loaded_teacher, tokenizer, pool: list[str], offpolicy: Sequences,
-                  loss: OnPolicyKD, seed: int, training=None) -> OnPolicyData:
-    """The run's ``OnPolicyData`` from its config (``ctx.cfg``): rounds over the task's
-    prompt ``pool``, generation in batches of ``generation.batch_size``, the teacher's
+def onpolicy_data(method: MethodConfig, windows: PhaseWindows, parts, loss: OnPolicyKD
+                  ) -> OnPolicyData:
+    """The run's ``OnPolicyData`` from its parts (``methods.TrainParts``): rounds over the
+    task's prompt pool, generation in batches of ``generation.batch_size``, the teacher's
     scores kept as ``logits`` says (``top_k``, capped at the vocabulary, and ``dtype``;
-    scored in batches of ``logits.batch_size``), each phase's windows annotated (params,
-    batch size) for the efficiency floors. ``student``: the run's ``LoadedModel``;
-    ``training``: the run's loop settings (default ``ctx.cfg.training``)."""
-    from distillmeter.models import count_params
-
-    cfg = ctx.cfg
-    training = training or cfg.training
-    teacher = loaded_teacher.model
-    vocab = int(loss.vocab_size or teacher.get_output_embeddings().weight.shape[0])
-    s_params = count_params(student.model)
-    windows.annotate("student.generate", params=s_params,
-                     batch_size=cfg.generation.batch_size, backend="transformers")
-    windows.annotate("teacher.score", params=count_params(teacher),
-                     batch_size=cfg.logits.batch_size, top_k=min(cfg.logits.top_k, vocab))
-    windows.annotate("student.train", params=s_params, batch_size=training.batch_size)
+    scored in batches of ``logits.batch_size``). The windows are annotated by the method
+    (``methods/on_policy.py``) before the rounds start."""
+    student, loaded_teacher = parts.student, parts.teacher
+    gen, lc, training = parts.generation, parts.logits, parts.training
     return OnPolicyData(
-        method=method, student=student.model, teacher=teacher, tokenizer=tokenizer,
-        prompts=pool, offpolicy=offpolicy if method.lmbda < 1.0 else None,
+        method=method, student=student.model, teacher=loaded_teacher.model,
+        tokenizer=parts.tokenizer, prompts=list(parts.data.pool),
+        offpolicy=parts.sequences if method.lmbda < 1.0 else None,
         loss=loss, windows=windows, batch_size=training.batch_size,
-        grad_accum=training.grad_accum, generate_batch_size=cfg.generation.batch_size,
-        score_batch_size=cfg.logits.batch_size, top_k=cfg.logits.top_k,
-        score_dtype=cfg.logits.dtype, vocab_size=vocab,
-        max_len=min(student.max_len, loaded_teacher.max_len), seed=seed, device=ctx.device,
-        student_autocast=student.autocast, teacher_autocast=loaded_teacher.autocast)
+        grad_accum=training.grad_accum, generate_batch_size=gen.batch_size,
+        score_batch_size=lc.batch_size, top_k=lc.top_k, score_dtype=lc.dtype,
+        vocab_size=score_vocab(loss, loaded_teacher.model),
+        max_len=min(student.max_len, loaded_teacher.max_len), seed=parts.seed,
+        device=parts.device, student_autocast=student.autocast,
+        teacher_autocast=loaded_teacher.autocast)
+
+
+def score_vocab(loss: OnPolicyKD, teacher) -> int:
+    """The vocabulary the teacher's scores cover: the tokenizer's (shared) ids, else the
+    teacher's output width."""
+    return int(loss.vocab_size or teacher.get_output_embeddings().weight.shape[0])
