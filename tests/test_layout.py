@@ -18,7 +18,7 @@ MAX_LINES = 450
 BASE = {"protocol", "errors", "configbase", "paths", "terminal"}
 # What each area of the package may import (besides itself). An area is the first name
 # under distillmeter/: a subpackage or a top-level module; "distillmeter" is the package's
-# own __init__ (the lazy `from distillmeter import EnergyMeter, account` facade).
+# own __init__ (the `from distillmeter import EnergyMeter, account` facade).
 ALLOWED: dict[str, set[str]] = {
     "protocol": set(),
     "errors": {"protocol"},
@@ -38,9 +38,7 @@ ALLOWED: dict[str, set[str]] = {
     "commands": BASE | {"energy", "accounting", "tasks", "models", "engines", "analysis",
                         "report", "pipelines", "integrations", "tables"},
     "cli": {"distillmeter", "errors", "commands", "energy", "terminal"},  # energy.redact
-    "distillmeter": {"energy", "accounting", "_moved"},
-    # old import paths of moved modules, resolved by name at import time, never statically
-    "_moved": set(),
+    "distillmeter": {"energy", "accounting"},
 }
 
 

@@ -27,7 +27,8 @@ def build_model(mcfg: ModelConfig, tokenizer, *, seed: int, device: str, role: s
     """A fresh tiny Llama from ``mcfg.arch`` (initialised from ``seed``), or a Hugging Face
     checkpoint (``mcfg.path`` or ``mcfg.hub_id`` from the local cache, with its own
     tokenizer). A model to be ``trainable`` keeps float32 weights and runs under autocast
-    to the compute dtype; one only run is loaded in the compute dtype (see real_models)."""
+    to the compute dtype; one only run is loaded in the compute dtype
+    (``checkpoints.compute_dtype``)."""
     from distillmeter.models.loading import load_causal_lm
     from distillmeter.models.tiny import TinyModelSpec, build_llama
 
