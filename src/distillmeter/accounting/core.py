@@ -51,6 +51,7 @@ from distillmeter.accounting.uncertainty import (
 )
 from distillmeter.accounting.upstream import resolve_upstream
 from distillmeter.accounting.windows import StageWindow, shift_windows, stage_windows
+from distillmeter.energy.merge import merged_inputs
 from distillmeter.protocol import (
     ESTIMATED_SOURCES,
     LEDGER_FILE,
@@ -64,10 +65,10 @@ from distillmeter.protocol import (
     Report,
     StageReport,
     Totals,
+    has_ranks,
     is_device,
     read_ledger,
 )
-from distillmeter.protocol.merge import has_ranks, merged_inputs
 
 _READING_EVENTS = ("run_start", "stage_start", "stage_end", "run_end")
 __all__ = ["RunInputs", "account", "load_run", "run_energy", "stage_report", "write_report"]

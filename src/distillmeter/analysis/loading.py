@@ -36,7 +36,7 @@ from distillmeter.protocol import (
     Report,
     load_report,
 )
-from distillmeter.protocol.merge import RANKS_DIR, has_ranks
+from distillmeter.protocol.names import RANKS_DIR, has_ranks
 
 # Runs counted in the statistics: finished ("ok") or finished with a measurement problem
 # the report names ("degraded"); a crashed or interrupted run would bias the means.

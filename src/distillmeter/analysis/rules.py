@@ -19,7 +19,7 @@ from distillmeter.analysis.compare import (
 from distillmeter.analysis.configs import ConfigStats
 
 if TYPE_CHECKING:
-    from distillmeter.analysis.summary import Analysis
+    from distillmeter.analysis.result import Analysis
 
 
 def fmt_j(j: float | None) -> str:

@@ -22,7 +22,7 @@ from distillmeter.analysis.configs import ConfigStats
 from distillmeter.analysis.rules import fmt_d, fmt_j, fmt_q
 
 if TYPE_CHECKING:
-    from distillmeter.analysis.summary import Analysis
+    from distillmeter.analysis.result import Analysis
 
 
 def _ci(s: Any) -> list[float] | None:

@@ -224,7 +224,7 @@ class EnergyMeter:
                 if st.status == "ok":
                     st.fail("the run ended while this stage was still running")
                 self.status = "failed"
-                self._close_stage(st)
+                self.close_stage(st)
             if self._sampler is not None:
                 self._sampler.stop()
             t, readings = self._read()
@@ -374,7 +374,6 @@ class EnergyMeter:
         values = list(self._latest_power.values())
         return sum(values) if values else None
 
-    # ------------------------------------------------------------------ stages
     def stage(self, name: str, *, tokens: int = 0, samples: int = 0) -> Stage:
         """A stage window: ``with meter.stage("eval.student") as st`` or ``@meter.stage(..)``."""
         return Stage(self, name, tokens, samples)
@@ -387,7 +386,7 @@ class EnergyMeter:
     def begin_window(self, name: str, *, tokens: int = 0, samples: int = 0) -> Stage:
         """Start a stage (Zeus-style); end it with :meth:`end_window`."""
         st = Stage(self, name, tokens, samples)
-        self._open_stage(st)
+        self.open_stage(st)
         return st
 
     def end_window(self, name: str, *, tokens: int = 0, samples: int = 0,
@@ -400,7 +399,7 @@ class EnergyMeter:
         st.add(tokens, samples)
         if status != "ok" or error:
             st.fail(error or status)
-        self._close_stage(st)
+        self.close_stage(st)
         return st
 
     def _require_running(self) -> None:
@@ -409,7 +408,8 @@ class EnergyMeter:
                                "meter:` or call meter.start() first")
 
     @signals.deferred()  # the stage and its stage_start line begin together
-    def _open_stage(self, st: Stage) -> None:
+    def open_stage(self, st: Stage) -> None:
+        """Start ``st`` (a Stage opens itself through this): counters read, stage_start."""
         self._require_running()
         if self._stage is not None:
             raise ValueError(f"cannot start stage {st.name!r} while stage {self._stage.name!r} "
@@ -420,7 +420,8 @@ class EnergyMeter:
         self._write({"event": "stage_start", "t": t, "stage": st.name, "readings": readings})
 
     @signals.deferred()  # the stage_end line and the stage's end go together
-    def _close_stage(self, st: Stage) -> None:
+    def close_stage(self, st: Stage) -> None:
+        """End the running stage ``st``: counters read, stage_end written, checks run."""
         if self._stage is not st:
             raise ValueError(f"stage {st.name!r} is not the running stage")
         t, readings = self._read()
@@ -444,6 +445,5 @@ class EnergyMeter:
         self._check_contamination(stage=st.name)
 
 
-def _text(label: str | None) -> str | None:
-    """A free-text label as the ledger keeps it: secrets redacted."""
+def _text(label: str | None) -> str | None:  # a free-text label as the ledger keeps it
     return None if label is None else redact_text(str(label))

@@ -13,7 +13,7 @@ Each rank meters only what is its own, into its own protocol-v1 run directory::
   of the launcher's whole process tree (every local rank), not only rank 0's; at close it
   warns about any local rank whose process was never in that tree.
 - ``rank.json`` anchors the rank's clock (wall and monotonic time at ``t = 0``, host and
-  boot id) so that :func:`distillmeter.protocol.merge.merge_ranks` can put every rank on
+  boot id) so that :func:`distillmeter.energy.merge.merge_ranks` can put every rank on
   one clock and write the merged ``RUN_DIR/ledger.jsonl`` and ``trace.csv``.
 
 Stages are collective: every rank opens and closes the same stages in the same order. A
@@ -37,7 +37,7 @@ from distillmeter.energy.discovery import discover_sensors
 from distillmeter.energy.idle import IDLE_STAGE
 from distillmeter.energy.meter import EnergyMeter
 from distillmeter.energy.sensors import Sensor, parse_device_selection
-from distillmeter.protocol.merge import RANK_FILE, RANKS_DIR
+from distillmeter.protocol.names import RANK_FILE, RANKS_DIR
 
 Sync = Callable[[str, "str | None"], None]  # (event, stage) before a boundary reading
 ARRIVED_FILE = "arrived.json"  # ranks/rank<k>/: the rank has made its meter (see RankMeter)
@@ -405,7 +405,7 @@ class RankMeter(EnergyMeter):
                       "its CPU time is missing from the node's CPU energy")
 
     def _merge(self) -> bool:
-        from distillmeter.protocol.merge import ranks_finished, write_merged
+        from distillmeter.energy.merge import ranks_finished, write_merged
 
         world = self.info.world_size
         if self.barrier is None and not _wait(lambda: ranks_finished(self.base_dir, world),
@@ -417,14 +417,14 @@ class RankMeter(EnergyMeter):
     # -- stage boundaries
     # (each rank measures its own devices' idle power when it starts: setup.idle is not a
     # collective boundary)
-    def _open_stage(self, st: Any) -> None:
+    def open_stage(self, st: Any) -> None:
         self._require_running()
         if self.sync is not None and self._stage is None and st.name != IDLE_STAGE:
             self.sync("stage_start", st.name)
-        super()._open_stage(st)
+        super().open_stage(st)
 
-    def _close_stage(self, st: Any) -> None:
+    def close_stage(self, st: Any) -> None:
         if (self.sync is not None and st.status == "ok" and self._stage is st
                 and st.name != IDLE_STAGE):
             self.sync("stage_end", st.name)
-        super()._close_stage(st)
+        super().close_stage(st)

@@ -9,9 +9,9 @@ from typing import Any
 from distillmeter.analysis.compare import dominance_separable
 from distillmeter.analysis.configs import ConfigStats
 from distillmeter.analysis.quality import is_proportion
+from distillmeter.analysis.result import Analysis
 from distillmeter.analysis.rules import fmt_ci, fmt_j, fmt_j_pm, fmt_pm
 from distillmeter.analysis.runs import SIDE_ORDER
-from distillmeter.analysis.summary import Analysis
 from distillmeter.report import svg
 from distillmeter.report.verdict import verdict_html
 
