@@ -18,7 +18,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "distillmeter"
 MAX_LINES = 450
 
-BASE = {"protocol", "errors", "configbase", "paths", "terminal"}
+BASE = {"protocol", "errors", "configbase", "paths", "terminal", "privacy", "storage"}
 # What each area of the package may import (besides itself). An area is the first name
 # under distillmeter/: a subpackage or a top-level module; "distillmeter" is the package's
 # own __init__ (the `from distillmeter import EnergyMeter, account` facade).
@@ -28,6 +28,8 @@ ALLOWED: dict[str, set[str]] = {
     "configbase": set(),
     "paths": set(),
     "terminal": set(),  # rich only: the console, user text made inert
+    "privacy": set(),  # secrets redacted in everything written or printed
+    "storage": {"errors", "protocol"},  # files written safely: atomic replace, run locks
     "energy": BASE,
     # accounting reads a multi-process run whose ranks were never merged through the
     # meter's own merge (energy.merge): raw files in, raw files out
@@ -42,7 +44,7 @@ ALLOWED: dict[str, set[str]] = {
     "integrations": BASE | {"energy", "accounting", "tables"},
     "commands": BASE | {"energy", "accounting", "tasks", "models", "engines", "analysis",
                         "report", "pipelines", "integrations", "tables"},
-    "cli": {"distillmeter", "errors", "commands", "energy", "terminal"},  # energy.redact
+    "cli": {"distillmeter", "errors", "commands", "energy", "terminal", "privacy"},
     "distillmeter": {"energy", "accounting"},
 }
 

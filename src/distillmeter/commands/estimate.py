@@ -24,11 +24,11 @@ FORECAST_SCHEMA = "distillmeter.forecast/1"
 
 def this_hardware() -> dict[str, Any]:
     """This machine as a report's ``hardware`` block names it (CPU, and GPUs NVML sees)."""
-    from distillmeter.energy.hostinfo import cpu_info
+    from distillmeter.energy.sensors.hostinfo import cpu_info
 
     gpus: list[dict[str, Any]] = []
     try:
-        from distillmeter.energy.nvml import NvmlSensor
+        from distillmeter.energy.sensors.nvml import NvmlSensor
 
         sensor = NvmlSensor()
         try:

@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from distillmeter.energy.hostinfo import cpu_info
+from distillmeter.energy.sensors.hostinfo import cpu_info
 
 ENV_CACHE = "DISTILLMETER_IDLE_CACHE"
 ENV_MAX_AGE = "DISTILLMETER_IDLE_MAX_AGE"

@@ -26,23 +26,19 @@ from pathlib import Path
 from typing import Any
 
 from distillmeter.energy import signals
-from distillmeter.energy.discovery import discover_sensors
-from distillmeter.energy.environment import redact_text, redact_values
+from distillmeter.energy.checks import backwards_counters, contamination_warnings
 from distillmeter.energy.idle import default_max_age_s, write_idle_baseline
 from distillmeter.energy.resume import previous_run
 from distillmeter.energy.runfiles import MeterFiles, write_config, write_environment
-from distillmeter.energy.runlock import RunLock
 from distillmeter.energy.sampler import Sampler
-from distillmeter.energy.sensors import (
-    Sensor,
-    backwards_counters,
-    contamination_warnings,
-    parse_device_selection,
-)
+from distillmeter.energy.sensors.base import Sensor
+from distillmeter.energy.sensors.discovery import discover_sensors, parse_device_selection
 from distillmeter.energy.stage import Stage
 from distillmeter.energy.sync import sync_devices
 from distillmeter.errors import writing
+from distillmeter.privacy.redact import redact_text, redact_values
 from distillmeter.protocol import SCHEMA, SOURCES, UpstreamRef, event_line
+from distillmeter.storage.runlock import RunLock
 
 
 class EnergyMeter:

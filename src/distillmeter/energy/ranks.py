@@ -33,10 +33,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from distillmeter.energy.discovery import discover_sensors
 from distillmeter.energy.idle import IDLE_STAGE
 from distillmeter.energy.meter import EnergyMeter
-from distillmeter.energy.sensors import Sensor, parse_device_selection
+from distillmeter.energy.sensors.base import Sensor
+from distillmeter.energy.sensors.discovery import discover_sensors, parse_device_selection
 from distillmeter.protocol.names import RANK_FILE, RANKS_DIR
 
 Sync = Callable[[str, "str | None"], None]  # (event, stage) before a boundary reading
@@ -171,8 +171,8 @@ def rank_sensors(info: RankInfo, devices: str | Iterable[str] | None = "auto", *
                  ) -> tuple[list[Sensor], list[tuple[str, str | None]], dict[str, Any]]:
     """The sensors rank ``info`` reads, warnings, and facts for ``rank.json`` (the GPUs'
     CUDA_VISIBLE_DEVICES entries, the node's GPU count and sockets, the CPU process root)."""
-    from distillmeter.energy.cpu_estimate import CpuEstimateSensor
-    from distillmeter.energy.nvml import NvmlSensor, NvmlUnavailable
+    from distillmeter.energy.sensors.cpu_estimate import CpuEstimateSensor
+    from distillmeter.energy.sensors.nvml import NvmlSensor, NvmlUnavailable
 
     selectors = parse_device_selection(devices)
     sensors: list[Sensor] = []
@@ -313,10 +313,10 @@ class RankMeter(EnergyMeter):
         os.replace(tmp, self.run_dir / ARRIVED_FILE)
 
     def _all_local_arrived(self) -> bool:
-        from distillmeter.energy.runlock import _pid_alive
+        from distillmeter.storage.runlock import pid_alive
 
         here = {d.get("local_rank") for d in self._host_files(ARRIVED_FILE)
-                if _pid_alive(int(d.get("pid") or 0), None)}
+                if pid_alive(int(d.get("pid") or 0), None)}
         return len(here) >= self.info.local_world_size
 
     def _sibling_files(self) -> list[dict[str, Any]]:
@@ -344,10 +344,10 @@ class RankMeter(EnergyMeter):
     def _host_lead(self) -> dict[str, Any] | None:
         """Local rank 0's rank.json, once that process has started its meter (a file left by
         a process that is gone does not count)."""
-        from distillmeter.energy.runlock import _pid_alive
+        from distillmeter.storage.runlock import pid_alive
 
         for doc in self._sibling_files():
-            if doc.get("local_rank") == 0 and _pid_alive(int(doc.get("pid") or 0), None):
+            if doc.get("local_rank") == 0 and pid_alive(int(doc.get("pid") or 0), None):
                 return doc
         return None
 
@@ -390,7 +390,7 @@ class RankMeter(EnergyMeter):
         rank on this host whose process was never in that tree (a per-rank wrapper, a
         launcher that is not their common parent): its CPU time is then not in the node's
         estimate."""
-        from distillmeter.energy.cpu_estimate import CpuEstimateSensor
+        from distillmeter.energy.sensors.cpu_estimate import CpuEstimateSensor
 
         root = self._facts.get("cpu_process_root")
         est = next((s for s in self.sensors if isinstance(s, CpuEstimateSensor)), None)

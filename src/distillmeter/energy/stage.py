@@ -6,7 +6,7 @@ import functools
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
-from distillmeter.energy.redact import redact_text
+from distillmeter.privacy.redact import redact_text
 from distillmeter.protocol import check_stage_name
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -65,7 +65,6 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from distillmeter.energy.redact import redact_text
 from distillmeter.integrations.trainer_ranks import (
     launch_rank,
     make_meter,
@@ -86,6 +85,7 @@ from distillmeter.integrations.trainer_support import (
     training_done,
 )
 from distillmeter.integrations.trainer_windows import Windows
+from distillmeter.privacy.redact import redact_text
 from distillmeter.protocol import Report, stage_side
 from distillmeter.terminal import printable
 

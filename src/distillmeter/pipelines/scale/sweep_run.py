@@ -70,8 +70,8 @@ def run_sweep(sweep: Sweep, runs_dir: str | Path, *, resume: bool = False, quiet
               ray_address: str | None = None, console: Console | None = None
               ) -> list[JobRecord]:
     """Run every job of ``sweep`` under ``runs_dir``; returns what happened to each run."""
-    from distillmeter.energy.runlock import RunLock
     from distillmeter.pipelines.plan import plan_teacher
+    from distillmeter.storage.runlock import RunLock
 
     console = console or get_console(stderr=True)
     root = Path(runs_dir).resolve()
