@@ -7,8 +7,6 @@ written to RUNS_DIR/costmodel.json)."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ from typing import Any
 import click
 
 from distillmeter.errors import UserError
+from distillmeter.storage.atomic import write_atomic
 
 FORECAST_FILE = "forecast.json"
 COSTMODEL_FILE = "costmodel.json"
@@ -43,14 +42,7 @@ def this_hardware() -> dict[str, Any]:
 def write_json(path: Path, data: Any) -> None:
     """Write ``data`` as JSON, atomically (a reader never sees half a file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, json.dumps(data, indent=1))
 
 
 def fit_from_runs(runs_dir: Path, hardware: str | None) -> tuple[Any, list[Any], list[str]]:

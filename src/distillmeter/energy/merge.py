@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -64,6 +63,7 @@ from distillmeter.protocol.trace import (
     read_trace,
     trace_row,
 )
+from distillmeter.storage.atomic import write_atomic
 
 
 def ranks_finished(run_dir: Path | str, world_size: int) -> bool:
@@ -359,26 +359,17 @@ def merged_inputs(run_dir: Path | str) -> tuple[Ledger, Trace]:
     return ledger, parse_trace_lines(m.trace_lines, run_dir / RANKS_DIR / f"(merged){TRACE_FILE}")
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.merge.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def write_merged(run_dir: Path | str) -> Path:
     """Merge the ranks and write ``RUN_DIR/ledger.jsonl``, ``trace.csv``, ``environment.json``
     and ``config.yaml`` (rank 0's); a merge done again replaces them. Returns RUN_DIR."""
     run_dir = Path(run_dir)
     m = merge_ranks(run_dir)
-    _write_atomic(run_dir / TRACE_FILE, "".join(m.trace_lines))
+    write_atomic(run_dir / TRACE_FILE, "".join(m.trace_lines))
     if m.environment is not None:
-        _write_atomic(run_dir / ENVIRONMENT_FILE, json.dumps(m.environment, indent=2,
+        write_atomic(run_dir / ENVIRONMENT_FILE, json.dumps(m.environment, indent=2,
                                                              default=str) + "\n")
     config = m.parts[0].path / CONFIG_FILE
     if config.exists() and not (run_dir / CONFIG_FILE).exists():
         shutil.copyfile(config, run_dir / CONFIG_FILE)
-    _write_atomic(run_dir / LEDGER_FILE, "".join(m.ledger_lines))  # last: marks it done
+    write_atomic(run_dir / LEDGER_FILE, "".join(m.ledger_lines))  # last: marks it done
     return run_dir

@@ -38,6 +38,7 @@ from distillmeter.energy.meter import EnergyMeter
 from distillmeter.energy.sensors.base import Sensor
 from distillmeter.energy.sensors.discovery import discover_sensors, parse_device_selection
 from distillmeter.protocol.names import RANK_FILE, RANKS_DIR
+from distillmeter.storage.atomic import write_atomic
 
 Sync = Callable[[str, "str | None"], None]  # (event, stage) before a boundary reading
 ARRIVED_FILE = "arrived.json"  # ranks/rank<k>/: the rank has made its meter (see RankMeter)
@@ -308,9 +309,7 @@ class RankMeter(EnergyMeter):
         self.run_dir.mkdir(parents=True, exist_ok=True)
         doc = {"rank": self.info.rank, "local_rank": self.info.local_rank, "pid": os.getpid(),
                "host": socket.gethostname(), "boot_id": _boot_id()}
-        tmp = self.run_dir / (ARRIVED_FILE + ".tmp")
-        tmp.write_text(json.dumps(doc) + "\n", encoding="utf-8")
-        os.replace(tmp, self.run_dir / ARRIVED_FILE)
+        write_atomic(self.run_dir / ARRIVED_FILE, json.dumps(doc) + "\n", fsync=False)
 
     def _all_local_arrived(self) -> bool:
         from distillmeter.storage.runlock import pid_alive
@@ -365,9 +364,7 @@ class RankMeter(EnergyMeter):
                "gpu_count": self._facts.get("gpu_count"),
                "sockets": self._facts.get("sockets"),
                "cpu_process_root": self._facts.get("cpu_process_root")}
-        tmp = self.run_dir / (RANK_FILE + ".tmp")
-        tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, self.run_dir / RANK_FILE)
+        write_atomic(self.run_dir / RANK_FILE, json.dumps(doc, indent=2) + "\n", fsync=False)
 
     def close(self, status: str | None = None) -> None:
         running = self._state == "running"
