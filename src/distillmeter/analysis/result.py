@@ -35,6 +35,7 @@ class Analysis:
     verdict: list[dict[str, Any]] = field(default_factory=list)
     rules: dict[str, list[str]] = field(default_factory=dict)  # by group id
     run_paths: dict[str, str] = field(default_factory=dict)  # run_id -> directory, if known
+    floors: list[dict[str, Any]] = field(default_factory=list)  # the floors table applied
 
     @property
     def configs(self) -> list[ConfigStats]:
