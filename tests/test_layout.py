@@ -39,11 +39,11 @@ ALLOWED: dict[str, set[str]] = {
     "tables": BASE,
     "engines": BASE | {"models", "tasks"},
     "analysis": BASE | {"accounting"},
-    "report": BASE | {"analysis", "accounting", "tables"},
+    "render": BASE | {"analysis", "accounting", "tables"},
     "pipelines": BASE | {"energy", "accounting", "tasks", "models", "engines"},
     "integrations": BASE | {"energy", "accounting", "tables"},
     "commands": BASE | {"energy", "accounting", "tasks", "models", "engines", "analysis",
-                        "report", "pipelines", "integrations", "tables"},
+                        "render", "pipelines", "integrations", "tables"},
     "cli": {"distillmeter", "errors", "commands", "energy", "terminal", "privacy"},
     "distillmeter": {"energy", "accounting"},
 }

@@ -1,7 +1,7 @@
 """A directory of runs, analysed: the options checked, every run below it loaded (accounted
 where it has no report yet), the analysis assembled, and the forecast saved beside the runs
 compared with what they measured. ``distillmeter run``, ``report`` and ``plan`` all start
-here; ``report/outputs.py`` writes and prints the result.
+here; ``render/outputs.py`` writes and prints the result.
 """
 
 from __future__ import annotations

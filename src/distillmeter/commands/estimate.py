@@ -147,7 +147,7 @@ def command(config: Path, runs_dir: Path, hardware: str | None, save_dir: Path |
         out = {k: v for k, v in doc.items() if k != "plan"}
         click.echo(json.dumps(out, indent=1))
         return
-    from distillmeter.report.forecast import print_forecast
+    from distillmeter.render.forecast_tables import print_forecast
 
     print_forecast(doc)
     if save_dir is not None:

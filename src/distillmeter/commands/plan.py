@@ -57,7 +57,7 @@ def command(runs_dir: Path, budget_kwh: float | None, budget_co2_kg: float | Non
     --candidates: rank configurations nobody has run yet by predicted energy)."""
     from distillmeter.analysis.directory import analyse_dir, resolve_grid
     from distillmeter.analysis.planner import Budget, plan
-    from distillmeter.report.console import print_plan
+    from distillmeter.render.console import print_plan
 
     if budget_kwh is None and budget_co2_kg is None and budget_usd is None:
         raise UserError("give a budget: --budget-kwh, --budget-co2-kg or --budget-usd")

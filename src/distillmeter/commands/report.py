@@ -1,7 +1,7 @@
 """``distillmeter report RUNS_DIR``: analyse every run below a directory.
 
 Writes RUNS_DIR/summary.json, RUNS_DIR/summary.csv and RUNS_DIR/report.html (one
-self-contained page) and prints the summary table (``report.outputs.report_runs``).
+self-contained page) and prints the summary table (``render.outputs.report_runs``).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def command(runs_dir: Path, amortize: float, grid: float | None, country: str | 
             min_q: float) -> None:
     """Analyse all runs under RUNS_DIR: summary.json, summary.csv and report.html. The
     verdict (each method against the baseline) is printed last."""
-    from distillmeter.report.outputs import report_runs
+    from distillmeter.render.outputs import report_runs
 
     report_runs(runs_dir, amortize=amortize, grid=grid, pue=pue,
                 baseline_method=baseline_method, with_sensitivity=not no_sensitivity,

@@ -55,7 +55,7 @@ def command(config: Path | None, out_dir: Path, seeds: int | None, resume: bool,
     console = get_console()
     print_outcome(summary, console, analysed=not no_report)
     if not no_report:
-        from distillmeter.report.outputs import report_runs
+        from distillmeter.render.outputs import report_runs
 
         console.print()
         report_runs(out_dir, console, browser_hint=True)

@@ -56,7 +56,7 @@ from distillmeter.protocol.names import (
     rank_dirs,
     stage_side,
 )
-from distillmeter.protocol.report import (
+from distillmeter.protocol.report_json import (
     Carbon,
     Cost,
     Flag,

@@ -19,11 +19,11 @@ from distillmeter.analysis.directory import analyse_dir, forecast_check
 from distillmeter.analysis.result import Analysis
 from distillmeter.analysis.summary import summary_csv, summary_dict
 from distillmeter.protocol import ProtocolError
-from distillmeter.report.console import print_summary
-from distillmeter.report.forecast import print_check
-from distillmeter.report.html import render_html
-from distillmeter.report.timeline import run_power_series
-from distillmeter.report.verdict import print_verdict
+from distillmeter.render.console import print_summary
+from distillmeter.render.forecast_tables import print_check
+from distillmeter.render.html import render_html
+from distillmeter.render.timeline import run_power_series
+from distillmeter.render.verdict_text import print_verdict
 from distillmeter.storage.atomic import write_atomic
 from distillmeter.terminal import get_console, printable
 

@@ -12,8 +12,8 @@ from distillmeter.analysis.quality import is_proportion
 from distillmeter.analysis.result import Analysis
 from distillmeter.analysis.rules import fmt_ci, fmt_j, fmt_j_pm, fmt_pm
 from distillmeter.analysis.runs import SIDE_ORDER
-from distillmeter.report import svg
-from distillmeter.report.verdict import verdict_html
+from distillmeter.render import svg
+from distillmeter.render.verdict_text import verdict_html
 
 Series = dict[str, tuple[list[float], list[float]]]
 
