@@ -41,7 +41,7 @@ from distillmeter.accounting.plausibility import (
     trace_flags,
 )
 from distillmeter.accounting.probes import incomplete_end, trace_for_run
-from distillmeter.accounting.ranks import rank_detail
+from distillmeter.accounting.rank_figures import rank_detail
 from distillmeter.accounting.reportfile import write_report
 from distillmeter.accounting.series import DeviceSeries
 from distillmeter.accounting.uncertainty import (

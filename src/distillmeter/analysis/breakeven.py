@@ -28,7 +28,7 @@ import math
 from typing import Any
 
 from distillmeter.analysis.compare import difference, energy_difference
-from distillmeter.analysis.configs import ConfigStats
+from distillmeter.analysis.grouping import ConfigStats
 from distillmeter.analysis.runs import RunFigures
 from distillmeter.analysis.stats import Summary
 
@@ -84,7 +84,7 @@ def stage_j_per_token(runs: list[RunFigures], stage: str) -> float | None:
 
 def stage_j_per_token_ci(runs: list[RunFigures], stage: str) -> Summary:
     """A stage's pooled J/token with the interval of its measurement uncertainty for a
-    comparison on one machine (analysis/uncertainty.py): the runs' random terms in
+    comparison on one machine (analysis/energy_interval.py): the runs' random terms in
     quadrature and their systematic terms added, over the tokens (the machine term, common
     to both sides of the comparison, left out). Mean None without tokens."""
     used = [r for r in runs if r.stage_tokens.get(stage)]

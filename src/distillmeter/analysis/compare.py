@@ -11,7 +11,7 @@ interval and is never separable from anything.
 
 Energy is compared on the configurations' comparison intervals (``Summary.comparison``):
 they were measured on one machine, so the error every configuration there shares is left
-out (``analysis/uncertainty.py``). Quality is compared on the quality intervals (Wilson on
+out (``analysis/energy_interval.py``). Quality is compared on the quality intervals (Wilson on
 effective items for rates, ``analysis/quality.py``).
 """
 

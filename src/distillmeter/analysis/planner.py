@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from distillmeter.analysis.configs import ConfigStats
+from distillmeter.analysis.grouping import ConfigStats
 from distillmeter.analysis.result import Analysis
 from distillmeter.analysis.rules import fmt_j, fmt_q, per_student_teacher_j
 from distillmeter.analysis.stats import Summary, summarize

@@ -10,7 +10,7 @@ from typing import Any
 
 from distillmeter.analysis import pareto
 from distillmeter.analysis.breakeven import DEFAULT_MIN_Q
-from distillmeter.analysis.configs import ConfigStats, Grouping
+from distillmeter.analysis.grouping import ConfigStats, Grouping
 from distillmeter.analysis.runs import RunFigures
 from distillmeter.protocol import Report
 

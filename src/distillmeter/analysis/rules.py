@@ -16,7 +16,7 @@ from distillmeter.analysis.compare import (
     energy_difference,
     quality_difference,
 )
-from distillmeter.analysis.configs import ConfigStats
+from distillmeter.analysis.grouping import ConfigStats
 
 if TYPE_CHECKING:
     from distillmeter.analysis.result import Analysis

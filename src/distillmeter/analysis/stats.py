@@ -35,7 +35,7 @@ class Summary:
     gives no spread.
 
     ``method`` names how the interval was made. An energy interval that carries the
-    measurements' own uncertainty (``analysis/uncertainty.py``) also has ``cmp_lo`` /
+    measurements' own uncertainty (``analysis/energy_interval.py``) also has ``cmp_lo`` /
     ``cmp_hi``, the interval for comparisons within one machine (without the error every
     configuration on the machine shares), and ``parts``, its components' half-widths."""
 

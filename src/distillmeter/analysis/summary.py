@@ -16,8 +16,8 @@ from typing import Any
 from distillmeter.analysis import breakeven, pareto
 from distillmeter.analysis.breakeven import DEFAULT_MIN_Q
 from distillmeter.analysis.compare import dominance_separable
-from distillmeter.analysis.configs import ConfigStats, group_runs
 from distillmeter.analysis.efficiency import efficiency
+from distillmeter.analysis.grouping import ConfigStats, group_runs
 from distillmeter.analysis.result import Analysis
 from distillmeter.analysis.rules import rules_for_group
 from distillmeter.analysis.runs import campaign_total_j, figures, hardware_label

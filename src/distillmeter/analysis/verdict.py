@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from distillmeter.analysis.compare import energy_difference, quality_difference, ratio_range
-from distillmeter.analysis.configs import ConfigStats
+from distillmeter.analysis.grouping import ConfigStats
 from distillmeter.analysis.rules import fmt_d, fmt_j, fmt_q
 
 if TYPE_CHECKING:

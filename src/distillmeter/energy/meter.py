@@ -27,7 +27,7 @@ from typing import Any
 
 from distillmeter.energy import signals
 from distillmeter.energy.checks import backwards_counters, contamination_warnings
-from distillmeter.energy.idle import default_max_age_s, write_idle_baseline
+from distillmeter.energy.idle_baseline import default_max_age_s, write_idle_baseline
 from distillmeter.energy.resume import previous_run
 from distillmeter.energy.runfiles import MeterFiles, write_config, write_environment
 from distillmeter.energy.sampler import Sampler
@@ -47,7 +47,7 @@ class EnergyMeter:
     ``devices``: "auto", or selectors such as ``["gpu", "cpu:0"]``; ``sensors``: use these
     instead of discovering; ``idle_seconds``: measure idle power this long before work (0
     skips); ``idle_cache``: the idle-baseline cache file (None: the default location,
-    False: no cache; see energy/idle.py), reused while younger than ``idle_max_age_s``
+    False: no cache; see energy/idle_baseline.py), reused while younger than ``idle_max_age_s``
     (default 24 h) unless ``idle_refresh``; ``sample_hz``: trace rate (0: no trace);
     ``resume``: continue the run already in ``run_dir`` (same run_id, ``t`` continues from
     its last event, a ``resumed`` warning); ``handle_signals``: SIGTERM and SIGHUP end the

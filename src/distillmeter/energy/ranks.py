@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from distillmeter.energy.idle import IDLE_STAGE
+from distillmeter.energy.idle_baseline import IDLE_STAGE
 from distillmeter.energy.meter import EnergyMeter
 from distillmeter.energy.sensors.base import Sensor
 from distillmeter.energy.sensors.discovery import discover_sensors, parse_device_selection

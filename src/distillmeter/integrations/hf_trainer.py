@@ -17,7 +17,7 @@ What is metered, and how (the windows, trainer_windows.py, are one open at a tim
 - ``setup_stage`` (``setup.load``): from the callback's creation to ``on_train_begin``:
   the model, tokenizer and dataset preparation done after it was made. The meter starts
   when the callback is made; its idle baseline comes from the per-host cache after the
-  first run (energy/idle.py). A callback made after the model it will see trained was
+  first run (energy/idle_baseline.py). A callback made after the model it will see trained was
   loaded says so (a warning in the report and on the console): that loading is not in
   ``setup.load``, which holds what followed.
   ``setup_stage=None`` starts the meter at the first Trainer event instead;

@@ -176,7 +176,7 @@ def model_shape(mcfg: ModelConfig, role: str, tokenizer) -> tuple[ModelShape, in
     try:
         from transformers import AutoModelForCausalLM
 
-        from distillmeter.models.loading import count_params
+        from distillmeter.models.causal_lm import count_params
 
         with torch.device("meta"):
             params = count_params(AutoModelForCausalLM.from_config(config))

@@ -38,7 +38,7 @@ STANDARD_STAGES = (
 )
 
 # The meter's own stages: measuring, not the workload's work. ``setup.idle`` is the idle
-# baseline measured at start (energy/idle.py). Accounting keeps their energy in the run's
+# baseline measured at start (energy/idle_baseline.py). Accounting keeps their energy in the run's
 # stages and total and names it ``totals.meter_overhead_j``; every figure of the workload
 # (per student, per method, verdict, rules, plan, forecasts) leaves it out.
 METER_STAGES = frozenset({"setup.idle"})

@@ -7,7 +7,7 @@ from html import escape
 from typing import Any
 
 from distillmeter.analysis.compare import dominance_separable
-from distillmeter.analysis.configs import ConfigStats
+from distillmeter.analysis.grouping import ConfigStats
 from distillmeter.analysis.quality import is_proportion
 from distillmeter.analysis.result import Analysis
 from distillmeter.analysis.rules import fmt_ci, fmt_j, fmt_j_pm, fmt_pm

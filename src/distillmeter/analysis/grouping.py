@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from distillmeter.analysis.energy_interval import combine
 from distillmeter.analysis.quality import quality_summary
 from distillmeter.analysis.runs import SIDE_ORDER, RunFigures, is_carried
 from distillmeter.analysis.stats import Summary, summarize
-from distillmeter.analysis.uncertainty import combine
 
 
 @dataclass
@@ -29,7 +29,7 @@ class ConfigStats:
     task: str | None
     hardware: str
     runs: list[RunFigures]
-    energy_j: Summary  # seeds and measurement uncertainty (analysis/uncertainty.py)
+    energy_j: Summary  # seeds and measurement uncertainty (analysis/energy_interval.py)
     by_side: dict[str, Summary]
     marginal_j: Summary  # per-student energy without shared (upstream) teacher work
     co2e_g: Summary
