@@ -71,7 +71,7 @@ from distillmeter.protocol import (
 )
 
 _READING_EVENTS = ("run_start", "stage_start", "stage_end", "run_end")
-__all__ = ["RunInputs", "account", "load_run", "run_energy", "stage_report", "write_report"]
+__all__ = ["RunInputs", "account", "load_inputs", "run_energy", "stage_report", "write_report"]
 
 
 @dataclass
@@ -89,7 +89,7 @@ class RunInputs:
     warnings: list[str]
 
 
-def load_run(run_dir: Path | str, variants: Iterable[tuple[float, float]] = ()) -> RunInputs:
+def load_inputs(run_dir: Path | str, variants: Iterable[tuple[float, float]] = ()) -> RunInputs:
     """Read and check a run directory's ledger and trace (raises ProtocolError when they
     cannot be accounted at all; otherwise problems become warnings). One streamed pass over
     the trace also answers each ``(boundary_shift, boundary_widen)`` of ``variants``."""
@@ -246,7 +246,7 @@ def account(
                    pue=pue, price_per_kwh=price_per_kwh, currency=currency,
                    boundary_shift=boundary_shift, boundary_widen=boundary_widen,
                    include_upstream=include_upstream)
-    inputs = load_run(run_dir, [(boundary_shift, boundary_widen)])
+    inputs = load_inputs(run_dir, [(boundary_shift, boundary_widen)])
     refuse_impossible_ledger(inputs.ledger)  # no figure of such a run could be trusted
     try:
         report = _account(inputs, **options)

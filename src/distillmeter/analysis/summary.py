@@ -21,7 +21,7 @@ from distillmeter.analysis.grouping import ConfigStats, group_runs
 from distillmeter.analysis.result import Analysis
 from distillmeter.analysis.rules import rules_for_group
 from distillmeter.analysis.runs import campaign_total_j, figures, hardware_label
-from distillmeter.analysis.stats import Summary
+from distillmeter.analysis.stats import SeedStats
 from distillmeter.analysis.verdict import verdict, without_teacher_answers
 from distillmeter.protocol import Report
 from distillmeter.terminal import printable
@@ -30,7 +30,7 @@ SUMMARY_SCHEMA = "distillmeter.summary/1"
 J_PER_KWH = 3.6e6
 
 
-def _ci(s: Summary) -> tuple[float, float] | None:
+def _ci(s: SeedStats) -> tuple[float, float] | None:
     return None if s.lo is None or s.hi is None else (s.lo, s.hi)
 
 
@@ -119,7 +119,7 @@ def analyse(
     return analysis
 
 
-def _stat(prefix: str, s: Summary, scale: float = 1.0) -> dict[str, Any]:
+def _stat(prefix: str, s: SeedStats, scale: float = 1.0) -> dict[str, Any]:
     s = s.scaled(scale) if scale != 1.0 else s
     out = {f"{prefix}_mean": s.mean, f"{prefix}_std": s.std,
            f"{prefix}_ci95": None if s.lo is None else [s.lo, s.hi]}
