@@ -1,7 +1,7 @@
 """What wrapping a short piece of work in ``EnergyMeter`` costs, first time and after.
 
 The meter's default idle baseline (3 s of idle measurement) is kept per host in the idle
-cache (energy/idle.py), so only the first meter on a host (or the first after a day, or
+cache (energy/idle_baseline.py), so only the first meter on a host (or the first after a day, or
 after the devices changed) waits for it. This times 1 s of CPU work bare and inside
 ``with EnergyMeter(...)`` with a fresh cache file: run 1 measures the baseline, runs 2+
 reuse it.

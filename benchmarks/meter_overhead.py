@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from distillmeter.energy import EnergyMeter
-from distillmeter.energy.hostinfo import cpu_info
+from distillmeter.energy.sensors.hostinfo import cpu_info
 
 
 def make_workload(threads: int, width: int) -> tuple[str, Callable[[], None]]:

@@ -39,10 +39,10 @@ PHASES = ("student.generate", "teacher.score", "student.train")
 
 def boundary_j(run_dir: Path, report: protocol.Report) -> float:
     """Summed boundary uncertainty of the run's phase windows (both edges, every device)."""
-    from distillmeter.accounting.core import load_run
+    from distillmeter.accounting.core import load_inputs
     from distillmeter.accounting.uncertainty import BOUNDARY_QUANTUM_S, edge_power
 
-    inputs = load_run(run_dir)
+    inputs = load_inputs(run_dir)
     total = 0.0
     for st in report.stages:
         if st.name not in PHASES:

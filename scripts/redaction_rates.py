@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from distillmeter.energy.redact import (  # noqa: E402
+from distillmeter.privacy.redact import (  # noqa: E402
     _ALNUM_RUN,
     _TOKEN_RUN,
     LONG_RUN,

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-# The meter's idle-baseline cache (energy/idle.py) is off in the tests, their subprocesses
+# The meter's idle-baseline cache (energy/idle_baseline.py) is off in the tests, their subprocesses
 # included, so that each test measures its own baseline; the cache's own tests pass a file
 # under tmp_path.
 os.environ["DISTILLMETER_IDLE_CACHE"] = "off"

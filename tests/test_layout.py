@@ -1,8 +1,11 @@
 """The package's layout stays as designed (docs/DESIGN.md, "Layers"): no import cycle between
 modules, no import from a lower layer to a higher one, no source file over 450 lines.
 
-Imports inside functions count (they are dependencies all the same); imports under
-``if TYPE_CHECKING:`` do not (they exist only for type checkers).
+Every import counts: inside functions (a dependency all the same), under
+``if TYPE_CHECKING:`` (a cycle a type checker needs is still a cycle of design), and by
+string (``importlib.import_module("distillmeter.commands.run")``, a module path in a table):
+a string that names one of the package's modules, or an f-string that starts with one
+(``f"distillmeter.models.{name}"``), is an edge to it.
 """
 
 from __future__ import annotations
@@ -15,32 +18,34 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "distillmeter"
 MAX_LINES = 450
 
-BASE = {"protocol", "errors", "configbase", "paths", "terminal"}
+BASE = {"protocol", "errors", "configbase", "paths", "terminal", "privacy", "storage"}
 # What each area of the package may import (besides itself). An area is the first name
 # under distillmeter/: a subpackage or a top-level module; "distillmeter" is the package's
-# own __init__ (the lazy `from distillmeter import EnergyMeter, account` facade).
+# own __init__ (the `from distillmeter import EnergyMeter, account` facade).
 ALLOWED: dict[str, set[str]] = {
     "protocol": set(),
     "errors": {"protocol"},
     "configbase": set(),
     "paths": set(),
     "terminal": set(),  # rich only: the console, user text made inert
+    "privacy": set(),  # secrets redacted in everything written or printed
+    "storage": {"errors", "protocol"},  # files written safely: atomic replace, run locks
     "energy": BASE,
-    "accounting": BASE,
+    # accounting reads a multi-process run whose ranks were never merged through the
+    # meter's own merge (energy.merge): raw files in, raw files out
+    "accounting": BASE | {"energy"},
     "tasks": BASE,
     "models": BASE,
     "tables": BASE,
     "engines": BASE | {"models", "tasks"},
     "analysis": BASE | {"accounting"},
-    "report": BASE | {"analysis", "accounting", "tables"},
+    "render": BASE | {"analysis", "accounting", "tables"},
     "pipelines": BASE | {"energy", "accounting", "tasks", "models", "engines"},
     "integrations": BASE | {"energy", "accounting", "tables"},
     "commands": BASE | {"energy", "accounting", "tasks", "models", "engines", "analysis",
-                        "report", "pipelines", "integrations", "tables"},
-    "cli": {"distillmeter", "errors", "commands", "energy", "terminal"},  # energy.redact
-    "distillmeter": {"energy", "accounting", "_moved"},
-    # old import paths of moved modules, resolved by name at import time, never statically
-    "_moved": set(),
+                        "render", "pipelines", "integrations", "tables"},
+    "cli": {"distillmeter", "errors", "commands", "energy", "terminal", "privacy"},
+    "distillmeter": {"energy", "accounting"},
 }
 
 
@@ -60,21 +65,29 @@ def _resolve(name: str, modules: dict[str, Path]) -> str | None:
     return name or None
 
 
+def _string_target(node: ast.AST, pkg: str, modules: dict[str, Path]) -> str | None:
+    """The module a string names (an import by string), or None."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        text = node.value
+        return text if text in modules and text.startswith(pkg + ".") else None
+    if isinstance(node, ast.JoinedStr) and node.values:
+        head = node.values[0]
+        if isinstance(head, ast.Constant) and isinstance(head.value, str) \
+                and head.value.startswith(pkg + "."):
+            return _resolve(head.value.rstrip("."), modules)
+    return None
+
+
 def import_graph(root: Path) -> dict[str, set[str]]:
     """Module -> the package's modules it imports (``from pkg.a import b`` counts as pkg.a.b
-    when b is a module, else pkg.a)."""
+    when b is a module, else pkg.a; imports by string count too)."""
     pkg, modules = root.name, _modules(root)
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
-                       and "TYPE_CHECKING" in ast.unparse(node.test)
-                       for n in ast.walk(node)}
         base = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
         deps: set[str] = set()
         for node in ast.walk(tree):
-            if id(node) in typing_only:
-                continue
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom):
@@ -85,6 +98,8 @@ def import_graph(root: Path) -> dict[str, set[str]]:
                     mod = node.module or ""
                 targets = [f"{mod}.{a.name}" for a in node.names] + [mod]
                 targets = [t for t in targets[:-1] if t in modules] or [mod]
+            elif (t := _string_target(node, pkg, modules)) is not None:
+                targets = [t]
             else:
                 continue
             for t in targets:
@@ -184,13 +199,35 @@ def test_the_checks_catch_a_cycle_and_an_upward_import(tmp_path):
         "accounting/__init__.py": "",
         "accounting/core.py": "X = 1\n",
         "energy/merge.py": "from pkg.accounting.core import X\n",
+        # for type checkers only, still a dependency
         "energy/typed.py": ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
                             "    from pkg.accounting import core\n"),
+        # by string: a module path, and an f-string that starts with one
+        "accounting/lazy.py": ("import importlib\n"
+                               "X = importlib.import_module('pkg.accounting.core')\n"
+                               "Y = 'pkg.not_a_module'\n"),
+        "accounting/front.py": "def f(n):\n    return __import__(f'pkg.energy.{n}')\n",
+        "accounting/core2.py": "from pkg.accounting import front\n",
     })
     graph = import_graph(root)
     assert cycles(graph) == [["pkg.energy.meter", "pkg.energy.sensors"]]
+    assert graph["pkg.accounting.lazy"] == {"pkg.accounting.core"}
+    assert graph["pkg.accounting.front"] == {"pkg.energy"}
     bad = upward_imports(graph, {"energy": set(), "accounting": set(), "pkg": set()})
-    assert bad == ["pkg.energy.merge -> pkg.accounting.core (energy may not import accounting)"]
+    assert bad == ["pkg.accounting.front -> pkg.energy (accounting may not import energy)",
+                   "pkg.energy.merge -> pkg.accounting.core (energy may not import accounting)",
+                   "pkg.energy.typed -> pkg.accounting.core (energy may not import accounting)"]
+
+
+def test_a_cycle_for_type_checkers_only_is_a_cycle(tmp_path):
+    root = _package(tmp_path, {
+        "__init__.py": "",
+        "tasks/__init__.py": "",
+        "tasks/chat.py": ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                          "    from pkg.tasks.files import RawRecord\n"),
+        "tasks/files.py": "from pkg.tasks.chat import render\n",
+    })
+    assert cycles(import_graph(root)) == [["pkg.tasks.chat", "pkg.tasks.files"]]
 
 
 @pytest.mark.parametrize("module", ["distillmeter.energy", "distillmeter.protocol",

@@ -68,8 +68,8 @@ def test_the_report_tables(report, width, tty):
 
 @pytest.mark.parametrize(("width", "tty"), WIDTHS)
 def test_the_analysis_tables(tmp_path, width, tty):
-    from distillmeter.commands.report import analyse_dir
-    from distillmeter.report.console import print_summary
+    from distillmeter.analysis.directory import analyse_dir
+    from distillmeter.render.console import print_summary
 
     analysis = analyse_dir(build_campaign(tmp_path / "runs"))
     names = [c.label or c.config for c in analysis.configs]

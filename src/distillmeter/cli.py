@@ -147,7 +147,7 @@ def _say(text: str) -> None:
 def _redacted(text: str) -> str:
     """A message as the terminal gets it: secrets redacted, and on each of its lines
     control characters shown as escapes (a message may quote a name or a path)."""
-    from distillmeter.energy.redact import redact_text
+    from distillmeter.privacy.redact import redact_text
     from distillmeter.terminal import printable
 
     return "\n".join(printable(line) for line in redact_text(text).split("\n"))

@@ -20,8 +20,8 @@ from rich.console import Console
 from distillmeter.analysis.planner import Budget, plan
 from distillmeter.cli import main
 from distillmeter.commands.report import analyse_dir
-from distillmeter.report.curves import print_curves
-from distillmeter.report.html import render_html
+from distillmeter.render.curves import print_curves
+from distillmeter.render.html import render_html
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tiny_config import TINY_RUN  # noqa: E402

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from runbuilder import build_campaign
 
+from distillmeter.analysis.directory import analyse_dir
+from distillmeter.analysis.energy_interval import Measured, combine
 from distillmeter.analysis.stats import summarize, t_quantile
-from distillmeter.analysis.uncertainty import Measured, combine
-from distillmeter.commands.report import analyse_dir
 
 
 def _parts(s) -> dict[str, float]:

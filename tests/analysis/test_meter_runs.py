@@ -12,7 +12,7 @@ from runbuilder import FIXTURE
 
 from distillmeter.cli import main
 from distillmeter.energy import EnergyMeter
-from distillmeter.energy.replay import ReplaySensor
+from distillmeter.energy.sensors.replay import ReplaySensor
 
 SPEED = 40.0  # trace seconds per wall second
 LEAD = 10.0  # trace seconds replayed before the first stage: the meter's start-up time

@@ -10,13 +10,13 @@ import time
 
 import pytest
 
-from distillmeter.energy.cpu_estimate import (
+from distillmeter.energy.sensors.cpu_estimate import (
     CpuEstimateSensor,
     _ProcessTreeCpu,
     load_table,
     lookup_tdp,
 )
-from distillmeter.energy.hostinfo import CpuInfo, cpu_info, parse_cpuinfo
+from distillmeter.energy.sensors.hostinfo import CpuInfo, cpu_info, parse_cpuinfo
 
 TABLE = load_table()
 

@@ -11,9 +11,17 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from distillmeter.energy import EnergyMeter, redact_argv, redact_env, redact_text
-from distillmeter.energy.environment import REDACTED, git_commit, relevant_env, snapshot
-from distillmeter.energy.redact import looks_like_key, randomness, redact_values
+from distillmeter.energy import EnergyMeter
+from distillmeter.energy.environment import git_commit, relevant_env, snapshot
+from distillmeter.privacy.redact import (
+    REDACTED,
+    looks_like_key,
+    randomness,
+    redact_argv,
+    redact_env,
+    redact_text,
+    redact_values,
+)
 from key_alphabets import AWS_DOC_EXAMPLE, KEY_MAKERS, SHAPE_MAKERS, Shape, keys, pem_key
 
 HF = "hf_aBcDeFgHiJkLmNoPqRsTuVwXyZ012345"

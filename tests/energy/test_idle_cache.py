@@ -1,4 +1,4 @@
-"""The idle-baseline cache (energy/idle.py): a host's idle power measured once, reused
+"""The idle-baseline cache (energy/idle_baseline.py): a host's idle power measured once, reused
 while fresh for the same host and devices, measured again when stale, when the devices
 change or on request; the ledger says when a baseline came from the cache."""
 
@@ -11,7 +11,7 @@ import pytest
 
 from distillmeter.accounting import account
 from distillmeter.energy import EnergyMeter
-from distillmeter.energy.idle import CACHE_SCHEMA, IdleCache, default_cache_path
+from distillmeter.energy.idle_baseline import CACHE_SCHEMA, IdleCache, default_cache_path
 from distillmeter.protocol import read_ledger
 
 IDLE_S = 0.3  # long enough for the sampler (20 Hz) to see the idle stretch

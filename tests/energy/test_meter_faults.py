@@ -14,9 +14,9 @@ import pytest
 from nvml_standin import Gpu, Recording, StandinNVML, uuids
 
 from distillmeter.energy import EnergyMeter, NvmlSensor
-from distillmeter.energy.runlock import LOCK_FILE
 from distillmeter.errors import UserError
 from distillmeter.protocol import read_ledger, read_trace
+from distillmeter.storage.runlock import LOCK_FILE
 
 REC = Recording.load()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from nvml_standin import Gpu, ManualClock, Recording, StandinNVML, uuids
 
-from distillmeter.energy.nvml import NvmlSensor, NvmlUnavailable, visible_gpu_indices
+from distillmeter.energy.sensors.nvml import NvmlSensor, NvmlUnavailable, visible_gpu_indices
 
 REC = Recording.load()
 

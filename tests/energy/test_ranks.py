@@ -16,9 +16,10 @@ import pytest
 
 from distillmeter.accounting import account, write_report
 from distillmeter.analysis.loading import find_run_dirs
+from distillmeter.energy.merge import merge_ranks, write_merged
 from distillmeter.energy.ranks import RankInfo, lone_process_note, rank_gpu_entries
 from distillmeter.protocol import load_report, read_ledger, read_trace
-from distillmeter.protocol.merge import merge_ranks, rank_dirs, write_merged
+from distillmeter.protocol.names import rank_dirs
 
 WORKER = Path(__file__).with_name("rank_worker.py")
 

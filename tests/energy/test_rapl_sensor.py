@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from distillmeter.energy.discovery import discover_sensors
-from distillmeter.energy.rapl import RaplSensor
+from distillmeter.energy.sensors.discovery import discover_sensors
+from distillmeter.energy.sensors.rapl import RaplSensor
 
 MAX_UJ = 262143328850
 
@@ -100,7 +100,7 @@ def test_rapl_without_dram_zone_estimates_only_dram(tree):
 
 _DISCOVER = """
 import json, sys
-from distillmeter.energy.discovery import discover_sensors
+from distillmeter.energy.sensors.discovery import discover_sensors
 sensors, notes = discover_sensors(["cpu", "dram"], powercap_root=sys.argv[1])
 print(json.dumps({"sources": {d: s.sources[d] for s in sensors for d in s.devices},
                   "notes": [m for m, _ in notes]}))

@@ -16,7 +16,7 @@ import pytest
 from nvml_standin import Gpu, ManualClock, Recording, StandinNVML, uuids
 
 from distillmeter.energy import EnergyMeter
-from distillmeter.energy.nvml import NvmlSensor
+from distillmeter.energy.sensors.nvml import NvmlSensor
 from distillmeter.energy.sync import devices_to_sync
 
 REC = Recording.load()

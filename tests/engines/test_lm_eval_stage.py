@@ -81,7 +81,7 @@ def _loads_by_stage(monkeypatch) -> list[tuple[str, str | None]]:
 
     running: list[str | None] = [None]
     loads: list[tuple[str, str | None]] = []
-    open_stage, close_stage = EnergyMeter._open_stage, EnergyMeter._close_stage
+    open_stage, close_stage = EnergyMeter.open_stage, EnergyMeter.close_stage
 
     def opened(self, st):
         open_stage(self, st)
@@ -91,8 +91,8 @@ def _loads_by_stage(monkeypatch) -> list[tuple[str, str | None]]:
         close_stage(self, st)
         running[0] = None
 
-    monkeypatch.setattr(EnergyMeter, "_open_stage", opened)
-    monkeypatch.setattr(EnergyMeter, "_close_stage", closed)
+    monkeypatch.setattr(EnergyMeter, "open_stage", opened)
+    monkeypatch.setattr(EnergyMeter, "close_stage", closed)
     for owner, name, what in ((PreTrainedModel, "from_pretrained", "model"),
                               (PreTrainedTokenizerBase, "from_pretrained", "tokenizer")):
         real = getattr(owner, name).__func__

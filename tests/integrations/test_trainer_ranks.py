@@ -86,7 +86,7 @@ def cpu_estimate(run_dir: Path) -> dict:
 
 def counted_cpu_s(energy_j: float, seconds: float, est: dict) -> float:
     """The CPU seconds a CPU estimate counted, from its energy over ``seconds``:
-    E = P_idle x t + (TDP - P_idle) x cpu_s / logical CPUs (energy/cpu_estimate.py)."""
+    E = P_idle x t + (TDP - P_idle) x cpu_s / logical CPUs (energy/sensors/cpu_estimate.py)."""
     return ((energy_j - est["idle_w"] * seconds) * est["logical_cpus"]
             / (est["machine_tdp_w"] - est["idle_w"]))
 

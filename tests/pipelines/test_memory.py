@@ -15,6 +15,7 @@ import real_pair
 from distillmeter.errors import UserError
 from distillmeter.models import memory
 from distillmeter.models.memory import model_shape
+from distillmeter.models.params import ModelShape
 from distillmeter.pipelines.config import ModelConfig
 from distillmeter.pipelines.config_file import load_config, parse_config
 from distillmeter.pipelines.preflight import preflight
@@ -32,7 +33,8 @@ QWEN_05B = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidde
 
 
 def test_training_estimate_adds_up_its_parts():
-    shape = memory.ModelShape(params=1000, layers=2, hidden=8, ffn=16, kv_width=4, vocab=10)
+    shape = ModelShape(vocab=10, hidden=8, layers=2, heads=1, kv_heads=1, head_dim=4, ffn=16,
+                       counted_params=1000)
     e = memory.training("student.train", shape, batch=3, seq=5, compute_bytes=2)
     block = 8 * 8 + 2 * 4 + 4 * 16  # 136 elements a token a layer
     assert e.parts == {"weights": 4000, "gradients": 4000, "optimizer": 8000,
@@ -50,8 +52,8 @@ def test_training_estimate_adds_up_its_parts():
 
 
 def test_check_fit_names_the_phases_over_and_the_headroom():
-    shape = memory.ModelShape(params=10**9, layers=24, hidden=2048, ffn=5632, kv_width=256,
-                              vocab=32000)
+    shape = ModelShape(vocab=32000, hidden=2048, layers=24, heads=16, kv_heads=2, head_dim=128,
+                       ffn=5632, counted_params=10**9)
     small = memory.inference("eval.teacher", shape, batch=1, seq=8, weight_bytes=2,
                              compute_bytes=2)
     big = memory.training("student.train", shape, batch=64, seq=2048, compute_bytes=2,

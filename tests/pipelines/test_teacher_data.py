@@ -149,7 +149,7 @@ def _meter_run(root, name: str, *, method: str, labels: dict, quality: float):
 
 
 def test_the_analysis_never_puts_a_student_without_teacher_answers_in_the_verdict(tmp_path):
-    from distillmeter.commands.report import analyse_dir
+    from distillmeter.analysis.directory import analyse_dir
 
     data = ["labelled", "synthetic"]
     _meter_run(tmp_path, "baseline-s0", method="baseline",

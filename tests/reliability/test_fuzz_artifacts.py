@@ -21,12 +21,12 @@ from hypothesis import event, example, given
 from hypothesis import strategies as st
 from reliability_support import TINY_RUN, fuzz_settings
 
-from distillmeter.energy.runlock import LOCK_FILE, RunLock
 from distillmeter.errors import UserError
 from distillmeter.pipelines import artifacts
 from distillmeter.pipelines.artifacts import ArtifactError
 from distillmeter.pipelines.config import RunConfig
 from distillmeter.pipelines.config_file import load_config
+from distillmeter.storage.runlock import LOCK_FILE, RunLock
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**65), 2**65),
                     st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=10))

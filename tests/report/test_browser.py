@@ -12,7 +12,7 @@ import pytest
 from pngcheck import colours
 
 from distillmeter.cli import main
-from distillmeter.report.svg import SIDE_COLOURS
+from distillmeter.render.svg import SIDE_COLOURS
 
 BROWSER = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")
                 if shutil.which(n)), None)

@@ -9,8 +9,8 @@ import pytest
 from runbuilder import FIXTURE
 
 from distillmeter.protocol import read_trace
-from distillmeter.report import svg
-from distillmeter.report.timeline import downsample, power_from_counter, power_series
+from distillmeter.render import svg
+from distillmeter.render.timeline import downsample, power_from_counter, power_series
 
 
 @pytest.mark.parametrize("lo,hi", [(0, 10), (2.3, 7.9), (0, 1.08), (15.6, 49.3), (0, 760),

@@ -12,7 +12,13 @@ with shifted boundaries, for example):
 """
 
 from distillmeter.accounting.carbon import carbon, cost, grid_intensity, grid_table
-from distillmeter.accounting.core import account, load_run, run_energy, stage_report, write_report
+from distillmeter.accounting.core import (
+    account,
+    load_inputs,
+    run_energy,
+    stage_report,
+    write_report,
+)
 from distillmeter.accounting.idle import idle_power, measured_idle_w
 from distillmeter.accounting.windows import StageWindow, shift_windows, stage_windows
 
@@ -24,7 +30,7 @@ __all__ = [
     "grid_intensity",
     "grid_table",
     "idle_power",
-    "load_run",
+    "load_inputs",
     "measured_idle_w",
     "run_energy",
     "shift_windows",

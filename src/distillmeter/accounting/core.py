@@ -41,7 +41,7 @@ from distillmeter.accounting.plausibility import (
     trace_flags,
 )
 from distillmeter.accounting.probes import incomplete_end, trace_for_run
-from distillmeter.accounting.ranks import rank_detail
+from distillmeter.accounting.rank_figures import rank_detail
 from distillmeter.accounting.reportfile import write_report
 from distillmeter.accounting.series import DeviceSeries
 from distillmeter.accounting.uncertainty import (
@@ -51,6 +51,7 @@ from distillmeter.accounting.uncertainty import (
 )
 from distillmeter.accounting.upstream import resolve_upstream
 from distillmeter.accounting.windows import StageWindow, shift_windows, stage_windows
+from distillmeter.energy.merge import merged_inputs
 from distillmeter.protocol import (
     ESTIMATED_SOURCES,
     LEDGER_FILE,
@@ -64,13 +65,13 @@ from distillmeter.protocol import (
     Report,
     StageReport,
     Totals,
+    has_ranks,
     is_device,
     read_ledger,
 )
-from distillmeter.protocol.merge import has_ranks, merged_inputs
 
 _READING_EVENTS = ("run_start", "stage_start", "stage_end", "run_end")
-__all__ = ["RunInputs", "account", "load_run", "run_energy", "stage_report", "write_report"]
+__all__ = ["RunInputs", "account", "load_inputs", "run_energy", "stage_report", "write_report"]
 
 
 @dataclass
@@ -88,7 +89,7 @@ class RunInputs:
     warnings: list[str]
 
 
-def load_run(run_dir: Path | str, variants: Iterable[tuple[float, float]] = ()) -> RunInputs:
+def load_inputs(run_dir: Path | str, variants: Iterable[tuple[float, float]] = ()) -> RunInputs:
     """Read and check a run directory's ledger and trace (raises ProtocolError when they
     cannot be accounted at all; otherwise problems become warnings). One streamed pass over
     the trace also answers each ``(boundary_shift, boundary_widen)`` of ``variants``."""
@@ -245,7 +246,7 @@ def account(
                    pue=pue, price_per_kwh=price_per_kwh, currency=currency,
                    boundary_shift=boundary_shift, boundary_widen=boundary_widen,
                    include_upstream=include_upstream)
-    inputs = load_run(run_dir, [(boundary_shift, boundary_widen)])
+    inputs = load_inputs(run_dir, [(boundary_shift, boundary_widen)])
     refuse_impossible_ledger(inputs.ledger)  # no figure of such a run could be trusted
     try:
         report = _account(inputs, **options)

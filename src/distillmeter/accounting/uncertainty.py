@@ -92,14 +92,6 @@ def device_uncertainty_parts(
     return UncertaintyParts(boundary, INTEGRATION_REL * abs(e.integrated_j), 0.0)
 
 
-def device_uncertainty(
-    e: DeviceEnergy, series: DeviceSeries, start: float, end: float
-) -> float:
-    """Uncertainty (J) of one device's energy over [start, end]: the boundary term at both
-    edges plus the integration or estimate term (the sum of ``device_uncertainty_parts``)."""
-    return device_uncertainty_parts(e, series, start, end).total
-
-
 def short_stage_note(seconds: float, energy_j: float, uncertainty_j: float) -> str | None:
     """The note a stage shorter than about a second gets (None for longer stages)."""
     if seconds >= SHORT_STAGE_S:

@@ -28,9 +28,9 @@ import math
 from typing import Any
 
 from distillmeter.analysis.compare import difference, energy_difference
-from distillmeter.analysis.configs import ConfigStats
+from distillmeter.analysis.grouping import ConfigStats
 from distillmeter.analysis.runs import RunFigures
-from distillmeter.analysis.stats import Summary
+from distillmeter.analysis.stats import SeedStats
 
 BASELINE_HINTS = ("baseline",)
 DEFAULT_MIN_Q = 0.9  # a student below 90% of its teacher's quality is not a candidate
@@ -82,20 +82,20 @@ def stage_j_per_token(runs: list[RunFigures], stage: str) -> float | None:
     return e / tok if tok > 0 else None
 
 
-def stage_j_per_token_ci(runs: list[RunFigures], stage: str) -> Summary:
+def stage_j_per_token_ci(runs: list[RunFigures], stage: str) -> SeedStats:
     """A stage's pooled J/token with the interval of its measurement uncertainty for a
-    comparison on one machine (analysis/uncertainty.py): the runs' random terms in
+    comparison on one machine (analysis/energy_interval.py): the runs' random terms in
     quadrature and their systematic terms added, over the tokens (the machine term, common
     to both sides of the comparison, left out). Mean None without tokens."""
     used = [r for r in runs if r.stage_tokens.get(stage)]
     tok = sum(r.stage_tokens[stage] for r in used)
     if tok <= 0:
-        return Summary(0, None, None, None, None)
+        return SeedStats(0, None, None, None, None)
     jpt = math.fsum(r.stage_j.get(stage, 0.0) for r in used) / tok
     parts = [r.stage_unc.get(stage, (0.0, 0.0, 0.0)) for r in used]
     unc = (math.sqrt(math.fsum(p[0] ** 2 for p in parts)) + math.fsum(p[1] for p in parts)
            ) / tok
-    return Summary(len(used), jpt, None, jpt - unc, jpt + unc, "measurement uncertainty")
+    return SeedStats(len(used), jpt, None, jpt - unc, jpt + unc, "measurement uncertainty")
 
 
 def distillation_j(run: RunFigures, amortize: float = 1.0) -> float:

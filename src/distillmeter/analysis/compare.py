@@ -9,9 +9,9 @@ every sentence, table mark and plot (and it is conservative: two 95% intervals t
 touch leave the difference's own test at about 99%). A configuration with one seed has no
 interval and is never separable from anything.
 
-Energy is compared on the configurations' comparison intervals (``Summary.comparison``):
+Energy is compared on the configurations' comparison intervals (``SeedStats.comparison``):
 they were measured on one machine, so the error every configuration there shares is left
-out (``analysis/uncertainty.py``). Quality is compared on the quality intervals (Wilson on
+out (``analysis/energy_interval.py``). Quality is compared on the quality intervals (Wilson on
 effective items for rates, ``analysis/quality.py``).
 """
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from distillmeter.analysis.stats import Summary
+from distillmeter.analysis.stats import SeedStats
 
 Interval = tuple[float, float] | None
 
@@ -58,21 +58,21 @@ def difference(a_mean: float | None, a_ci: Interval, b_mean: float | None,
     return Difference(a_mean - b_mean, a_ci[0] - b_ci[1], a_ci[1] - b_ci[0])
 
 
-def energy_difference(a: Summary, b: Summary) -> Difference:
+def energy_difference(a: SeedStats, b: SeedStats) -> Difference:
     """Energy of A minus energy of B, on the comparison intervals (one machine)."""
     return difference(a.mean, a.comparison, b.mean, b.comparison)
 
 
-def _ci(s: Summary) -> Interval:
+def _ci(s: SeedStats) -> Interval:
     return None if s.lo is None or s.hi is None else (s.lo, s.hi)
 
 
-def quality_difference(a: Summary, b: Summary) -> Difference:
+def quality_difference(a: SeedStats, b: SeedStats) -> Difference:
     """Quality of A minus quality of B, on the quality intervals."""
     return difference(a.mean, _ci(a), b.mean, _ci(b))
 
 
-def ratio_range(a: Summary, b: Summary) -> tuple[float, float] | None:
+def ratio_range(a: SeedStats, b: SeedStats) -> tuple[float, float] | None:
     """The range of A / B both comparison intervals allow (None without intervals or
     where B's interval reaches zero)."""
     ca, cb = a.comparison, b.comparison

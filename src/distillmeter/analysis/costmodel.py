@@ -40,7 +40,7 @@ from distillmeter.analysis.runs import cpu_name, gpu_names, hardware_label
 from distillmeter.errors import UserError
 from distillmeter.protocol import Report
 
-IDLE_STAGE = "setup.idle"  # the meter's fresh idle measurement (energy/idle.py), a stage
+IDLE_STAGE = "setup.idle"  # the meter's fresh idle measurement (energy/idle_baseline.py), a stage
 
 
 @dataclass

@@ -19,9 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from distillmeter.analysis.configs import ConfigStats, budget_axis, budget_of, fmt_budget
-from distillmeter.analysis.stats import Summary
-from distillmeter.analysis.uncertainty import combine
+from distillmeter.analysis.grouping import ConfigStats, budget_axis, budget_of, fmt_budget
+from distillmeter.analysis.stats import SeedStats
+from distillmeter.analysis.energy_interval import combine
 
 if TYPE_CHECKING:
     from distillmeter.analysis.summary import Analysis
@@ -33,8 +33,8 @@ class CurvePoint:
 
     config: ConfigStats
     budget: int
-    energy_full_j: Summary  # the teacher's (upstream) work counted in full per student
-    energy_j: Summary  # as the analysis counts it: upstream work divided by --amortize
+    energy_full_j: SeedStats  # the teacher's (upstream) work counted in full per student
+    energy_j: SeedStats  # as the analysis counts it: upstream work divided by --amortize
 
     @property
     def label(self) -> str:
@@ -89,11 +89,11 @@ def comparable(x: ConfigStats, y: ConfigStats, cvs: list[Curve]) -> bool:
     return False
 
 
-def _ci(s: Summary) -> list[float] | None:
+def _ci(s: SeedStats) -> list[float] | None:
     return None if s.lo is None or s.hi is None else [s.lo, s.hi]
 
 
-def _cmp(s: Summary) -> list[float] | None:
+def _cmp(s: SeedStats) -> list[float] | None:
     c = s.comparison
     return None if c is None else [c[0], c[1]]
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from distillmeter.analysis import breakeven
-from distillmeter.analysis.configs import ConfigStats, fmt_budget
+from distillmeter.analysis.grouping import ConfigStats, fmt_budget
 from distillmeter.analysis.curves import Curve, CurvePoint, curves_of_group
 from distillmeter.analysis.rules import fmt_j, fmt_q
 

@@ -36,7 +36,7 @@ from distillmeter.protocol import (
     Report,
     load_report,
 )
-from distillmeter.protocol.merge import RANKS_DIR, has_ranks
+from distillmeter.protocol.names import RANKS_DIR, has_ranks
 
 # Runs counted in the statistics: finished ("ok") or finished with a measurement problem
 # the report names ("degraded"); a crashed or interrupted run would bias the means.
@@ -156,7 +156,7 @@ def load_run(run_dir: Path, account_fn: Callable[[Path], Report] | None = None) 
         report = load_report(report_path)
         if report.totals.uncertainty_parts:
             return LoadedRun(run_dir, report)
-        # written before reports split their uncertainty (analysis/uncertainty.py):
+        # written before reports split their uncertainty (analysis/energy_interval.py):
         # re-account from the raw files if they can be; else use it as it is
         try:
             return LoadedRun(run_dir, account_fn(run_dir), accounted=True, notes=[

@@ -14,10 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from distillmeter.analysis.configs import ConfigStats, budget_axis, budget_of, fmt_budget
+from distillmeter.analysis.grouping import ConfigStats, budget_axis, budget_of, fmt_budget
+from distillmeter.analysis.result import Analysis
 from distillmeter.analysis.rules import fmt_j, fmt_q, per_student_teacher_j
-from distillmeter.analysis.stats import Summary, summarize
-from distillmeter.analysis.summary import Analysis
+from distillmeter.analysis.stats import SeedStats, summarize
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ UNITS = {"kwh": "kWh", "co2_kg": "kg CO2e", "usd": "USD"}
 
 
 def cost_summaries(c: ConfigStats, a: Analysis, price: float | None
-                   ) -> dict[str, Summary | None]:
+                   ) -> dict[str, SeedStats | None]:
     """Per-student cost of a configuration in each budget unit."""
     usd = None
     if price is not None or all(r.price_per_kwh is not None for r in c.runs):
@@ -46,7 +46,7 @@ def cost_summaries(c: ConfigStats, a: Analysis, price: float | None
     return {"kwh": c.energy_j.scaled(1 / 3.6e6), "co2_kg": c.co2e_g.scaled(1e-3), "usd": usd}
 
 
-def _bound(s: Summary | None, on_mean: bool) -> float | None:
+def _bound(s: SeedStats | None, on_mean: bool) -> float | None:
     if s is None or s.mean is None:
         return None
     if on_mean or s.hi is None:

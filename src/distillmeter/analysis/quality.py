@@ -37,7 +37,7 @@ import math
 import re
 from collections.abc import Sequence
 
-from distillmeter.analysis.stats import Summary, summarize, t_quantile
+from distillmeter.analysis.stats import SeedStats, summarize, t_quantile
 
 WILSON_METHOD = "Wilson score interval on the effective items (seeds as clusters)"
 
@@ -72,7 +72,7 @@ def wilson(p: float, n: float, z: float) -> tuple[float, float]:
 
 
 def proportion_summary(values: Sequence[float | None], items: Sequence[int | None],
-                       confidence: float = 0.95) -> Summary:
+                       confidence: float = 0.95) -> SeedStats:
     """Mean and interval of a rate over seeds (``values``), each measured on ``items[i]``
     test items (None or 0 where unknown): the module's Wilson interval on n_eff."""
     pairs = [(float(v), int(n) if n else 0) for v, n in zip(values, items, strict=True)
@@ -87,15 +87,15 @@ def proportion_summary(values: Sequence[float | None], items: Sequence[int | Non
     n_eff = p * (1.0 - p) / var_mean if var_mean > 0 else math.inf
     n_eff = min(n_eff, scored)
     if not math.isfinite(n_eff):  # seeds agree exactly and no item counts: nothing to add
-        return Summary(k, plain.mean, plain.std, plain.mean, plain.mean, WILSON_METHOD)
+        return SeedStats(k, plain.mean, plain.std, plain.mean, plain.mean, WILSON_METHOD)
     z = t_quantile(0.5 + confidence / 2.0, k - 1)
     lo, hi = wilson(p, max(n_eff, 1e-9), z)
-    return Summary(k, plain.mean, plain.std, min(lo, plain.mean), max(hi, plain.mean),
+    return SeedStats(k, plain.mean, plain.std, min(lo, plain.mean), max(hi, plain.mean),
                    WILSON_METHOD)
 
 
 def quality_summary(metric: str | None, values: Sequence[float | None],
-                    items: Sequence[int | None]) -> Summary:
+                    items: Sequence[int | None]) -> SeedStats:
     """The quality interval: Wilson on n_eff for a known rate metric, else the t-interval
     over seeds (its method says which)."""
     if is_proportion(metric, values):

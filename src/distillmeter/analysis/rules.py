@@ -16,11 +16,11 @@ from distillmeter.analysis.compare import (
     energy_difference,
     quality_difference,
 )
-from distillmeter.analysis.configs import ConfigStats
 from distillmeter.analysis.curves import comparable, curves_of_group
+from distillmeter.analysis.grouping import ConfigStats
 
 if TYPE_CHECKING:
-    from distillmeter.analysis.summary import Analysis
+    from distillmeter.analysis.result import Analysis
 
 
 def fmt_j(j: float | None) -> str:

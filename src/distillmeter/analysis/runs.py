@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from distillmeter.analysis.uncertainty import IDLE_DRIFT_REL, Measured, parts_of
+from distillmeter.analysis.energy_interval import IDLE_DRIFT_REL, Measured, parts_of
 from distillmeter.protocol import METER_STAGES, Report
 
 SIDE_ORDER = ("setup", "teacher", "student", "eval", "unattributed")
@@ -61,7 +61,7 @@ class RunFigures:
     quality_n: int | None = None  # test items the quality was measured on
     teacher_quality: float | None = None
     # measurement uncertainty (random, systematic, machine), J: the run's own total, and
-    # its upstream stages in full (analysis/uncertainty.py)
+    # its upstream stages in full (analysis/energy_interval.py)
     own_unc: tuple[float, float, float] = (0.0, 0.0, 0.0)
     upstream_unc: tuple[float, float, float] = (0.0, 0.0, 0.0)
     # idle power x seconds, and its error, J: own run, and upstream stages in full
@@ -105,7 +105,7 @@ class RunFigures:
         return self.total_j() - self.shared_teacher_j()
 
     def measured_total(self, amortize: float = 1.0) -> Measured:
-        """``total_j`` with its measurement uncertainty (analysis/uncertainty.py): the
+        """``total_j`` with its measurement uncertainty (analysis/energy_interval.py): the
         upstream stages' whole uncertainty is common to every student that reuses them."""
         r, s, m = self.own_unc
         ur, us, um = self.upstream_unc
@@ -302,7 +302,7 @@ def _stage_parts(st: Any) -> tuple[float, float, float]:
 
 
 def _uncertainty_fields(report: Report) -> dict[str, Any]:
-    """The measurement uncertainty and idle figures of a run (analysis/uncertainty.py)."""
+    """The measurement uncertainty and idle figures of a run (analysis/energy_interval.py)."""
     t = report.totals
     own = parts_of(getattr(t, "uncertainty_parts", None), t.uncertainty_j,
                    {**t.by_device, "total": t.energy_j}, report.sources)

@@ -29,13 +29,13 @@ T_METHOD = "t-interval over seeds"
 
 
 @dataclass(frozen=True)
-class Summary:
+class SeedStats:
     """n, mean, sample std (ddof=1) and a two-sided 95% interval of the mean (by default
     the t-interval over seeds). With one value the std and the interval are None: one seed
     gives no spread.
 
     ``method`` names how the interval was made. An energy interval that carries the
-    measurements' own uncertainty (``analysis/uncertainty.py``) also has ``cmp_lo`` /
+    measurements' own uncertainty (``analysis/energy_interval.py``) also has ``cmp_lo`` /
     ``cmp_hi``, the interval for comparisons within one machine (without the error every
     configuration on the machine shares), and ``parts``, its components' half-widths."""
 
@@ -70,7 +70,7 @@ class Summary:
         d["parts"] = dict(self.parts)
         return d
 
-    def scaled(self, factor: float) -> Summary:
+    def scaled(self, factor: float) -> SeedStats:
         """The same summary in other units (J -> kWh, g -> kg)."""
 
         def f(x: float | None) -> float | None:
@@ -81,18 +81,18 @@ class Summary:
         clo, chi = ((f(self.cmp_lo), f(self.cmp_hi)) if factor >= 0
                     else (f(self.cmp_hi), f(self.cmp_lo)))
         parts = tuple((k, v * abs(factor)) for k, v in self.parts)
-        return Summary(self.n, f(self.mean), std, lo, hi, self.method, clo, chi, parts)
+        return SeedStats(self.n, f(self.mean), std, lo, hi, self.method, clo, chi, parts)
 
-def summarize(values: Sequence[float | None], confidence: float = 0.95) -> Summary:
+def summarize(values: Sequence[float | None], confidence: float = 0.95) -> SeedStats:
     """Summarise the finite values of ``values`` (None and NaN are left out)."""
     xs = [float(v) for v in values if v is not None and math.isfinite(float(v))]
     n = len(xs)
     if n == 0:
-        return Summary(0, None, None, None, None)
+        return SeedStats(0, None, None, None, None)
     mean = math.fsum(xs) / n
     if n == 1:
-        return Summary(1, mean, None, None, None)
+        return SeedStats(1, mean, None, None, None)
     var = math.fsum((x - mean) ** 2 for x in xs) / (n - 1)
     std = math.sqrt(var)
     half = t_quantile(0.5 + confidence / 2.0, n - 1) * std / math.sqrt(n)
-    return Summary(n, mean, std, mean - half, mean + half)
+    return SeedStats(n, mean, std, mean - half, mean + half)

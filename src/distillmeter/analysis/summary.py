@@ -11,16 +11,18 @@ import csv
 import io
 import math
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
 from distillmeter.analysis import breakeven, pareto
 from distillmeter.analysis.breakeven import DEFAULT_MIN_Q
 from distillmeter.analysis.compare import dominance_separable
-from distillmeter.analysis.configs import ConfigStats, Grouping, budget_of, group_runs
 from distillmeter.analysis.efficiency import efficiency
-from distillmeter.analysis.runs import RunFigures, campaign_total_j, figures
-from distillmeter.analysis.stats import Summary
+from distillmeter.analysis.grouping import ConfigStats, budget_of, group_runs
+from distillmeter.analysis.result import Analysis
+from distillmeter.analysis.rules import rules_for_group
+from distillmeter.analysis.runs import campaign_total_j, figures, hardware_label
+from distillmeter.analysis.stats import SeedStats
+from distillmeter.analysis.verdict import verdict, without_teacher_answers
 from distillmeter.protocol import Report
 from distillmeter.terminal import printable
 
@@ -28,39 +30,7 @@ SUMMARY_SCHEMA = "distillmeter.summary/1"
 J_PER_KWH = 3.6e6
 
 
-@dataclass
-class Analysis:
-    """The whole analysis of one directory of runs."""
-
-    runs: list[RunFigures]
-    reports: dict[str, Report]  # by run_id
-    grouping: Grouping
-    pareto: dict[str, pareto.ParetoResult]  # by group id
-    break_even: dict[str, dict[str, Any]]  # by group id
-    efficiency: list[dict[str, Any]]
-    sensitivity: dict[str, Any] | None
-    skipped: list[dict[str, str]]
-    amortize: float
-    grid: float | None
-    pue: float | None
-    notes: list[str] = field(default_factory=list)
-    min_q: float = DEFAULT_MIN_Q
-    verdict: list[dict[str, Any]] = field(default_factory=list)
-    rules: dict[str, list[str]] = field(default_factory=dict)  # by group id
-    run_paths: dict[str, str] = field(default_factory=dict)  # run_id -> directory, if known
-
-    @property
-    def configs(self) -> list[ConfigStats]:
-        return self.grouping.configs
-
-    def config(self, config_id: str, group: str | None = None) -> ConfigStats:
-        for c in self.configs:
-            if c.config == config_id and (group is None or c.group == group):
-                return c
-        raise KeyError(config_id)
-
-
-def _ci(s: Summary) -> tuple[float, float] | None:
+def _ci(s: SeedStats) -> tuple[float, float] | None:
     return None if s.lo is None or s.hi is None else (s.lo, s.hi)
 
 
@@ -139,8 +109,6 @@ def analyse(
         analysis.notes.append("some energies are estimates (no counter or sensor on a device)"
                               ": see the sources table")
     from distillmeter.analysis.curverules import curve_rules
-    from distillmeter.analysis.rules import rules_for_group
-    from distillmeter.analysis.verdict import verdict, without_teacher_answers
 
     for c in grouping.configs:
         if without_teacher_answers(c):
@@ -153,7 +121,7 @@ def analyse(
     return analysis
 
 
-def _stat(prefix: str, s: Summary, scale: float = 1.0) -> dict[str, Any]:
+def _stat(prefix: str, s: SeedStats, scale: float = 1.0) -> dict[str, Any]:
     s = s.scaled(scale) if scale != 1.0 else s
     out = {f"{prefix}_mean": s.mean, f"{prefix}_std": s.std,
            f"{prefix}_ci95": None if s.lo is None else [s.lo, s.hi]}
@@ -258,8 +226,6 @@ def summary_dict(a: Analysis, runs_dir: str = "") -> dict[str, Any]:
 
 
 def _hw_key(rep: Report) -> str:
-    from distillmeter.analysis.runs import hardware_label
-
     return hardware_label(rep.hardware)
 
 

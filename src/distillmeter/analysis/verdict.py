@@ -18,13 +18,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from distillmeter.analysis.compare import energy_difference, quality_difference, ratio_range
-from distillmeter.analysis.configs import ConfigStats
 from distillmeter.analysis.curves import curves_of_group
 from distillmeter.analysis.curveverdict import curve_verdict
+from distillmeter.analysis.grouping import ConfigStats
 from distillmeter.analysis.rules import fmt_d, fmt_j, fmt_q
 
 if TYPE_CHECKING:
-    from distillmeter.analysis.summary import Analysis
+    from distillmeter.analysis.result import Analysis
 
 
 def _ci(s: Any) -> list[float] | None:

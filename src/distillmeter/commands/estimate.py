@@ -10,8 +10,6 @@ and as ``drift`` in the JSON."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from typing import Any
 import click
 
 from distillmeter.errors import UserError
+from distillmeter.storage.atomic import write_atomic
 
 FORECAST_FILE = "forecast.json"
 COSTMODEL_FILE = "costmodel.json"
@@ -27,11 +26,11 @@ FORECAST_SCHEMA = "distillmeter.forecast/1"
 
 def this_hardware() -> dict[str, Any]:
     """This machine as a report's ``hardware`` block names it (CPU, and GPUs NVML sees)."""
-    from distillmeter.energy.hostinfo import cpu_info
+    from distillmeter.energy.sensors.hostinfo import cpu_info
 
     gpus: list[dict[str, Any]] = []
     try:
-        from distillmeter.energy.nvml import NvmlSensor
+        from distillmeter.energy.sensors.nvml import NvmlSensor
 
         sensor = NvmlSensor()
         try:
@@ -46,14 +45,7 @@ def this_hardware() -> dict[str, Any]:
 def write_json(path: Path, data: Any) -> None:
     """Write ``data`` as JSON, atomically (a reader never sees half a file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, json.dumps(data, indent=1))
 
 
 def fit_from_runs(runs_dir: Path, hardware: str | None) -> tuple[Any, list[Any], list[str]]:
@@ -163,7 +155,7 @@ def command(config: Path, runs_dir: Path, hardware: str | None, save_dir: Path |
         out = {k: v for k, v in doc.items() if k != "plan"}
         click.echo(json.dumps(out, indent=1))
         return
-    from distillmeter.report.forecast import print_forecast
+    from distillmeter.render.forecast_tables import print_forecast
 
     print_forecast(doc)
     from distillmeter.analysis.drift import drift_line

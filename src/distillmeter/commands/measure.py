@@ -97,8 +97,8 @@ def command(out: Path | None, stage: str, idle_seconds: float, fresh_idle: bool,
       distillmeter measure --out runs/gen -- python generate.py --batch 64
     """
     from distillmeter.energy import EnergyMeter
-    from distillmeter.energy.environment import redact_argv
     from distillmeter.energy.stage import checked_stage_name
+    from distillmeter.privacy.redact import redact_argv
 
     _resolve(cmd)
     try:
@@ -148,8 +148,8 @@ def command(out: Path | None, stage: str, idle_seconds: float, fresh_idle: bool,
 def _report(run_dir: Path) -> None:
     """Account the run and print its tables on stderr (stdout belongs to the command)."""
     from distillmeter.accounting import account, write_report
-    from distillmeter.energy.redact import redact_text
     from distillmeter.errors import USER_ERRORS
+    from distillmeter.privacy.redact import redact_text
     from distillmeter.tables import print_report
     from distillmeter.terminal import get_console
 

@@ -55,9 +55,9 @@ def command(runs_dir: Path, budget_kwh: float | None, budget_co2_kg: float | Non
             hardware: str | None) -> None:
     """Pick the best-quality configuration that fits a budget per student (with
     --candidates: rank configurations nobody has run yet by predicted energy)."""
+    from distillmeter.analysis.directory import analyse_dir, resolve_grid
     from distillmeter.analysis.planner import Budget, plan
-    from distillmeter.commands.report import analyse_dir, resolve_grid
-    from distillmeter.report.console import print_plan
+    from distillmeter.render.console import print_plan
 
     if budget_kwh is None and budget_co2_kg is None and budget_usd is None:
         raise UserError("give a budget: --budget-kwh, --budget-co2-kg or --budget-usd")
@@ -66,8 +66,8 @@ def command(runs_dir: Path, budget_kwh: float | None, budget_co2_kg: float | Non
         _positive(name, v)
     grid = resolve_grid(grid, country)  # an unknown country is a one-line error
     if candidates is not None:
+        from distillmeter.analysis.directory import check_options
         from distillmeter.commands.plan_candidates import plan_candidates, show
-        from distillmeter.commands.report import check_options
 
         check_options(amortize, grid, pue)
         limits = {k: v for k, v in (("kwh", budget_kwh), ("co2_kg", budget_co2_kg),

@@ -53,6 +53,6 @@ def show(result: dict[str, Any], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(result, indent=1))
         return
-    from distillmeter.report.forecast import print_candidates
+    from distillmeter.render.forecast_tables import print_candidates
 
     print_candidates(result)

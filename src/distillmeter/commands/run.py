@@ -51,29 +51,15 @@ def command(config: Path | None, out_dir: Path, seeds: int | None, resume: bool,
 
     if RankInfo.from_env().rank != 0:  # under torchrun, rank 0 speaks for the job
         return
-    from distillmeter.terminal import get_console, printable
+    from distillmeter.terminal import get_console
 
     console = get_console()
     print_outcome(summary, console, analysed=not no_report)
     if not no_report:
-        from distillmeter.commands.report import analyse_dir, write_outputs
-        from distillmeter.report.console import print_summary as print_analysis
-        from distillmeter.report.verdict import print_verdict
+        from distillmeter.render.outputs import report_runs
 
         console.print()
-        analysis = analyse_dir(out_dir)
-        paths = write_outputs(analysis, out_dir)
-        print_analysis(analysis, console)
-        from distillmeter.commands.report import forecast_check
-
-        check = forecast_check(out_dir, analysis)
-        if check is not None:  # `estimate --save OUT` made a forecast for these runs
-            from distillmeter.report.forecast import print_check
-
-            print_check(check, console)
-        console.print(printable(f"wrote {paths['html']} (open it in a browser), "
-                                f"{paths['json']}, {paths['csv']}"), markup=False)
-        print_verdict(analysis, console)
+        report_runs(out_dir, console, browser_hint=True)
 
 
 def resume_hint(exc: Any) -> str:

@@ -1,19 +1,31 @@
 """distillmeter.energy: measuring.
 
-Sensors (NVML GPUs, RAPL, a labelled CPU/DRAM estimate, trace replay), the meter (stage
-windows over synchronized counter readings, plus a sampler thread writing the trace), and
-the environment snapshot. Measuring never computes the report; see
-``distillmeter.accounting`` for that.
+Laid out as a device layer with the meter on top:
+
+- ``sensors/``: one module per kind of sensor (NVML GPUs, RAPL, a labelled CPU/DRAM
+  estimate, trace replay) behind one interface (``sensors.base.Sensor``), found by one
+  entry function (``discover_sensors``);
+- the meter (``meter.py``: stage windows over synchronized counter readings), its stage
+  (``stage.py``), its sampler thread writing the trace (``sampler.py``), the checks on
+  what the sensors report (``checks.py``), its run files and environment snapshot, the
+  idle baseline, resume, device sync, signals;
+- rank metering under torchrun (``ranks.py``) and merging the ranks (``merge.py``).
+
+Measuring never computes the report; see ``distillmeter.accounting`` for that.
 """
 
-from distillmeter.energy.cpu_estimate import CpuEstimateSensor, lookup_tdp
-from distillmeter.energy.discovery import discover_sensors
-from distillmeter.energy.environment import redact_argv, redact_env, redact_text
 from distillmeter.energy.meter import EnergyMeter, Stage
-from distillmeter.energy.nvml import NvmlSensor, NvmlUnavailable, visible_gpu_indices
-from distillmeter.energy.rapl import RaplSensor
-from distillmeter.energy.replay import ReplaySensor
-from distillmeter.energy.sensors import Sensor
+from distillmeter.energy.sensors import (
+    CpuEstimateSensor,
+    NvmlSensor,
+    NvmlUnavailable,
+    RaplSensor,
+    ReplaySensor,
+    Sensor,
+    discover_sensors,
+    lookup_tdp,
+    visible_gpu_indices,
+)
 
 __all__ = [
     "CpuEstimateSensor",
@@ -26,8 +38,5 @@ __all__ = [
     "Stage",
     "discover_sensors",
     "lookup_tdp",
-    "redact_argv",
-    "redact_env",
-    "redact_text",
     "visible_gpu_indices",
 ]

@@ -20,15 +20,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from distillmeter.energy.hostinfo import cpu_info, memory_bytes
-from distillmeter.energy.redact import (  # noqa: F401  (re-exported: the public names)
-    REDACTED,
-    is_secret_name,
-    redact_argv,
-    redact_env,
-    redact_text,
-    redact_values,
-)
+from distillmeter.energy.sensors.hostinfo import cpu_info, memory_bytes
+from distillmeter.privacy.redact import redact_argv, redact_env
 
 SCHEMA = "distillmeter.environment/1"
 

@@ -26,23 +26,19 @@ from pathlib import Path
 from typing import Any
 
 from distillmeter.energy import signals
-from distillmeter.energy.discovery import discover_sensors
-from distillmeter.energy.environment import redact_text, redact_values
-from distillmeter.energy.idle import default_max_age_s, write_idle_baseline
+from distillmeter.energy.checks import backwards_counters, contamination_warnings
+from distillmeter.energy.idle_baseline import default_max_age_s, write_idle_baseline
 from distillmeter.energy.resume import previous_run
 from distillmeter.energy.runfiles import MeterFiles, write_config, write_environment
-from distillmeter.energy.runlock import RunLock
 from distillmeter.energy.sampler import Sampler
-from distillmeter.energy.sensors import (
-    Sensor,
-    backwards_counters,
-    contamination_warnings,
-    parse_device_selection,
-)
+from distillmeter.energy.sensors.base import Sensor
+from distillmeter.energy.sensors.discovery import discover_sensors, parse_device_selection
 from distillmeter.energy.stage import Stage
 from distillmeter.energy.sync import sync_devices
 from distillmeter.errors import writing
+from distillmeter.privacy.redact import redact_text, redact_values
 from distillmeter.protocol import SCHEMA, SOURCES, UpstreamRef, event_line
+from distillmeter.storage.runlock import RunLock
 
 
 class EnergyMeter:
@@ -51,7 +47,7 @@ class EnergyMeter:
     ``devices``: "auto", or selectors such as ``["gpu", "cpu:0"]``; ``sensors``: use these
     instead of discovering; ``idle_seconds``: measure idle power this long before work (0
     skips); ``idle_cache``: the idle-baseline cache file (None: the default location,
-    False: no cache; see energy/idle.py), reused while younger than ``idle_max_age_s``
+    False: no cache; see energy/idle_baseline.py), reused while younger than ``idle_max_age_s``
     (default 24 h) unless ``idle_refresh``; ``sample_hz``: trace rate (0: no trace);
     ``resume``: continue the run already in ``run_dir`` (same run_id, ``t`` continues from
     its last event, a ``resumed`` warning); ``handle_signals``: SIGTERM and SIGHUP end the
@@ -224,7 +220,7 @@ class EnergyMeter:
                 if st.status == "ok":
                     st.fail("the run ended while this stage was still running")
                 self.status = "failed"
-                self._close_stage(st)
+                self.close_stage(st)
             if self._sampler is not None:
                 self._sampler.stop()
             t, readings = self._read()
@@ -374,7 +370,6 @@ class EnergyMeter:
         values = list(self._latest_power.values())
         return sum(values) if values else None
 
-    # ------------------------------------------------------------------ stages
     def stage(self, name: str, *, tokens: int = 0, samples: int = 0) -> Stage:
         """A stage window: ``with meter.stage("eval.student") as st`` or ``@meter.stage(..)``."""
         return Stage(self, name, tokens, samples)
@@ -387,7 +382,7 @@ class EnergyMeter:
     def begin_window(self, name: str, *, tokens: int = 0, samples: int = 0) -> Stage:
         """Start a stage (Zeus-style); end it with :meth:`end_window`."""
         st = Stage(self, name, tokens, samples)
-        self._open_stage(st)
+        self.open_stage(st)
         return st
 
     def end_window(self, name: str, *, tokens: int = 0, samples: int = 0,
@@ -400,7 +395,7 @@ class EnergyMeter:
         st.add(tokens, samples)
         if status != "ok" or error:
             st.fail(error or status)
-        self._close_stage(st)
+        self.close_stage(st)
         return st
 
     def _require_running(self) -> None:
@@ -409,7 +404,8 @@ class EnergyMeter:
                                "meter:` or call meter.start() first")
 
     @signals.deferred()  # the stage and its stage_start line begin together
-    def _open_stage(self, st: Stage) -> None:
+    def open_stage(self, st: Stage) -> None:
+        """Start ``st`` (a Stage opens itself through this): counters read, stage_start."""
         self._require_running()
         if self._stage is not None:
             raise ValueError(f"cannot start stage {st.name!r} while stage {self._stage.name!r} "
@@ -420,7 +416,8 @@ class EnergyMeter:
         self._write({"event": "stage_start", "t": t, "stage": st.name, "readings": readings})
 
     @signals.deferred()  # the stage_end line and the stage's end go together
-    def _close_stage(self, st: Stage) -> None:
+    def close_stage(self, st: Stage) -> None:
+        """End the running stage ``st``: counters read, stage_end written, checks run."""
         if self._stage is not st:
             raise ValueError(f"stage {st.name!r} is not the running stage")
         t, readings = self._read()
@@ -444,6 +441,5 @@ class EnergyMeter:
         self._check_contamination(stage=st.name)
 
 
-def _text(label: str | None) -> str | None:
-    """A free-text label as the ledger keeps it: secrets redacted."""
+def _text(label: str | None) -> str | None:  # a free-text label as the ledger keeps it
     return None if label is None else redact_text(str(label))

@@ -13,7 +13,7 @@ Each rank meters only what is its own, into its own protocol-v1 run directory::
   of the launcher's whole process tree (every local rank), not only rank 0's; at close it
   warns about any local rank whose process was never in that tree.
 - ``rank.json`` anchors the rank's clock (wall and monotonic time at ``t = 0``, host and
-  boot id) so that :func:`distillmeter.protocol.merge.merge_ranks` can put every rank on
+  boot id) so that :func:`distillmeter.energy.merge.merge_ranks` can put every rank on
   one clock and write the merged ``RUN_DIR/ledger.jsonl`` and ``trace.csv``.
 
 Stages are collective: every rank opens and closes the same stages in the same order. A
@@ -33,11 +33,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from distillmeter.energy.discovery import discover_sensors
-from distillmeter.energy.idle import IDLE_STAGE
+from distillmeter.energy.idle_baseline import IDLE_STAGE
 from distillmeter.energy.meter import EnergyMeter
-from distillmeter.energy.sensors import Sensor, parse_device_selection
-from distillmeter.protocol.merge import RANK_FILE, RANKS_DIR
+from distillmeter.energy.sensors.base import Sensor
+from distillmeter.energy.sensors.discovery import discover_sensors, parse_device_selection
+from distillmeter.protocol.names import RANK_FILE, RANKS_DIR
+from distillmeter.storage.atomic import write_atomic
 
 Sync = Callable[[str, "str | None"], None]  # (event, stage) before a boundary reading
 ARRIVED_FILE = "arrived.json"  # ranks/rank<k>/: the rank has made its meter (see RankMeter)
@@ -171,8 +172,8 @@ def rank_sensors(info: RankInfo, devices: str | Iterable[str] | None = "auto", *
                  ) -> tuple[list[Sensor], list[tuple[str, str | None]], dict[str, Any]]:
     """The sensors rank ``info`` reads, warnings, and facts for ``rank.json`` (the GPUs'
     CUDA_VISIBLE_DEVICES entries, the node's GPU count and sockets, the CPU process root)."""
-    from distillmeter.energy.cpu_estimate import CpuEstimateSensor
-    from distillmeter.energy.nvml import NvmlSensor, NvmlUnavailable
+    from distillmeter.energy.sensors.cpu_estimate import CpuEstimateSensor
+    from distillmeter.energy.sensors.nvml import NvmlSensor, NvmlUnavailable
 
     selectors = parse_device_selection(devices)
     sensors: list[Sensor] = []
@@ -308,15 +309,13 @@ class RankMeter(EnergyMeter):
         self.run_dir.mkdir(parents=True, exist_ok=True)
         doc = {"rank": self.info.rank, "local_rank": self.info.local_rank, "pid": os.getpid(),
                "host": socket.gethostname(), "boot_id": _boot_id()}
-        tmp = self.run_dir / (ARRIVED_FILE + ".tmp")
-        tmp.write_text(json.dumps(doc) + "\n", encoding="utf-8")
-        os.replace(tmp, self.run_dir / ARRIVED_FILE)
+        write_atomic(self.run_dir / ARRIVED_FILE, json.dumps(doc) + "\n", fsync=False)
 
     def _all_local_arrived(self) -> bool:
-        from distillmeter.energy.runlock import _pid_alive
+        from distillmeter.storage.runlock import pid_alive
 
         here = {d.get("local_rank") for d in self._host_files(ARRIVED_FILE)
-                if _pid_alive(int(d.get("pid") or 0), None)}
+                if pid_alive(int(d.get("pid") or 0), None)}
         return len(here) >= self.info.local_world_size
 
     def _sibling_files(self) -> list[dict[str, Any]]:
@@ -344,10 +343,10 @@ class RankMeter(EnergyMeter):
     def _host_lead(self) -> dict[str, Any] | None:
         """Local rank 0's rank.json, once that process has started its meter (a file left by
         a process that is gone does not count)."""
-        from distillmeter.energy.runlock import _pid_alive
+        from distillmeter.storage.runlock import pid_alive
 
         for doc in self._sibling_files():
-            if doc.get("local_rank") == 0 and _pid_alive(int(doc.get("pid") or 0), None):
+            if doc.get("local_rank") == 0 and pid_alive(int(doc.get("pid") or 0), None):
                 return doc
         return None
 
@@ -365,9 +364,7 @@ class RankMeter(EnergyMeter):
                "gpu_count": self._facts.get("gpu_count"),
                "sockets": self._facts.get("sockets"),
                "cpu_process_root": self._facts.get("cpu_process_root")}
-        tmp = self.run_dir / (RANK_FILE + ".tmp")
-        tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, self.run_dir / RANK_FILE)
+        write_atomic(self.run_dir / RANK_FILE, json.dumps(doc, indent=2) + "\n", fsync=False)
 
     def close(self, status: str | None = None) -> None:
         running = self._state == "running"
@@ -390,7 +387,7 @@ class RankMeter(EnergyMeter):
         rank on this host whose process was never in that tree (a per-rank wrapper, a
         launcher that is not their common parent): its CPU time is then not in the node's
         estimate."""
-        from distillmeter.energy.cpu_estimate import CpuEstimateSensor
+        from distillmeter.energy.sensors.cpu_estimate import CpuEstimateSensor
 
         root = self._facts.get("cpu_process_root")
         est = next((s for s in self.sensors if isinstance(s, CpuEstimateSensor)), None)
@@ -405,7 +402,7 @@ class RankMeter(EnergyMeter):
                       "its CPU time is missing from the node's CPU energy")
 
     def _merge(self) -> bool:
-        from distillmeter.protocol.merge import ranks_finished, write_merged
+        from distillmeter.energy.merge import ranks_finished, write_merged
 
         world = self.info.world_size
         if self.barrier is None and not _wait(lambda: ranks_finished(self.base_dir, world),
@@ -417,14 +414,14 @@ class RankMeter(EnergyMeter):
     # -- stage boundaries
     # (each rank measures its own devices' idle power when it starts: setup.idle is not a
     # collective boundary)
-    def _open_stage(self, st: Any) -> None:
+    def open_stage(self, st: Any) -> None:
         self._require_running()
         if self.sync is not None and self._stage is None and st.name != IDLE_STAGE:
             self.sync("stage_start", st.name)
-        super()._open_stage(st)
+        super().open_stage(st)
 
-    def _close_stage(self, st: Any) -> None:
+    def close_stage(self, st: Any) -> None:
         if (self.sync is not None and st.status == "ok" and self._stage is st
                 and st.name != IDLE_STAGE):
             self.sync("stage_end", st.name)
-        super()._close_stage(st)
+        super().close_stage(st)

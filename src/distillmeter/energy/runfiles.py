@@ -11,8 +11,9 @@ from typing import Any
 
 import yaml
 
-from distillmeter.energy.environment import redact_values, snapshot
+from distillmeter.energy.environment import snapshot
 from distillmeter.errors import OutputError, output_error, writing
+from distillmeter.privacy.redact import redact_values
 from distillmeter.protocol import (
     CONFIG_FILE,
     ENVIRONMENT_FILE,

@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from distillmeter.energy.redact import redact_text
+from distillmeter.privacy.redact import redact_text
 from distillmeter.protocol import check_stage_name
 
-if TYPE_CHECKING:
-    from distillmeter.energy.meter import EnergyMeter
-
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class StageHost(Protocol):
+    """What a stage needs from its meter: the two boundaries (``EnergyMeter`` and the rank
+    meter answer it). A stage opens and closes itself through this seam alone, so the
+    stage does not depend on the meter that holds it."""
+
+    def open_stage(self, st: Stage) -> None:
+        """Read the counters and write ``stage_start``; ``st`` becomes the running stage."""
+
+    def close_stage(self, st: Stage) -> None:
+        """Read the counters and write ``stage_end`` for the running stage ``st``."""
 
 
 def checked_stage_name(name: str) -> str:
@@ -36,7 +45,7 @@ class Stage:
     handle :meth:`EnergyMeter.begin_window` returns. After it ends, ``seconds`` and
     ``energy_j`` hold its boundary-reading deltas."""
 
-    def __init__(self, meter: EnergyMeter, name: str, tokens: int = 0, samples: int = 0):
+    def __init__(self, meter: StageHost, name: str, tokens: int = 0, samples: int = 0):
         self.meter = meter
         self.name = checked_stage_name(name)
         self.tokens, self.samples = int(tokens), int(samples)
@@ -78,13 +87,13 @@ class Stage:
         return out
 
     def __enter__(self) -> Stage:
-        self.meter._open_stage(self)
+        self.meter.open_stage(self)
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
         if exc is not None:
             self.fail(f"{exc_type.__name__}: {exc}")
-        self.meter._close_stage(self)
+        self.meter.close_stage(self)
         return False
 
     def __call__(self, func: F) -> F:

@@ -17,7 +17,7 @@ What is metered, and how (the windows, trainer_windows.py, are one open at a tim
 - ``setup_stage`` (``setup.load``): from the callback's creation to ``on_train_begin``:
   the model, tokenizer and dataset preparation done after it was made. The meter starts
   when the callback is made; its idle baseline comes from the per-host cache after the
-  first run (energy/idle.py). A callback made after the model it will see trained was
+  first run (energy/idle_baseline.py). A callback made after the model it will see trained was
   loaded says so (a warning in the report and on the console): that loading is not in
   ``setup.load``, which holds what followed.
   ``setup_stage=None`` starts the meter at the first Trainer event instead;
@@ -65,7 +65,6 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from distillmeter.energy.redact import redact_text
 from distillmeter.integrations.trainer_ranks import (
     launch_rank,
     make_meter,
@@ -87,6 +86,7 @@ from distillmeter.integrations.trainer_support import (
     training_done,
 )
 from distillmeter.integrations.trainer_windows import Windows, aside
+from distillmeter.privacy.redact import redact_text
 from distillmeter.protocol import Report, stage_side
 from distillmeter.terminal import printable
 

@@ -35,8 +35,8 @@ from typing import Any
 
 import yaml
 
-from distillmeter.energy.redact import redact_values
 from distillmeter.errors import UserError
+from distillmeter.privacy.redact import redact_values
 from distillmeter.protocol import (
     CONFIG_FILE,
     ENVIRONMENT_FILE,

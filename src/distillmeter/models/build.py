@@ -27,8 +27,9 @@ def build_model(mcfg: ModelConfig, tokenizer, *, seed: int, device: str, role: s
     """A fresh tiny Llama from ``mcfg.arch`` (initialised from ``seed``), or a Hugging Face
     checkpoint (``mcfg.path`` or ``mcfg.hub_id`` from the local cache, with its own
     tokenizer). A model to be ``trainable`` keeps float32 weights and runs under autocast
-    to the compute dtype; one only run is loaded in the compute dtype (see real_models)."""
-    from distillmeter.models.loading import load_causal_lm
+    to the compute dtype; one only run is loaded in the compute dtype
+    (``checkpoints.compute_dtype``)."""
+    from distillmeter.models.causal_lm import load_causal_lm
     from distillmeter.models.tiny import TinyModelSpec, build_llama
 
     dtype = compute_dtype(mcfg, device)
@@ -69,7 +70,7 @@ def save_checkpoint(model: torch.nn.Module, tokenizer, folder: Path) -> None:
 def load_checkpoint(folder: Path, device: str, mcfg: ModelConfig | None = None) -> LoadedModel:
     """A checkpoint written by ``save_checkpoint`` (safetensors: no pickle is read), float32
     weights, run under autocast to ``mcfg``'s compute dtype; ``max_len`` from ``mcfg``."""
-    from distillmeter.models.loading import load_causal_lm
+    from distillmeter.models.causal_lm import load_causal_lm
 
     model, tok = load_causal_lm(Path(folder).resolve(), dtype="float32", device=device)
     max_len = int(model.config.max_position_embeddings)

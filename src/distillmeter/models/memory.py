@@ -31,24 +31,13 @@ import torch
 
 from distillmeter.errors import UserError
 from distillmeter.models.checkpoints import model_source
+from distillmeter.models.params import ModelShape
 
 if TYPE_CHECKING:
     from distillmeter.models.config import ModelConfig
 
 GIB = 1024**3
 HEADROOM = 0.9  # use at most 90% of the free memory
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    """What the estimate needs to know about a model."""
-
-    params: int
-    layers: int
-    hidden: int
-    ffn: int
-    kv_width: int  # key (or value) width per layer: kv_heads * head_dim
-    vocab: int
 
 
 @dataclass
@@ -171,12 +160,13 @@ def model_shape(mcfg: ModelConfig, role: str, tokenizer) -> tuple[ModelShape, in
     heads = int(getattr(text, "num_attention_heads", 1) or 1)
     ffn = int(getattr(text, "intermediate_size", None) or 4 * hidden)
     head_dim = int(getattr(text, "head_dim", None) or hidden // heads)
-    kv = int(getattr(text, "num_key_value_heads", None) or heads) * head_dim
+    kv_heads = int(getattr(text, "num_key_value_heads", None) or heads)
+    kv = kv_heads * head_dim
     vocab = int(text.vocab_size)
     try:
         from transformers import AutoModelForCausalLM
 
-        from distillmeter.models.loading import count_params
+        from distillmeter.models.causal_lm import count_params
 
         with torch.device("meta"):
             params = count_params(AutoModelForCausalLM.from_config(config))
@@ -186,4 +176,5 @@ def model_shape(mcfg: ModelConfig, role: str, tokenizer) -> tuple[ModelShape, in
             2 * hidden * hidden + 2 * hidden * kv + 3 * hidden * ffn + 2 * hidden) + hidden
     max_pos = int(getattr(text, "max_position_embeddings", 0) or 0)
     limit = mcfg.max_len or (mcfg.arch.max_len if mcfg.arch is not None else max_pos or 4096)
-    return ModelShape(params, layers, hidden, ffn, kv, vocab), limit
+    return ModelShape(vocab=vocab, hidden=hidden, layers=layers, heads=heads, kv_heads=kv_heads,
+                      head_dim=head_dim, ffn=ffn, counted_params=params), limit

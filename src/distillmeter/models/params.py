@@ -32,7 +32,9 @@ N_SPECIAL_TOKENS = 4
 
 @dataclass(frozen=True)
 class ModelShape:
-    """What the work of a forward pass depends on."""
+    """What the work of a forward pass (the forecast) and the memory estimate depend on.
+    ``counted_params``: the parameter count as counted on a built model, where one was
+    (any architecture: ``models.memory.model_shape``); else :attr:`params` is the formula."""
 
     vocab: int
     hidden: int
@@ -43,6 +45,12 @@ class ModelShape:
     ffn: int
     tied: bool = True
     qkv_bias: bool = False
+    counted_params: int | None = None
+
+    @property
+    def kv_width(self) -> int:
+        """Key (or value) width per layer: kv_heads x head size."""
+        return self.kv_heads * self.head_dim
 
     @property
     def attn_width(self) -> int:
@@ -52,6 +60,8 @@ class ModelShape:
     @property
     def params(self) -> int:
         """Exact parameter count (tied weights counted once); see the module docstring."""
+        if self.counted_params is not None:
+            return self.counted_params
         h, a, k = self.hidden, self.attn_width, self.kv_heads * self.head_dim
         per_layer = h * a + 2 * h * k + a * h + 3 * h * self.ffn + 2 * h
         if self.qkv_bias:

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from distillmeter import protocol
-from distillmeter.errors import writing
+from distillmeter.storage.atomic import write_atomic
 
 MANIFEST = "manifest.json"
 
@@ -61,23 +60,6 @@ def sha256_file(path: Path) -> str:
 
 def file_entry(path: Path) -> FileEntry:
     return FileEntry(sha256=sha256_file(path), bytes=path.stat().st_size)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and a rename: a crash leaves either
-    the old file or the new one, never half of one (nor a half-written temporary file: a
-    disk that is full or read-only raises OutputError naming ``path``)."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with writing(path), open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        with writing(path):
-            os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def artifact_dir(run_dir: Path, kind: str, key_hash: str) -> Path:

@@ -158,7 +158,7 @@ def _explain(loc: tuple[Any, ...], errs: list[dict[str, Any]], root: yaml.Node |
 
 
 def _redact(text: str) -> str:
-    from distillmeter.energy.redact import redact_text
+    from distillmeter.privacy.redact import redact_text
 
     return redact_text(text)
 

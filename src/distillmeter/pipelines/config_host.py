@@ -52,7 +52,7 @@ def check_host(cfg: RunConfig) -> None:
 def devices_here() -> tuple[list[str], list[str]]:
     """Every device the meter can read on this machine (``gpu:0``, ``cpu:0``, ...), and
     why a kind is missing (NVML absent, ...), by the meter's own discovery."""
-    from distillmeter.energy.discovery import discover_sensors
+    from distillmeter.energy.sensors.discovery import discover_sensors
 
     sensors, notes = discover_sensors(["gpu", "cpu", "dram"])
     try:

@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from distillmeter.energy.redact import redact_values
 from distillmeter.errors import writing
 from distillmeter.pipelines import artifacts
 from distillmeter.pipelines.artifacts import ArtifactManifest
 from distillmeter.pipelines.config import EvalConfig
 from distillmeter.pipelines.data import encode_pairs, eval_batches
 from distillmeter.pipelines.training import mean_token_loss
+from distillmeter.privacy.redact import redact_values
 
 if TYPE_CHECKING:
     from distillmeter.engines.lm_eval import LmEvalResult

@@ -29,6 +29,7 @@ from distillmeter.errors import writing
 from distillmeter.pipelines import artifacts
 from distillmeter.pipelines.artifacts import ArtifactError, ArtifactManifest
 from distillmeter.pipelines.data import Sequences, collate
+from distillmeter.storage.atomic import write_atomic
 
 KIND = "logits"
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -53,15 +54,9 @@ def write_shard(folder: Path, name: str, values: torch.Tensor, indices: torch.Te
                 offsets: torch.Tensor, first: int, count: int) -> dict:
     """Write one cache shard atomically (tmp + rename) and return its manifest entry
     (sequence range, positions, size and sha256)."""
-    tmp = folder / (name + ".tmp")
-    try:
-        with writing(folder / name):
-            save_file({"values": values, "indices": indices, "offsets": offsets}, str(tmp),
-                      metadata={"first_sequence": str(first), "n_sequences": str(count)})
-            tmp.replace(folder / name)
-    except BaseException:  # the manifest never named it: the shard is simply not there
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomic(folder / name, lambda tmp: save_file(
+        {"values": values, "indices": indices, "offsets": offsets}, str(tmp),
+        metadata={"first_sequence": str(first), "n_sequences": str(count)}), fsync=False)
     return {"file": name, "first": first, "count": count, "positions": int(offsets[-1]),
             **artifacts.file_entry(folder / name).model_dump()}
 

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from distillmeter.energy.redact import redact_text
+from distillmeter.privacy.redact import redact_text
 from distillmeter.terminal import get_console, literal
 
 

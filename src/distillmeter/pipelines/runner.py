@@ -60,8 +60,8 @@ def _check_fresh(out_dir: Path, names: list[str]) -> None:
 def run_all(cfg: RunConfig, out_dir: Path | str = "runs", *, resume: bool = False,
             quiet: bool = False, console: Console | None = None) -> Summary:
     """Run the config's teacher and students under ``out_dir``; account every run."""
-    from distillmeter.energy.runlock import RunLock
     from distillmeter.pipelines.scale.distributed import Distributed
+    from distillmeter.storage.runlock import RunLock
 
     out_dir = Path(out_dir)
     components.set_threads(cfg.threads)

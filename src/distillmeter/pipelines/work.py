@@ -179,7 +179,7 @@ def plan_work(cfg: RunConfig, *, keep_fraction: float | None = None) -> WorkPlan
     def sequences(method) -> list[int]:  # the lengths of what the method trains on
         return methods.get(method).train_on(data.labelled.seqs(), synthetic)
 
-    # the meter measures the idle baseline in a stage of its own (energy/idle.py)
+    # the meter measures the idle baseline in a stage of its own (energy/idle_baseline.py)
     idle = [PlannedStage("setup.idle")] if cfg.meter.idle_seconds > 0 else []
     stages = [*idle, PlannedStage("setup.load")]
     if tp.checkpoint is not None:

@@ -3,8 +3,8 @@
 The writers (``distillmeter.energy``) and the readers (``distillmeter.accounting``) both
 import this package, so a format lives here and nowhere else: ``names`` (file names,
 stage and device names, constants), ``ledger`` (ledger.jsonl), ``trace`` (trace.csv),
-``report`` (report.json) and ``merge`` (the ranks of a multi-process run merged into one
-run directory: raw files in, raw files out). Everything public is importable from here.
+``report`` (report.json). Everything public is importable from here (merging the ranks of a
+multi-process run is measuring: ``energy.merge``).
 See DESIGN.md, "Accounting protocol v1".
 
 Readers never raise a bare parsing exception on user files: they raise
@@ -37,6 +37,8 @@ from distillmeter.protocol.names import (
     EVENTS,
     LEDGER_FILE,
     METER_STAGES,
+    RANK_FILE,
+    RANKS_DIR,
     REPORT_FILE,
     REPORT_SCHEMA,
     SCHEMA,
@@ -48,11 +50,13 @@ from distillmeter.protocol.names import (
     ProtocolError,
     Source,
     check_stage_name,
+    has_ranks,
     is_device,
     parse_device,
+    rank_dirs,
     stage_side,
 )
-from distillmeter.protocol.report import (
+from distillmeter.protocol.report_json import (
     Carbon,
     Cost,
     Flag,
@@ -72,12 +76,14 @@ from distillmeter.protocol.trace import (
 
 __all__ = [
     "ARTIFACTS_DIR", "CONFIG_FILE", "ENVIRONMENT_FILE", "ESTIMATED_SOURCES", "EVENTS",
-    "EVENT_MODELS", "Flag", "LEDGER_FILE", "METER_STAGES", "REPORT_FILE", "REPORT_SCHEMA",
+    "EVENT_MODELS", "Flag", "LEDGER_FILE", "METER_STAGES", "RANK_FILE", "RANKS_DIR",
+    "REPORT_FILE", "REPORT_SCHEMA",
     "SCHEMA", "SIDES",
     "SOURCES", "STANDARD_STAGES", "TRACE_COLUMNS", "TRACE_FILE", "TRACE_HEADER", "Carbon",
     "Cost", "IdleBaseline", "Ledger", "ProtocolError", "Quality", "QualityEvent", "Report",
     "RunEnd", "RunStart", "Source", "StageEnd", "StageReport", "StageStart", "Totals",
-    "Trace", "UpstreamRef", "WarningEvent", "check_stage_name", "event_line", "is_device",
+    "Trace", "UpstreamRef", "WarningEvent", "check_stage_name", "event_line", "has_ranks",
+    "is_device", "rank_dirs",
     "load_report", "parse_device", "parse_ledger_lines", "parse_trace_lines", "read_ledger",
     "read_trace", "stage_side", "trace_row",
 ]

@@ -161,13 +161,6 @@ class Ledger:
     # name the line when an event's content is inconsistent.
     lines: list[int] = field(default_factory=list)
 
-    def line_of(self, event: Any) -> int | None:
-        """The ledger line an event was read from (None if it was not read from a file)."""
-        for ev, lineno in zip(self.events, self.lines, strict=False):
-            if ev is event:
-                return lineno
-        return None
-
     def of(self, kind: str) -> list[Any]:
         """Events of one kind, in file order."""
         return [e for e in self.events if e.event == kind]

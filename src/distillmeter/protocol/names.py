@@ -1,10 +1,12 @@
-"""Protocol v1's names and constants: schema ids, the run directory's file names, trace
+"""Protocol v1's names and constants: schema ids, the run directory's file names (and its
+rank directories), trace
 columns, sides and standard stages, device sources, event kinds; device and stage name
 checks; ProtocolError."""
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Literal
 
 SCHEMA = "distillmeter/1"
@@ -16,6 +18,9 @@ LEDGER_FILE = "ledger.jsonl"
 TRACE_FILE = "trace.csv"
 REPORT_FILE = "report.json"
 ARTIFACTS_DIR = "artifacts"
+RANKS_DIR = "ranks"  # RUN_DIR/ranks/rank<k>/: what each rank of a multi-process run metered
+RANK_FILE = "rank.json"  # in each rank directory: its clock anchors, host and devices
+_RANK_RE = re.compile(r"^rank(\d+)$")
 
 TRACE_COLUMNS = ("t", "device", "energy_j", "power_w")
 
@@ -33,7 +38,7 @@ STANDARD_STAGES = (
 )
 
 # The meter's own stages: measuring, not the workload's work. ``setup.idle`` is the idle
-# baseline measured at start (energy/idle.py). Accounting keeps their energy in the run's
+# baseline measured at start (energy/idle_baseline.py). Accounting keeps their energy in the run's
 # stages and total and names it ``totals.meter_overhead_j``; every figure of the workload
 # (per student, per method, verdict, rules, plan, forecasts) leaves it out.
 METER_STAGES = frozenset({"setup.idle"})
@@ -103,3 +108,21 @@ def format_validation_error(exc: Exception) -> str:
             parts.append(f"{loc}: {err.get('msg')}")
         return "; ".join(parts)
     return str(exc)
+
+
+def rank_dirs(run_dir: Path | str) -> list[tuple[int, Path]]:
+    """``(rank, RUN_DIR/ranks/rank<k>)`` for every rank directory holding a ledger."""
+    root = Path(run_dir) / RANKS_DIR
+    if not root.is_dir():
+        return []
+    out = []
+    for p in root.iterdir():
+        m = _RANK_RE.match(p.name)
+        if m and (p / LEDGER_FILE).is_file():
+            out.append((int(m.group(1)), p))
+    return sorted(out)
+
+
+def has_ranks(run_dir: Path | str) -> bool:
+    """True when ``run_dir`` is a multi-process run (it has ``ranks/rank<k>/ledger.jsonl``)."""
+    return bool(rank_dirs(run_dir))

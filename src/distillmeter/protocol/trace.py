@@ -220,8 +220,12 @@ class TraceReader:
         return chunk
 
     def unsorted_warnings(self) -> list[str]:
+        """One warning per device whose samples went back in time, in the order the devices
+        first appear in the file (not the order the chunks happened to show it: the same
+        file read in other chunk sizes says the same)."""
+        first = {d: i for i, d in enumerate(self.t_range)}
         return [f"{self.path}: samples of {d} were out of time order; sorted"
-                for d in self.unsorted]
+                for d in sorted(self.unsorted, key=lambda d: first.get(d, len(first)))]
 
 
 class _Counted:

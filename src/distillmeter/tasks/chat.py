@@ -9,7 +9,7 @@ from distillmeter.errors import UserError
 
 if TYPE_CHECKING:
     from distillmeter.tasks.config import FilesConfig
-    from distillmeter.tasks.files import RawRecord
+    from distillmeter.tasks.types import RawRecord
 
 
 def _adds_bos(tokenizer) -> bool:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from distillmeter.errors import UserError
 from distillmeter.paths import resolve_path
 from distillmeter.tasks.chat import render_prompt, uses_chat_template
 from distillmeter.tasks.config import DataSourceConfig, FieldsConfig, FilesConfig
-from distillmeter.tasks.types import Example, TaskData
+from distillmeter.tasks.types import Example, RawRecord, TaskData
 from distillmeter.tasks.verifiers import VERIFIERS
 
 
@@ -57,19 +56,6 @@ class FileTask:
 
 
 # ------------------------------------------------------------------------------ reading
-
-
-@dataclass(frozen=True)
-class RawRecord:
-    """One record as read: a prompt (text, or chat messages) and its answer if any."""
-
-    prompt: str | tuple[tuple[str, str], ...]
-    answer: str | None
-    where: str  # file:line (or file[record]) for messages
-
-    @property
-    def key(self) -> str:
-        return self.prompt if isinstance(self.prompt, str) else json.dumps(self.prompt)
 
 
 def _format_of(src: DataSourceConfig, path: Path) -> str:

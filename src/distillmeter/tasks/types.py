@@ -1,7 +1,9 @@
-"""The shapes every task shares: an example, the task interface, a task's data splits."""
+"""The shapes every task shares: an example, a record as read from a data file, the task
+interface, a task's data splits."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol, runtime_checkable
 
@@ -15,6 +17,19 @@ class Example:
 
     prompt: str
     target: str
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    """One record as read: a prompt (text, or chat messages) and its answer if any."""
+
+    prompt: str | tuple[tuple[str, str], ...]
+    answer: str | None
+    where: str  # file:line (or file[record]) for messages
+
+    @property
+    def key(self) -> str:
+        return self.prompt if isinstance(self.prompt, str) else json.dumps(self.prompt)
 
 
 @runtime_checkable

@@ -15,7 +15,7 @@ a long timeout, ``distributed.wait_timeout_s``):
 - ``("done",)``, or ``("abort", reason)`` when rank 0 fails while the others are listening.
 
 Every run directory made under torchrun holds ``ranks/rank<k>/`` and the merged files
-(see ``energy/ranks.py`` and ``protocol/merge.py``). The meters each rank opens are in
+(see ``energy/ranks.py`` and ``energy/merge.py``). The meters each rank opens are in
 ``rank_meter.py``.
 """
 

@@ -36,6 +36,7 @@ from distillmeter.pipelines.campaign import has_data
 from distillmeter.pipelines.config import RunConfig
 from distillmeter.pipelines.scale.sweep import TEACHERS_DIR, Sweep
 from distillmeter.pipelines.scale.sweep_jobs import JobRecord, student_job, teacher_job
+from distillmeter.storage.atomic import write_atomic
 from distillmeter.terminal import get_console, literal
 
 
@@ -56,22 +57,16 @@ def _write_state(sweep: Sweep, root: Path, records: list[JobRecord]) -> None:
                        "config_ids": {m.name: student_config_id(p.config, m)
                                       for m in p.config.methods}} for p in sweep.points],
            "runs": [asdict(r) for r in records]}
-    tmp = root / ".sweep.json.tmp"
-    try:
-        with writing(root / "sweep.json"):
-            tmp.write_text(json.dumps(doc, indent=1, default=str) + "\n", encoding="utf-8")
-            os.replace(tmp, root / "sweep.json")
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomic(root / "sweep.json", json.dumps(doc, indent=1, default=str) + "\n",
+                 fsync=False)
 
 
 def run_sweep(sweep: Sweep, runs_dir: str | Path, *, resume: bool = False, quiet: bool = False,
               ray_address: str | None = None, console: Console | None = None
               ) -> list[JobRecord]:
     """Run every job of ``sweep`` under ``runs_dir``; returns what happened to each run."""
-    from distillmeter.energy.runlock import RunLock
     from distillmeter.pipelines.plan import plan_teacher
+    from distillmeter.storage.runlock import RunLock
 
     console = console or get_console(stderr=True)
     root = Path(runs_dir).resolve()

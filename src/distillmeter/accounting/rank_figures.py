@@ -1,5 +1,5 @@
 """Per-rank figures of a multi-process run (``report.ranks``): each rank directory accounted
-on its own, its stages put on the merged clock and device names (``protocol.merge``)."""
+on its own, its stages put on the merged clock and device names (``energy.merge``)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from distillmeter.energy.merge import RankPart, load_parts
 from distillmeter.protocol import ProtocolError
-from distillmeter.protocol.merge import RankPart, load_parts
 
 
 def rank_detail(run_dir: Path | str, account_fn: Callable[[Path], Any]

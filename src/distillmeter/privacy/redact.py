@@ -3,7 +3,7 @@ config values, labels, warnings and error texts.
 
 The rules, applied in order:
 
-1. secrets told by their surroundings (:mod:`distillmeter.energy.secret_forms`): PEM
+1. secrets told by their surroundings (:mod:`distillmeter.privacy.secret_forms`): PEM
    private key blocks whole, ``Authorization:`` / ``Bearer`` / API-key header values, and
    values under a secret-sounding name (``token=abc``, ``"password": "x"``);
 2. passwords in URLs (``https://user:<redacted>@host``, ``redis://:<redacted>@host``);
@@ -15,7 +15,7 @@ The rules, applied in order:
    Slack ``xox?-``, JWTs, ...), shorter ones included.
 
 Structured data (configs, labels, MLflow params) is redacted by key as well: a value under
-a secret-sounding key (:func:`~distillmeter.energy.secret_forms.is_secret_key`) goes
+a secret-sounding key (:func:`~distillmeter.privacy.secret_forms.is_secret_key`) goes
 whatever it looks like, at any depth.
 
 A random key (an AWS secret key, base64 or base64url) may hold ``/`` and ``-``, so a slash
@@ -43,7 +43,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from distillmeter.energy.secret_forms import (
+from distillmeter.privacy.secret_forms import (
     PEM_BEGIN,
     PEM_END,
     REDACTED,
@@ -294,7 +294,7 @@ def _user_password(value: str) -> str:
 def redact_values(obj: Any, *, _secret: bool = False) -> Any:
     """Redact a JSON-like structure (configs, labels, details, MLflow params): every value
     under a secret-sounding key (``password``, ``api_key``, ``hf_token``; not
-    ``max_new_tokens``: see :func:`~distillmeter.energy.secret_forms.is_secret_key`) at any
+    ``max_new_tokens``: see :func:`~distillmeter.privacy.secret_forms.is_secret_key`) at any
     depth, whatever it looks like; and secret-looking text inside every other string
     (``model_args: "pretrained=x,token=abc"``). Booleans and None are kept."""
     if isinstance(obj, Mapping):

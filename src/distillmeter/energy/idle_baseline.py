@@ -28,7 +28,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from distillmeter.energy.hostinfo import cpu_info
+from distillmeter.energy.sensors.hostinfo import cpu_info
+from distillmeter.errors import UserError
+from distillmeter.storage.atomic import write_atomic
 
 ENV_CACHE = "DISTILLMETER_IDLE_CACHE"
 ENV_MAX_AGE = "DISTILLMETER_IDLE_MAX_AGE"
@@ -143,17 +145,11 @@ class IdleCache:
             "identity": identity, "power_w": power_w, "seconds": seconds,
             "measured_unix": time.time(),
             "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps({"schema": CACHE_SCHEMA, "entries": entries},
-                                      indent=1) + "\n", encoding="utf-8")
-            os.replace(tmp, self.path)
-        except OSError as exc:
-            try:
-                tmp.unlink(missing_ok=True)
-            except OSError:
-                pass
+            write_atomic(self.path, json.dumps({"schema": CACHE_SCHEMA, "entries": entries},
+                                               indent=1) + "\n", fsync=False)
+        except (OSError, UserError) as exc:
             return f"could not write the idle-baseline cache {self.path}: {exc}"
         return None
 

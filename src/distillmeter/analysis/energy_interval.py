@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 from distillmeter.accounting.idle import IDLE_DRIFT_REL
 from distillmeter.accounting.uncertainty import ESTIMATE_REL, INTEGRATION_REL
-from distillmeter.analysis.stats import Summary, summarize
+from distillmeter.analysis.stats import SeedStats, summarize
 
 ENERGY_METHOD = "t-interval over seeds combined with the runs' measurement uncertainty"
 __all__ = ["ENERGY_METHOD", "IDLE_DRIFT_REL", "Measured", "combine", "parts_of"]
@@ -91,7 +91,7 @@ def _quad(*xs: float) -> float:
     return math.sqrt(math.fsum(x * x for x in xs))
 
 
-def combine(runs: Sequence[Measured], confidence: float = 0.95) -> Summary:
+def combine(runs: Sequence[Measured], confidence: float = 0.95) -> SeedStats:
     """The mean over runs (seeds) with the module's absolute and comparison intervals."""
     seeds = summarize([r.value for r in runs], confidence)
     k = seeds.n
@@ -106,5 +106,5 @@ def combine(runs: Sequence[Measured], confidence: float = 0.95) -> Summary:
     parts = (("seeds", seeds.half_width), ("random", random), ("systematic", systematic),
              ("machine", machine), ("idle", idle))
     m = seeds.mean
-    return Summary(k, m, seeds.std, m - half, m + half, ENERGY_METHOD, m - cmp_half,
+    return SeedStats(k, m, seeds.std, m - half, m + half, ENERGY_METHOD, m - cmp_half,
                    m + cmp_half, parts)

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from distillmeter.analysis.energy_interval import combine
 from distillmeter.analysis.quality import quality_summary
 from distillmeter.analysis.runs import SIDE_ORDER, RunFigures, is_carried
-from distillmeter.analysis.stats import Summary, summarize
-from distillmeter.analysis.uncertainty import combine
+from distillmeter.analysis.stats import SeedStats, summarize
 
 
 @dataclass
@@ -29,17 +29,17 @@ class ConfigStats:
     task: str | None
     hardware: str
     runs: list[RunFigures]
-    energy_j: Summary  # seeds and measurement uncertainty (analysis/uncertainty.py)
-    by_side: dict[str, Summary]
-    marginal_j: Summary  # per-student energy without shared (upstream) teacher work
-    co2e_g: Summary
-    quality: Summary
-    q: Summary
-    stage_j: dict[str, Summary]
+    energy_j: SeedStats  # seeds and measurement uncertainty (analysis/energy_interval.py)
+    by_side: dict[str, SeedStats]
+    marginal_j: SeedStats  # per-student energy without shared (upstream) teacher work
+    co2e_g: SeedStats
+    quality: SeedStats
+    q: SeedStats
+    stage_j: dict[str, SeedStats]
     metric: str | None
     estimated: bool
     upstream_stages: list[str]
-    active_j: Summary | None = None  # energy above idle, with the idle baseline's error
+    active_j: SeedStats | None = None  # energy above idle, with the idle baseline's error
     per_student_teacher_stages: list[str] = field(default_factory=list)
     # filled by the Pareto analysis
     pareto: bool = False
@@ -51,7 +51,7 @@ class ConfigStats:
     # a configuration is shown as incomplete, kept off the Pareto frontier, the rules and
     # break-even, and never picked by the planner
     incomplete: list[str] = field(default_factory=list)
-    meter_overhead_j: Summary | None = None  # the meter's own idle measurement, per run
+    meter_overhead_j: SeedStats | None = None  # the meter's own idle measurement, per run
 
     @property
     def n_seeds(self) -> int:
@@ -136,7 +136,7 @@ def _co2_per_j(run: RunFigures, grid: float | None, pue: float | None) -> float:
     return p * g / 3.6e6
 
 
-def _q_summary(runs: list[RunFigures], quality: Summary) -> Summary:
+def _q_summary(runs: list[RunFigures], quality: SeedStats) -> SeedStats:
     """Q = quality / teacher quality. With one teacher figure for every seed (one teacher)
     Q's interval is the quality interval over it; otherwise the t-interval of the seeds' Q."""
     teachers = {r.teacher_quality for r in runs}
@@ -147,7 +147,7 @@ def _q_summary(runs: list[RunFigures], quality: Summary) -> Summary:
     s = quality.scaled(1.0 / tq)
     if s.lo is None or s.hi is None or plain.mean is None:
         return plain
-    return Summary(s.n, plain.mean, plain.std, min(s.lo, plain.mean), max(s.hi, plain.mean),
+    return SeedStats(s.n, plain.mean, plain.std, min(s.lo, plain.mean), max(s.hi, plain.mean),
                    quality.method)
 
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distillmeter.energy.hostinfo import cpu_info
-from distillmeter.energy.sensors import Sensor
+from distillmeter.energy.sensors.base import Sensor
+from distillmeter.energy.sensors.hostinfo import cpu_info
 
 DEFAULT_ROOT = "/sys/class/powercap"
 

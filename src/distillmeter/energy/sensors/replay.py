@@ -14,7 +14,7 @@ import math
 import os
 from typing import Any
 
-from distillmeter.energy.sensors import Sensor
+from distillmeter.energy.sensors.base import Sensor
 from distillmeter.protocol import SOURCES, read_trace
 
 

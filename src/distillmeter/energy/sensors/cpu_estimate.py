@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distillmeter.energy.hostinfo import CpuInfo, cpu_info, memory_bytes
-from distillmeter.energy.sensors import Sensor
+from distillmeter.energy.sensors.base import Sensor
+from distillmeter.energy.sensors.hostinfo import CpuInfo, cpu_info, memory_bytes
 
-TABLE_PATH = Path(__file__).resolve().parent.parent / "data" / "cpu_tdp.json"
+TABLE_PATH = Path(__file__).resolve().parents[2] / "data" / "cpu_tdp.json"
 GIB = 1024**3
 
 

@@ -1,7 +1,7 @@
 """Secrets told by their surroundings rather than by their shape: a value under a
 secret-sounding name (``password: x``, ``token=abc``, ``HF_MIRROR_PW``), a credential in an
 HTTP header (``Authorization: Bearer x``), a PEM private key block. Used by
-:mod:`distillmeter.energy.redact`, whose rules catch the values that look random.
+:mod:`distillmeter.privacy.redact`, whose rules catch the values that look random.
 
 Names are split into words (``_ - .`` and camelCase), so ``max_new_tokens`` and
 ``token_budget`` are no secrets while ``hf_token``, ``apiKey`` and ``DB_PASSWORD`` are:

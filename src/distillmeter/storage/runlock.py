@@ -20,7 +20,7 @@ from distillmeter.errors import UserError, writing
 LOCK_FILE = ".distillmeter.lock"
 
 
-def _pid_alive(pid: int, started: float | None) -> bool:
+def pid_alive(pid: int, started: float | None) -> bool:
     if pid <= 0:  # 0 and negatives name process groups, not a process: no holder
         return False
     try:
@@ -94,7 +94,7 @@ class RunLock:
         who = (f"pid {pid} on host {host}, started {since}" if pid is not None or host
                else f"an unknown process: {self.path} names none")
         if isinstance(pid, int) and host == socket.gethostname():
-            if not _pid_alive(pid, holder.get("started")):
+            if not pid_alive(pid, holder.get("started")):
                 return (f"took over a stale run lock left by {who} (that process is gone; "
                         "its run probably crashed)")
         raise UserError(

@@ -1,15 +1,32 @@
-"""Device discovery: which sensors this machine can read, and a warning for every device
-that cannot be read directly (so a fallback to the estimate is never silent)."""
+"""Device discovery, the one entry function: which sensors this machine can read (for the
+devices asked for), and a warning for every device that cannot be read directly (so a
+fallback to the estimate is never silent)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
 
-from distillmeter.energy.cpu_estimate import CpuEstimateSensor
-from distillmeter.energy.nvml import NvmlSensor, NvmlUnavailable
-from distillmeter.energy.rapl import RaplSensor
-from distillmeter.energy.sensors import Sensor, parse_device_selection
+from distillmeter.energy.sensors.base import Sensor
+from distillmeter.energy.sensors.cpu_estimate import CpuEstimateSensor
+from distillmeter.energy.sensors.nvml import NvmlSensor, NvmlUnavailable
+from distillmeter.energy.sensors.rapl import RaplSensor
+
+
+def parse_device_selection(devices: str | Iterable[str] | None) -> list[str] | None:
+    """``"auto"``/None -> None (everything found); ``"gpu,cpu:0"`` or a list -> selectors."""
+    if devices is None or devices == "auto":
+        return None
+    items = devices.split(",") if isinstance(devices, str) else list(devices)
+    out = [d.strip() for d in items if d and d.strip()]
+    for d in out:
+        kind = d.split(":", 1)[0]
+        if kind not in ("gpu", "cpu", "dram") or (":" in d and not d.split(":", 1)[1].isdigit()):
+            raise ValueError(
+                f"unknown device selector {d!r}: use gpu, cpu, dram or a device name "
+                "such as gpu:0 (or 'auto')"
+            )
+    return out
 
 
 def _wanted(device: str, selectors: Sequence[str] | None) -> bool:

@@ -18,7 +18,7 @@ import os
 from types import ModuleType
 from typing import Any
 
-from distillmeter.energy.sensors import Sensor
+from distillmeter.energy.sensors.base import Sensor
 
 _POWER_INSTANT_FALLBACK_ID = 186  # NVML_FI_DEV_POWER_INSTANT in nvml.h (driver 535+)
 

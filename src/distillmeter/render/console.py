@@ -9,9 +9,9 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from distillmeter.analysis.result import Analysis
 from distillmeter.analysis.rules import fmt_ci, fmt_j_pm, fmt_pm
-from distillmeter.analysis.summary import Analysis
-from distillmeter.report.curves import print_curves
+from distillmeter.render.curves import print_curves
 from distillmeter.tables import fit
 from distillmeter.terminal import get_console, literal, printable
 

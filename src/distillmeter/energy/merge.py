@@ -1,5 +1,11 @@
 """Merging the ranks of a multi-process run into one protocol-v1 run directory.
 
+Merging is part of measuring: raw files in (each rank's), raw files out (the run's), written
+by rank 0's meter when every rank has ended (``energy/ranks.py``), as a one-process meter
+writes its own. The accounting reads a merged run like any other, and merges in memory only
+a run whose ranks were never merged (a crash). The run directory's rank layout
+(``ranks/rank<k>/``, ``rank.json``) is a format and lives in ``protocol.names``.
+
 Each rank ``k`` of a torchrun/accelerate job meters its own devices into
 ``RUN_DIR/ranks/rank<k>/`` (see ``energy/ranks.py``). Merging writes ``RUN_DIR/ledger.jsonl``
 and ``trace.csv`` (plus ``environment.json`` and ``config.yaml``), which any reader accounts
@@ -32,8 +38,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import re
 import shutil
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -45,9 +49,12 @@ from distillmeter.protocol.names import (
     CONFIG_FILE,
     ENVIRONMENT_FILE,
     LEDGER_FILE,
+    RANK_FILE,
+    RANKS_DIR,
     TRACE_FILE,
     ProtocolError,
     parse_device,
+    rank_dirs,
 )
 from distillmeter.protocol.trace import (
     TRACE_HEADER,
@@ -56,28 +63,7 @@ from distillmeter.protocol.trace import (
     read_trace,
     trace_row,
 )
-
-RANKS_DIR = "ranks"  # RUN_DIR/ranks/rank<k>/: what each rank metered
-RANK_FILE = "rank.json"
-_RANK_RE = re.compile(r"^rank(\d+)$")
-
-
-def rank_dirs(run_dir: Path | str) -> list[tuple[int, Path]]:
-    """``(rank, RUN_DIR/ranks/rank<k>)`` for every rank directory holding a ledger."""
-    root = Path(run_dir) / RANKS_DIR
-    if not root.is_dir():
-        return []
-    out = []
-    for p in root.iterdir():
-        m = _RANK_RE.match(p.name)
-        if m and (p / LEDGER_FILE).is_file():
-            out.append((int(m.group(1)), p))
-    return sorted(out)
-
-
-def has_ranks(run_dir: Path | str) -> bool:
-    """True when ``run_dir`` is a multi-process run (it has ``ranks/rank<k>/ledger.jsonl``)."""
-    return bool(rank_dirs(run_dir))
+from distillmeter.storage.atomic import write_atomic
 
 
 def ranks_finished(run_dir: Path | str, world_size: int) -> bool:
@@ -369,17 +355,8 @@ def merged_inputs(run_dir: Path | str) -> tuple[Ledger, Trace]:
     m = merge_ranks(run_dir)
     ledger = parse_ledger_lines(m.ledger_lines, run_dir / RANKS_DIR / f"(merged){LEDGER_FILE}")
     ledger.warnings.append(f"{run_dir}: ranks merged in memory (no merged {LEDGER_FILE}); "
-                           f"`distillmeter.protocol.merge.write_merged` writes it")
+                           f"`distillmeter.energy.merge.write_merged` writes it")
     return ledger, parse_trace_lines(m.trace_lines, run_dir / RANKS_DIR / f"(merged){TRACE_FILE}")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.merge.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def write_merged(run_dir: Path | str) -> Path:
@@ -387,12 +364,12 @@ def write_merged(run_dir: Path | str) -> Path:
     and ``config.yaml`` (rank 0's); a merge done again replaces them. Returns RUN_DIR."""
     run_dir = Path(run_dir)
     m = merge_ranks(run_dir)
-    _write_atomic(run_dir / TRACE_FILE, "".join(m.trace_lines))
+    write_atomic(run_dir / TRACE_FILE, "".join(m.trace_lines))
     if m.environment is not None:
-        _write_atomic(run_dir / ENVIRONMENT_FILE, json.dumps(m.environment, indent=2,
+        write_atomic(run_dir / ENVIRONMENT_FILE, json.dumps(m.environment, indent=2,
                                                              default=str) + "\n")
     config = m.parts[0].path / CONFIG_FILE
     if config.exists() and not (run_dir / CONFIG_FILE).exists():
         shutil.copyfile(config, run_dir / CONFIG_FILE)
-    _write_atomic(run_dir / LEDGER_FILE, "".join(m.ledger_lines))  # last: marks it done
+    write_atomic(run_dir / LEDGER_FILE, "".join(m.ledger_lines))  # last: marks it done
     return run_dir

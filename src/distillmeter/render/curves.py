@@ -19,22 +19,22 @@ from rich.table import Table
 from distillmeter.analysis.curves import Curve, CurvePoint, curves_of_group
 from distillmeter.analysis.quality import is_proportion
 from distillmeter.analysis.rules import fmt_ci, fmt_j, fmt_j_pm
-from distillmeter.analysis.stats import Summary
+from distillmeter.analysis.stats import SeedStats
 from distillmeter.analysis.summary import Analysis
-from distillmeter.report import svg
+from distillmeter.render import svg
 from distillmeter.tables import fit
 from distillmeter.terminal import printable
 
 K = 1e-3  # the plot's energies in kJ
 
 
-def _bars(s: Summary) -> tuple[tuple[float, float] | None, tuple[float, float] | None]:
+def _bars(s: SeedStats) -> tuple[tuple[float, float] | None, tuple[float, float] | None]:
     ci = None if s.lo is None or s.hi is None else (s.lo * K, s.hi * K)
     cmp = s.comparison if s.parts else None
     return ci, None if cmp is None else (cmp[0] * K, cmp[1] * K)
 
 
-def _point_marks(f: svg._Frame, p: CurvePoint, colour: str, e: Summary) -> list[str]:
+def _point_marks(f: svg._Frame, p: CurvePoint, colour: str, e: SeedStats) -> list[str]:
     c = p.config
     cx, cy = f.x((e.mean or 0.0) * K), f.y(c.quality.mean or 0.0)
     ci, cmp = _bars(e)
@@ -119,7 +119,7 @@ def curves_svg(cvs: list[Curve], *, xlabel: str, ylabel: str, title: str,
     return "".join(out)
 
 
-def _fmt_e(s: Summary, estimated: bool) -> str:
+def _fmt_e(s: SeedStats, estimated: bool) -> str:
     return ("~" if estimated else "") + fmt_j_pm(s.mean, s.half_width)
 
 

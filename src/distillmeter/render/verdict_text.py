@@ -8,7 +8,7 @@ from html import escape
 
 from rich.console import Console
 
-from distillmeter.analysis.summary import Analysis
+from distillmeter.analysis.result import Analysis
 from distillmeter.terminal import get_console, printable
 
 

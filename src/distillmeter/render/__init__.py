@@ -1,0 +1,1 @@
+"""distillmeter.render."""

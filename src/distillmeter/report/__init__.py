@@ -1,1 +1,0 @@
-"""distillmeter.report."""
