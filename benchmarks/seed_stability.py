@@ -58,9 +58,9 @@ from pathlib import Path
 import yaml
 
 from distillmeter.analysis.compare import energy_difference, quality_difference
-from distillmeter.analysis.grouping import budget_of
 from distillmeter.analysis.curverules import every_budget_rules, saturation_rule
 from distillmeter.analysis.curves import curves_of_group
+from distillmeter.analysis.grouping import budget_of
 from distillmeter.analysis.planner import Budget, plan
 from distillmeter.analysis.stats import summarize
 from distillmeter.analysis.summary import Analysis, analyse

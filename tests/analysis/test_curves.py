@@ -17,9 +17,9 @@ import pytest
 import yaml
 from rich.console import Console
 
+from distillmeter.analysis.directory import analyse_dir
 from distillmeter.analysis.planner import Budget, plan
 from distillmeter.cli import main
-from distillmeter.commands.report import analyse_dir
 from distillmeter.render.curves import print_curves
 from distillmeter.render.html import render_html
 

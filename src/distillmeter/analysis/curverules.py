@@ -23,12 +23,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from distillmeter.analysis.compare import Difference, energy_difference, quality_difference
-from distillmeter.analysis.grouping import ConfigStats, fmt_budget
 from distillmeter.analysis.curves import Curve, curves_of_group
+from distillmeter.analysis.grouping import ConfigStats, fmt_budget
 from distillmeter.analysis.rules import fmt_d, fmt_e, fmt_j, fmt_j_pm, fmt_q
 
 if TYPE_CHECKING:
-    from distillmeter.analysis.summary import Analysis
+    from distillmeter.analysis.result import Analysis
 
 
 def _about(c: ConfigStats, j: float | None) -> str:

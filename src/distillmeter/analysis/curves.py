@@ -19,12 +19,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from distillmeter.analysis.energy_interval import combine
 from distillmeter.analysis.grouping import ConfigStats, budget_axis, budget_of, fmt_budget
 from distillmeter.analysis.stats import SeedStats
-from distillmeter.analysis.energy_interval import combine
 
 if TYPE_CHECKING:
-    from distillmeter.analysis.summary import Analysis
+    from distillmeter.analysis.result import Analysis
 
 
 @dataclass

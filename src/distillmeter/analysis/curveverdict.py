@@ -22,12 +22,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from distillmeter.analysis import breakeven
-from distillmeter.analysis.grouping import ConfigStats, fmt_budget
 from distillmeter.analysis.curves import Curve, CurvePoint, curves_of_group
+from distillmeter.analysis.grouping import ConfigStats, fmt_budget
 from distillmeter.analysis.rules import fmt_j, fmt_q
 
 if TYPE_CHECKING:
-    from distillmeter.analysis.summary import Analysis
+    from distillmeter.analysis.result import Analysis
 
 
 def _q(c: ConfigStats) -> str:

@@ -18,9 +18,9 @@ from rich.table import Table
 
 from distillmeter.analysis.curves import Curve, CurvePoint, curves_of_group
 from distillmeter.analysis.quality import is_proportion
+from distillmeter.analysis.result import Analysis
 from distillmeter.analysis.rules import fmt_ci, fmt_j, fmt_j_pm
 from distillmeter.analysis.stats import SeedStats
-from distillmeter.analysis.summary import Analysis
 from distillmeter.render import svg
 from distillmeter.tables import fit
 from distillmeter.terminal import printable
