@@ -11,8 +11,8 @@ import yaml
 
 from distillmeter import protocol
 from distillmeter.cli import main
+from distillmeter.pipelines.artifact_plan import budget_label, plan_students
 from distillmeter.pipelines.config_file import parse_config
-from distillmeter.pipelines.plan import budget_label, plan_students
 from distillmeter.pipelines.work import plan_work
 
 METHODS = [{"name": "baseline", "data": ["labelled"], "loss": "ce"},

@@ -107,8 +107,8 @@ def test_a_student_that_starts_from_the_baseline_names_it_upstream(plugin, tmp_p
     cfg_path = tmp_path / "more.yaml"
     cfg_path.write_text(yaml.safe_dump(data))
     cfg = parse_config(data)
+    from distillmeter.pipelines.artifact_plan import plan_students
     from distillmeter.pipelines.config import student_config_id
-    from distillmeter.pipelines.plan import plan_students
 
     assert [r.name for r in plan_students(cfg)] == ["baseline-s0", "more-s0"]  # its start first
     assert student_config_id(cfg, cfg.method("more")) != student_config_id(

@@ -15,12 +15,12 @@ from distillmeter.cli import main
 from distillmeter.energy import EnergyMeter
 from distillmeter.errors import UserError
 from distillmeter.pipelines import methods
+from distillmeter.pipelines.artifact_plan import plan_teacher
 from distillmeter.pipelines.config import MethodConfig, RunConfig, student_config_id
 from distillmeter.pipelines.config_file import dump_config, parse_config
 from distillmeter.pipelines.data import encode_pairs
 from distillmeter.pipelines.losses import completion_mask, kd_loss
 from distillmeter.pipelines.methods.onpolicy_rounds import PHASES, OnPolicyData, OnPolicyKD
-from distillmeter.pipelines.plan import plan_teacher
 from distillmeter.pipelines.progress import StageProgress
 from distillmeter.pipelines.training import train
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from distillmeter.pipelines.artifact_plan import plan_students, plan_teacher
 from distillmeter.pipelines.config import RunConfig
 from distillmeter.pipelines.config_file import parse_config
-from distillmeter.pipelines.plan import plan_students, plan_teacher
 
 
 def _stages(plan, method):

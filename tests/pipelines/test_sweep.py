@@ -13,8 +13,8 @@ import yaml
 
 from distillmeter.cli import main
 from distillmeter.errors import UserError
-from distillmeter.pipelines.plan import plan_students, plan_teacher
-from distillmeter.pipelines.scale.sweep import (
+from distillmeter.pipelines.artifact_plan import plan_students, plan_teacher
+from distillmeter.pipelines.scale.sweep_file import (
     check_path,
     expand,
     load_sweep,

@@ -13,7 +13,7 @@ import yaml
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'distillmeter[ray]')")
 
-from distillmeter.pipelines.scale.sweep import load_sweep  # noqa: E402
+from distillmeter.pipelines.scale.sweep_file import load_sweep  # noqa: E402
 from distillmeter.pipelines.scale.sweep_run import run_sweep  # noqa: E402
 from distillmeter.protocol import load_report, read_ledger  # noqa: E402
 
@@ -59,7 +59,7 @@ def test_sweep_on_a_local_ray_instance(local_ray, tmp_path, tiny_run_dict):
 def test_each_task_asks_for_the_gpus_its_config_runs_on(tiny_run_dict):
     from distillmeter.errors import UserError
     from distillmeter.pipelines.config_file import parse_config
-    from distillmeter.pipelines.scale.sweep import RaySettings
+    from distillmeter.pipelines.scale.sweep_file import RaySettings
     from distillmeter.pipelines.scale.sweep_ray import RayRunner
 
     cfg = {d: parse_config({**tiny_run_dict, "device": d}) for d in ("cpu", "auto", "cuda")}

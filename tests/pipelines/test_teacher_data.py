@@ -84,9 +84,9 @@ def test_a_student_recipe_refuses_empty_teacher_data_before_its_run_directory(qw
                                                                              tmp_path):
     """The student recipe checks too (a sweep calls it without the runner's check)."""
     from distillmeter.pipelines import components
+    from distillmeter.pipelines.artifact_plan import plan_students, plan_teacher
     from distillmeter.pipelines.config_file import load_config as load
     from distillmeter.pipelines.context import Context
-    from distillmeter.pipelines.plan import plan_students, plan_teacher
     from distillmeter.pipelines.progress import StageProgress
     from distillmeter.pipelines.student import run_student
     from distillmeter.pipelines.teacher import run_teacher

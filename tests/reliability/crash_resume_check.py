@@ -60,9 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     base = [args.config] if args.config else []
 
+    from distillmeter.pipelines.artifact_plan import plan_students
     from distillmeter.pipelines.config import builtin_default
     from distillmeter.pipelines.config_file import load_config
-    from distillmeter.pipelines.plan import plan_students
 
     cfg = load_config(args.config) if args.config else builtin_default()
     target = args.run or plan_students(cfg)[0].name

@@ -101,8 +101,8 @@ def estimate(config: Path, runs_dir: Path, *, hardware: str | None = None
              ) -> dict[str, Any]:
     """The forecast document (``--json`` prints it; ``--save`` writes it)."""
     from distillmeter.analysis.forecast import forecast_plan
+    from distillmeter.pipelines.artifact_plan import plan_students
     from distillmeter.pipelines.config_file import load_config
-    from distillmeter.pipelines.plan import plan_students
     from distillmeter.pipelines.work import plan_work
 
     cfg = load_config(config)

@@ -20,7 +20,7 @@ def plan_candidates(runs_dir: Path, sweep_path: Path, limits: dict[str, float], 
     from distillmeter.analysis.candidates import rank_candidates
     from distillmeter.analysis.forecast import forecast_plan
     from distillmeter.commands.estimate import fit_from_runs, measured_keep_fraction
-    from distillmeter.pipelines.scale.sweep import load_sweep
+    from distillmeter.pipelines.scale.sweep_file import load_sweep
     from distillmeter.pipelines.work import plan_work
 
     sweep = load_sweep(sweep_path)

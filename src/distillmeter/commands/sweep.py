@@ -30,7 +30,7 @@ def command(sweep_file: Path, out_dir: Path, ray_address: str | None, resume: bo
     `distillmeter report RUNS_DIR`."""
     from distillmeter.energy.ranks import RankInfo
     from distillmeter.errors import UserError
-    from distillmeter.pipelines.scale.sweep import load_sweep
+    from distillmeter.pipelines.scale.sweep_file import load_sweep
     from distillmeter.terminal import get_console, literal, printable
 
     if RankInfo.from_env().distributed:

@@ -1,7 +1,7 @@
 """distillmeter.pipelines: the distillation stages and the methods built from them.
 
     config.py       the run config (strict pydantic, YAML), content hashes
-    plan.py         which teacher artifacts a config needs; which stages a method counts
+    artifact_plan.py  which teacher artifacts a config needs; which stages a method counts
     runner.py       `distillmeter run`: the lock, the ranks, then the campaign
     campaign.py     the one campaign loop (run and sweep): teacher, students, accounting
     teacher.py      the teacher's run: setup.load, teacher.train, eval.teacher,
@@ -13,7 +13,8 @@
     synthetic.py    the teacher's verified answers as training data
     evaluation.py   greedy decoding, exact match, per-token loss
     artifacts.py    artifact manifests, checksums, lookup by hash
-    losses.py, generation.py   distillation losses; the generation backend interface
+    losses.py       distillation losses (KD, top-k KD, DPO) and sequence log-probs
+    preference.py   preference distillation's parts: candidates, the judge, pairs
 
     methods/        the distillation methods, one module each, behind one interface
     work.py, stagework.py   the forecast's planned work; the stage work counts it shares

@@ -26,9 +26,9 @@ from pathlib import Path
 
 from distillmeter import protocol
 from distillmeter.errors import USER_ERRORS, OutputError, UserError, writing
+from distillmeter.pipelines.artifact_plan import StudentRun, TeacherPlan, starting_run
 from distillmeter.pipelines.config_machine import CarbonConfig
 from distillmeter.pipelines.context import Context
-from distillmeter.pipelines.plan import StudentRun, TeacherPlan, starting_run
 from distillmeter.pipelines.student import locate_trained, run_student
 from distillmeter.pipelines.teacher import TeacherOutputs, locate_existing, run_teacher
 from distillmeter.terminal import literal

@@ -240,10 +240,6 @@ class LogitCache:
     def top_k(self) -> int:
         return int(self.manifest.info["top_k"])
 
-    @property
-    def bytes_per_token(self) -> float | None:
-        return self.manifest.info.get("bytes_per_token")
-
     def __len__(self) -> int:
         return len(self.starts)
 

@@ -31,6 +31,7 @@ from rich.console import Console
 
 from distillmeter.errors import UserError, writing
 from distillmeter.pipelines import campaign, components, methods
+from distillmeter.pipelines.artifact_plan import StudentRun, plan_students, plan_teacher
 from distillmeter.pipelines.campaign import (  # noqa: F401  (imported from here before)
     RunOutcome,
     Summary,
@@ -40,7 +41,6 @@ from distillmeter.pipelines.campaign import (  # noqa: F401  (imported from here
 )
 from distillmeter.pipelines.config import RunConfig
 from distillmeter.pipelines.context import Context
-from distillmeter.pipelines.plan import StudentRun, plan_students, plan_teacher
 from distillmeter.pipelines.progress import StageProgress
 from distillmeter.pipelines.scale.rank_jobs import Leader, serve
 from distillmeter.pipelines.student import run_student

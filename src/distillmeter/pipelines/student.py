@@ -10,7 +10,7 @@
     eval.student   greedy decoding on the test set; quality recorded with the teacher's
                    score and Q = student / teacher
 
-The run's ``run_start.upstream`` names the teacher stages this method used (see plan.py).
+The run's ``run_start.upstream`` names the teacher stages this method used (see artifact_plan.py).
 The trained student is saved (checkpoint and manifest with checksums) at the end of
 student.train, as that stage's product: a resumed run whose earlier attempt got that far
 evaluates the saved student instead of training again, and names that attempt's
@@ -29,12 +29,12 @@ from distillmeter import protocol
 from distillmeter.errors import writing
 from distillmeter.models import build, count_params
 from distillmeter.pipelines import artifacts, components, methods
+from distillmeter.pipelines.artifact_plan import StudentRun
 from distillmeter.pipelines.artifacts import ArtifactManifest
 from distillmeter.pipelines.context import Context
 from distillmeter.pipelines.data import encode_pairs
 from distillmeter.pipelines.evaluation import evaluate, scoring_info, write_eval
 from distillmeter.pipelines.methods import TrainParts
-from distillmeter.pipelines.plan import StudentRun
 from distillmeter.pipelines.progress import generation_progress
 from distillmeter.pipelines.stagework import attention_info
 from distillmeter.pipelines.synthetic import read_synthetic

@@ -22,6 +22,7 @@ from distillmeter import protocol
 from distillmeter.errors import UserError
 from distillmeter.models import build, count_params
 from distillmeter.pipelines import artifacts, components, methods
+from distillmeter.pipelines.artifact_plan import ArtifactSpec, TeacherPlan
 from distillmeter.pipelines.context import Context
 from distillmeter.pipelines.data import batches, encode_pairs
 from distillmeter.pipelines.evaluation import (
@@ -31,7 +32,6 @@ from distillmeter.pipelines.evaluation import (
     write_eval,
 )
 from distillmeter.pipelines.logit_cache import write_cache
-from distillmeter.pipelines.plan import ArtifactSpec, TeacherPlan
 from distillmeter.pipelines.progress import generation_progress
 from distillmeter.pipelines.stagework import attention_info
 from distillmeter.pipelines.synthetic import generate_synthetic, read_synthetic

@@ -29,9 +29,9 @@ from typing import Any
 from distillmeter.errors import UserError
 from distillmeter.models.params import ModelShape, char_vocab, read_config_json, shape_from_arch
 from distillmeter.pipelines import methods
+from distillmeter.pipelines.artifact_plan import plan_students, plan_teacher
 from distillmeter.pipelines.config import EvalConfig, ModelConfig, RunConfig, TaskConfig
 from distillmeter.pipelines.methods import StudentWork
-from distillmeter.pipelines.plan import plan_students, plan_teacher
 from distillmeter.pipelines.stagework import (  # noqa: F401  (their home before stagework.py)
     PlannedStage,
     Split,

@@ -13,7 +13,7 @@ A method says, for one ``MethodConfig``:
   what the forecast plans alike, and ``planned_stages`` plans the stages from the same
   counting functions (``pipelines/stagework.py``) that the recorded work follows.
 
-The runner, the planner (``plan.py``), the config's checks and the forecast (``work.py``)
+The runner, the planner (``artifact_plan.py``), the config's checks and the forecast (``work.py``)
 ask these, and nothing outside ``methods/`` branches on a method's kind. A new method is a
 module with a ``Method`` subclass registered by name (``registry.register``): see
 docs/DESIGN.md, "Adding a method".

@@ -12,7 +12,7 @@ from typing import Any
 
 from distillmeter.pipelines import campaign
 from distillmeter.pipelines.config import RunConfig
-from distillmeter.pipelines.scale.sweep import TEACHERS_DIR
+from distillmeter.pipelines.scale.sweep_file import TEACHERS_DIR
 
 
 @dataclass
@@ -52,7 +52,7 @@ def _context(cfg: RunConfig, out_dir: Path, quiet: bool, resume: bool,
 def teacher_job(cfg: RunConfig, runs_dir: str, quiet: bool = True):
     """Make the teacher-side artifacts ``cfg`` needs that ``teachers/`` does not hold yet
     (the campaign's ``make_teacher``); return them located (a ``TeacherOutputs``)."""
-    from distillmeter.pipelines.plan import plan_teacher
+    from distillmeter.pipelines.artifact_plan import plan_teacher
 
     ctx = _context(cfg, Path(runs_dir) / TEACHERS_DIR, quiet, resume=True)
     return campaign.make_teacher(ctx, plan_teacher(cfg), [], [])
@@ -63,7 +63,7 @@ def student_job(cfg: RunConfig, point: str, seed: int, teacher: Any, runs_dir: s
     """Every student run of one (point, seed): the campaign's ``triage`` and
     ``run_students``, accounted. A run that fails is recorded (its directory kept and
     accounted) and the next one goes on."""
-    from distillmeter.pipelines.plan import plan_students
+    from distillmeter.pipelines.artifact_plan import plan_students
 
     folder = Path(runs_dir) / point
     ctx = _context(cfg, folder, quiet, resume, checks_said=True)

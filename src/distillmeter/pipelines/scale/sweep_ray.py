@@ -20,7 +20,7 @@ from typing import Any
 from distillmeter.errors import UserError
 from distillmeter.pipelines.config import RunConfig
 from distillmeter.pipelines.config_machine import MeterConfig
-from distillmeter.pipelines.scale.sweep import RaySettings
+from distillmeter.pipelines.scale.sweep_file import RaySettings
 from distillmeter.pipelines.scale.sweep_jobs import JobRecord, student_job, teacher_job
 
 

@@ -34,7 +34,7 @@ from distillmeter import protocol
 from distillmeter.errors import UserError, writing
 from distillmeter.pipelines.campaign import has_data
 from distillmeter.pipelines.config import RunConfig
-from distillmeter.pipelines.scale.sweep import TEACHERS_DIR, Sweep
+from distillmeter.pipelines.scale.sweep_file import TEACHERS_DIR, Sweep
 from distillmeter.pipelines.scale.sweep_jobs import JobRecord, student_job, teacher_job
 from distillmeter.storage.atomic import write_atomic
 from distillmeter.terminal import get_console, literal
@@ -65,7 +65,7 @@ def run_sweep(sweep: Sweep, runs_dir: str | Path, *, resume: bool = False, quiet
               ray_address: str | None = None, console: Console | None = None
               ) -> list[JobRecord]:
     """Run every job of ``sweep`` under ``runs_dir``; returns what happened to each run."""
-    from distillmeter.pipelines.plan import plan_teacher
+    from distillmeter.pipelines.artifact_plan import plan_teacher
     from distillmeter.storage.runlock import RunLock
 
     console = console or get_console(stderr=True)
