@@ -20,7 +20,7 @@ from rich.console import Console
 from distillmeter.analysis.directory import analyse_dir
 from distillmeter.analysis.planner import Budget, plan
 from distillmeter.cli import main
-from distillmeter.render.curves import print_curves
+from distillmeter.render.curve_plots import print_curves
 from distillmeter.render.html import render_html
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

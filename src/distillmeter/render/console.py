@@ -11,7 +11,7 @@ from rich.table import Table
 
 from distillmeter.analysis.result import Analysis
 from distillmeter.analysis.rules import fmt_ci, fmt_j_pm, fmt_pm
-from distillmeter.render.curves import print_curves
+from distillmeter.render.curve_plots import print_curves
 from distillmeter.tables import fit
 from distillmeter.terminal import get_console, literal, printable
 

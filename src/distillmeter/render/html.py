@@ -13,7 +13,7 @@ from distillmeter.analysis.result import Analysis
 from distillmeter.analysis.rules import fmt_ci, fmt_j, fmt_j_pm, fmt_pm
 from distillmeter.analysis.runs import SIDE_ORDER
 from distillmeter.render import svg
-from distillmeter.render.curves import curves_html
+from distillmeter.render.curve_plots import curves_html
 from distillmeter.render.verdict_text import verdict_html
 
 Series = dict[str, tuple[list[float], list[float]]]
