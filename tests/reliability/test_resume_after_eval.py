@@ -132,3 +132,27 @@ def test_the_analysis_counts_the_training_once_and_never_divides_it(resumed, tmp
         assert cfg["student_side_j_mean"] == pytest.approx(train)
         assert cfg["by_stage_j_mean"]["student.train"] == pytest.approx(train)
         assert cfg["marginal_j_mean"] == pytest.approx(kd.totals.energy_j + train)
+
+
+def test_a_resume_that_adds_seeds_trains_them_not_seed_0s_student(tmp_path):
+    """Every seed of a configuration shares its config id: a seed with no run directory yet
+    must be trained, never evaluated on another seed's saved student (found by that id)."""
+    import copy
+
+    import yaml
+
+    from distillmeter.cli import main
+    from tiny_config import TINY_RUN
+
+    data = copy.deepcopy(TINY_RUN)
+    data["methods"] = [{"name": "baseline", "data": ["labelled"], "loss": "ce"}]
+    path = tmp_path / "one.yaml"
+    path.write_text(yaml.safe_dump(data))
+    out = tmp_path / "runs"
+    assert main(["run", str(path), "--out", str(out), "--quiet", "--no-report"]) == 0
+    assert main(["run", str(path), "--out", str(out), "--quiet", "--no-report", "--resume",
+                 "--seeds", "2"]) == 0
+    s0, s1 = (protocol.load_report(out / f"baseline-s{i}") for i in (0, 1))
+    assert [s.name for s in s1.stages if s.name == "student.train"] == ["student.train"]
+    assert not s1.upstream or all(u.run_id != s0.run_id for u in s1.upstream)
+    assert s1.quality.details["loss"] != s0.quality.details["loss"]  # its own student

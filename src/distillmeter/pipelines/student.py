@@ -82,7 +82,7 @@ def locate_trained(search_dir: Path, run: StudentRun, warn=None) -> TrainedStude
     student work) is trained again."""
     if methods.get(run.method).retrains_on_resume:
         return None
-    folder = artifacts.find_verified(search_dir, STUDENT_CKPT, run.config_id, warn=warn)
+    folder = _own_checkpoint(search_dir, run, warn)
     if folder is None:
         return None
     manifest = artifacts.read_manifest(folder)
@@ -97,6 +97,28 @@ def locate_trained(search_dir: Path, run: StudentRun, warn=None) -> TrainedStude
     except (artifacts.ArtifactError, OSError, ValueError, KeyError, TypeError):
         pass  # the checkpoint is what matters; the counts are only reported
     return TrainedStudent(folder, run_id, steps, tokens)
+
+
+def _own_checkpoint(search_dir: Path, run: StudentRun, warn=None) -> Path | None:
+    """The newest verified checkpoint that ``run`` itself trained: in its own run directory
+    or an interrupted attempt at it (``<name>.failed-N``), for its seed. The config id alone
+    is shared by every seed of a configuration, so without this a missing seed would be
+    evaluated on another seed's student (a resume that adds seeds would report seed 0's
+    quality three times)."""
+    for folder in artifacts.find(search_dir, STUDENT_CKPT, run.config_id):
+        owner = artifacts.run_dir_of(folder).name
+        if owner != run.name and not owner.startswith(f"{run.name}.failed-"):
+            continue
+        try:
+            manifest = artifacts.load_verified(folder)
+        except artifacts.ArtifactError as exc:
+            if warn is not None:
+                warn(f"ignoring corrupted artifact: {exc}")
+            continue
+        if manifest.info.get("seed", run.seed) != run.seed:
+            continue
+        return folder
+    return None
 
 
 @dataclass
