@@ -192,6 +192,26 @@ def test_sigterm_inside_a_stage_closes_it_failed_and_ends_the_run(tmp_path):
     _no_locks(meter.run_dir)
 
 
+def test_sigterm_while_the_stage_opens_ends_that_stage_failed(tmp_path, monkeypatch):
+    """The signal lands while the stage_start line is written (a supervisor that saw the
+    line and signalled at once): it waits for the line, then the stage ends failed by it,
+    not "still running" when the run closes."""
+    meter = _meter(tmp_path)
+    write = meter._write
+
+    def write_then_signal(ev):
+        write(ev)
+        if ev.get("event") == "stage_start":
+            _to_me(signal.SIGTERM)
+
+    with pytest.raises(Terminated), meter:
+        monkeypatch.setattr(meter, "_write", write_then_signal)
+        with meter.stage("student.train"):
+            raise AssertionError("the stage's body never runs")
+    _closed_on(meter.run_dir, "student.train", signal.SIGTERM)
+    _no_locks(meter.run_dir)
+
+
 def test_a_programs_own_handler_is_called_and_kept(tmp_path):
     calls = []
 

@@ -6,6 +6,7 @@ import functools
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
+from distillmeter.energy.signals import Terminated
 from distillmeter.privacy.redact import redact_text
 from distillmeter.protocol import check_stage_name
 
@@ -87,7 +88,15 @@ class Stage:
         return out
 
     def __enter__(self) -> Stage:
-        self.meter.open_stage(self)
+        try:
+            self.meter.open_stage(self)
+        except (Terminated, KeyboardInterrupt) as exc:
+            # a signal that arrived while the stage opened is raised as its stage_start is
+            # written (signals.deferred): the stage has begun, so it ends failed by that
+            # signal here, not later as "still running" when the run closes
+            if self.t_start is not None and self.t_end is None:
+                self.__exit__(type(exc), exc, exc.__traceback__)
+            raise
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
