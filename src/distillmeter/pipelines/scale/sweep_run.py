@@ -50,12 +50,15 @@ def _check_fresh(sweep: Sweep, root: Path) -> None:
 
 
 def _write_state(sweep: Sweep, root: Path, records: list[JobRecord]) -> None:
-    from distillmeter.pipelines.config import student_config_id
+    from distillmeter.pipelines.artifact_plan import plan_students
+
+    def config_ids(cfg) -> dict[str, str]:
+        # per configuration: the method's name, or <method>-b<budget> on a budget axis
+        return {r.name.rsplit("-s", 1)[0]: r.config_id for r in plan_students(cfg)}
 
     doc = {"source": sweep.source, "seeds": sweep.seeds, "grid": sweep.grid,
            "points": [{"name": p.name, "overrides": p.overrides,
-                       "config_ids": {m.name: student_config_id(p.config, m)
-                                      for m in p.config.methods}} for p in sweep.points],
+                       "config_ids": config_ids(p.config)} for p in sweep.points],
            "runs": [asdict(r) for r in records]}
     write_atomic(root / "sweep.json", json.dumps(doc, indent=1, default=str) + "\n",
                  fsync=False)
