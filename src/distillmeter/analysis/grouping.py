@@ -89,8 +89,11 @@ class Grouping:
 
 
 def is_teacher_run(run: RunFigures, referenced: set[str]) -> bool:
-    """A run without student stages whose run_id another run names as upstream."""
-    return not run.has_student_stages and run.run_id in referenced
+    """A run without student stages whose run_id another run names as upstream, or that
+    a pipeline labelled as its teacher's (``role: teacher``): with only label-trained
+    students nothing names it, and it is still no configuration to compare."""
+    return not run.has_student_stages and (run.run_id in referenced
+                                           or run.labels.get("role") == "teacher")
 
 
 def config_stats(config: str, group: str, runs: list[RunFigures], *, amortize: float = 1.0,
