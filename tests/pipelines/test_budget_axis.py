@@ -80,3 +80,20 @@ def test_bad_axes_are_refused_with_the_key(tmp_path, tiny_run_dict, capsys, budg
     err = capsys.readouterr().err
     assert needle in err and "Traceback" not in err
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_a_launcher_that_started_one_process_of_several_is_named(tmp_path, tiny_run_dict,
+                                                                  monkeypatch, capsys):
+    """accelerate's simple launcher (``--cpu``) sets MASTER_ADDR and its own variables but
+    starts one process: the run says so instead of running quietly undistributed."""
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    data = {**copy.deepcopy(tiny_run_dict), "methods": METHODS[:1]}
+    path = tmp_path / "one.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert main(["run", str(path), "--out", str(tmp_path / "runs"), "--no-report"]) == 0
+    got = capsys.readouterr()
+    out = " ".join((got.out + got.err).split())
+    assert "accelerate launch asked for several processes" in out

@@ -74,6 +74,12 @@ def run_all(cfg: RunConfig, out_dir: Path | str = "runs", *, resume: bool = Fals
                         "split across ranks); run it without torchrun")
     ui = StageProgress(console, quiet=quiet or not dist.is_main)
     ctx = Context(cfg, out_dir, ui, dist.device, resume, dist=dist)
+    if not dist.active:  # a launcher that asked for N processes but started this one alone
+        from distillmeter.energy.ranks import RankInfo, lone_process_note
+
+        lone = lone_process_note(RankInfo.from_env())
+        if lone:
+            ui.note(f"[yellow]note:[/] {literal(lone)}")
     # Before any work: checkpoints found, tokenizers agree, data reads, memory suffices.
     from distillmeter.pipelines.preflight import preflight
 
