@@ -42,7 +42,7 @@ from distillmeter.storage.runlock import RunLock
 
 
 class EnergyMeter:
-    """Meters a run into ``run_dir`` (see docs/energy.md and docs/CONTRACTS.md).
+    """Meters a run into ``run_dir`` (see docs/energy.md; the ledger format: docs/DESIGN.md).
 
     ``devices``: "auto", or selectors such as ``["gpu", "cpu:0"]``; ``sensors``: use these
     instead of discovering; ``idle_seconds``: measure idle power this long before work (0
