@@ -110,8 +110,19 @@ def test_the_forecast_plans_the_stages_it_recorded(pref_run, capsys):
         recorded["student.generate"].info["gen_batches"]
     capsys.readouterr()
     assert main(["estimate", str(cfg_path), "--from", str(out), "--json"]) == 0
-    doc = capsys.readouterr().out
-    assert "teacher.judge" in doc and "student.reference" in doc
+    doc = json.loads(capsys.readouterr().out)["methods"]
+    pref, base = doc["preference"], doc["baseline"]
+    assert {"teacher.judge", "student.reference"} <= set(pref["stages"])
+    # the starting student's training counted in full, as the measured run counts it
+    assert pref["starts_from"] == base["config_id"] and pref["complete"]
+    assert pref["starting_student_j"] == pytest.approx(
+        base["stages"]["student.train"]["energy_j"])
+    assert pref["total_j"] == pytest.approx(pref["own_j"] + pref["teacher_j"]
+                                            + pref["starting_student_j"])
+    # its own teacher.judge is on the teacher side of the share, as in the analysis
+    judge = pref["stages"]["teacher.judge"]["energy_j"]
+    assert pref["teacher_share"] == pytest.approx((pref["teacher_j"] + judge)
+                                                  / pref["total_j"])
 
 
 def test_the_verdict_names_it_with_its_teacher_share(pref_run):
@@ -152,9 +163,40 @@ def test_its_settings_default_and_stay_its_own(tiny_run_dict):
     cfg = parse_config({"methods": [METHODS[0], {"name": "p", "data": ["labelled"],
                                                  "loss": "dpo"}]})
     m = cfg.method("p")
-    assert (m.k, m.prompts, m.judge, m.beta, m.starts_from) == (4, 256, "likelihood", 0.1,
+    assert (m.k, m.prompts, m.judge, m.beta, m.starts_from) == (4, None, "likelihood", 0.1,
                                                                "baseline")
     from distillmeter.errors import UserError
 
     with pytest.raises(UserError, match="k only applies with loss: dpo"):
         parse_config({"methods": [{"name": "b", "data": ["labelled"], "k": 3}]})
+
+
+def test_amortising_divides_the_teacher_not_the_starting_student(pref_run):
+    from distillmeter.analysis.runs import figures
+
+    _, out = pref_run
+    fig = figures(protocol.load_report(out / "preference-s0"))
+    base = protocol.load_report(out / "baseline-s0")
+    trained = next(s for s in base.stages if s.name == "student.train").energy_j["total"]
+    assert fig.carried_j == pytest.approx(trained)  # the baseline's training, in full
+    shared = fig.upstream_j - fig.carried_j  # the teacher's training and evaluation
+    assert shared > 0
+    assert fig.total_j(4.0) == pytest.approx(fig.own_j + trained + shared / 4)
+
+
+def test_the_packaged_config_is_the_default_with_its_own_methods():
+    from importlib.resources import files
+
+    from distillmeter.pipelines.config import RunConfig
+    from distillmeter.pipelines.config_file import load_config
+
+    cfg = load_config("preference")  # `distillmeter run preference` finds it by name
+    default = RunConfig()
+    assert [m.name for m in cfg.methods] == ["baseline", "kd", "preference"]
+    assert cfg.model_copy(update={"methods": default.methods, "seeds": default.seeds}) == default
+    assert cfg.method("baseline") == default.method("baseline")
+    m = cfg.method("preference")
+    assert (m.loss, m.starts_from, m.judge, m.k, m.prompts) == ("dpo", "baseline",
+                                                                "likelihood", 4, None)
+    text = files("distillmeter").joinpath("configs", "preference.yaml").read_text()
+    assert set(yaml.safe_load(text)) == {"methods", "seeds"}

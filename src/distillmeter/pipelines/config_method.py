@@ -38,11 +38,12 @@ class MethodConfig(_Strict):
 
     ``loss: dpo`` is preference distillation (``methods/preference.py``): the student of
     ``starts_from`` (a method of the same campaign; ``baseline`` unless given) samples
-    ``k`` answers to each of ``prompts`` pool prompts at ``sample_temperature`` (> 0), up
-    to ``max_new_tokens``; the teacher judges them (``judge``: ``likelihood`` or
-    ``verifier``) and the student learns by DPO (``beta``, 0.1 unless given) on the best
-    and worst answer of each prompt. Its fields default to None (unset) so that the other
-    methods' config ids stay as they were (``student_config_id`` leaves None out)."""
+    ``k`` answers to each of the first ``prompts`` pool prompts (unset: all) at
+    ``sample_temperature`` (> 0), up to ``max_new_tokens``; the teacher judges them
+    (``judge``: ``likelihood`` or ``verifier``) and the student learns by DPO (``beta``,
+    0.1 unless given) on the best and worst answer of each prompt. Its fields default to
+    None (unset) so that the other methods' config ids stay as they were
+    (``student_config_id`` leaves None out)."""
 
     name: str = Field(pattern=NAME_RE)
     data: list[Literal["labelled", "synthetic"]] = Field(min_length=1)
