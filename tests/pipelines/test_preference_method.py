@@ -137,6 +137,8 @@ def test_the_verdict_names_it_with_its_teacher_share(pref_run):
     judge = sum(s.energy_j["total"] for s in rep.stages if s.name == "teacher.judge")
     assert row["by_stage_j_mean"]["teacher.judge"] == pytest.approx(judge)
     assert row["teacher_side_j_mean"] >= judge > 0
+    # the rules say the starting student's training is in its total, in full
+    assert "preference starts from baseline's trained student" in json.dumps(summary)
     html = (out / "report.html").read_text(encoding="utf-8")
     assert "preference" in html and "teacher.judge" in html
 
