@@ -21,7 +21,8 @@ from distillmeter.pipelines.config_file import load_config, parse_config
 from distillmeter.pipelines.preflight import preflight
 
 GIB = memory.GIB
-BUILTIN = ("default.yaml", "onpolicy.yaml")  # the built-in task's configs (no checkpoints)
+# the built-in task's configs (no checkpoints)
+BUILTIN = ("default.yaml", "onpolicy.yaml", "preference.yaml")
 EXAMPLES = sorted(p.name for p in files("distillmeter").joinpath("configs").iterdir()
                   if p.name.endswith(".yaml") and p.name not in BUILTIN)
 

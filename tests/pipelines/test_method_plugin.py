@@ -55,7 +55,7 @@ def test_the_config_selects_it_by_its_loss(plugin):
     cfg = parse_config({"methods": METHODS})
     kinds = [type(methods.get(m)) for m in cfg.methods]
     assert kinds[1] is plugin.SmoothCE and methods.get(cfg.methods[1]).kind == "smooth_ce"
-    with pytest.raises(UserError, match="'onpolicy', 'ce_smooth' or 'ce_more'"):
+    with pytest.raises(UserError, match="'onpolicy', 'dpo', 'ce_smooth' or 'ce_more'"):
         parse_config({"methods": [{"name": "x", "data": ["labelled"], "loss": "ce_smoth"}]})
 
 

@@ -320,7 +320,11 @@ def forecast_plan(model: CostModel, plan: dict[str, Any]) -> dict[str, Any]:
                         "budget_point": key[len(run["key"]) + 2:] or None,
                         "config_id": run["config_id"],
                         "runs": run.get("run_names") or [run["name"]],
-                        "stages": stages, "upstream": list(run.get("upstream", []))}
+                        "stages": stages, "upstream": list(run.get("upstream", [])),
+                        "starts_from": run.get("starts_from")}
+    # a student that starts from another's (Method.starts_from) counts that student's
+    # training in full, as its measured runs do (never divided by --amortize)
+    trained = {v["config_id"]: v["stages"].get("student.train") for v in methods.values()}
     for rec in methods.values():
         # the meter's own idle window is forecast (it will be measured) but, as in every
         # measured figure, kept out of the run's energy: meter_overhead_j
@@ -329,10 +333,14 @@ def forecast_plan(model: CostModel, plan: dict[str, Any]) -> dict[str, Any]:
         up = [teacher_stages[s] for s in rec["upstream"]
               if s in teacher_stages and not teacher_stages[s].cannot
               and s not in METER_STAGES]
+        start = trained.get(rec["starts_from"]) if rec["starts_from"] else None
+        start_ok = start is not None and not start.cannot
         rec["meter_overhead_j"] = math.fsum(f.energy_j for f in meter)
         rec["own_j"] = math.fsum(f.energy_j for f in own)
         rec["teacher_j"] = math.fsum(f.energy_j for f in up)
-        rec["total_j"] = rec["own_j"] + rec["teacher_j"]
+        rec["starting_student_j"] = start.energy_j if start_ok else 0.0
+        up = up + ([start] if start_ok else [])  # in the totals below, not in teacher_j
+        rec["total_j"] = rec["own_j"] + rec["teacher_j"] + rec["starting_student_j"]
         rec["ci95"] = [math.fsum(f.ci95[0] for f in own + up),
                        math.fsum(f.ci95[1] for f in own + up)]
         rec["ci95_fit"] = [math.fsum((f.ci95_fit or f.ci95)[i] for f in own + up)
@@ -341,9 +349,15 @@ def forecast_plan(model: CostModel, plan: dict[str, Any]) -> dict[str, Any]:
         est = math.fsum(_estimated_j(model, f) for f in own + up)
         rec["estimate_rel"] = ESTIMATE_REL * est / rec["total_j"] if rec["total_j"] else 0.0
         rec["energy_ci95"] = widen_for_estimate(rec["ci95"], rec["estimate_rel"])
-        rec["teacher_share"] = rec["teacher_j"] / rec["total_j"] if rec["total_j"] else None
+        # the teacher side as the measured analysis counts it: the upstream teacher stages
+        # and those a student runs in its own run (on-policy's teacher.score, preference's
+        # teacher.judge), paid again by every student
+        rec["own_teacher_j"] = math.fsum(f.energy_j for n, f in rec["stages"].items()
+                                         if n.startswith("teacher.") and not f.cannot)
+        side = rec["teacher_j"] + rec["own_teacher_j"] if rec["role"] == "student" else 0.0
+        rec["teacher_share"] = side / rec["total_j"] if rec["total_j"] else None
         rec["complete"] = all(not f.cannot for f in rec["stages"].values()) and len(up) == len(
-            [s for s in rec["upstream"] if s not in METER_STAGES])
+            [s for s in rec["upstream"] if s not in METER_STAGES]) + bool(rec["starts_from"])
         rec["stages"] = {k: f.to_dict() for k, f in rec["stages"].items()}
     students = {k: v for k, v in methods.items() if v["role"] == "student"}
     # N* against the baseline at the same point of the budget axis
@@ -352,6 +366,7 @@ def forecast_plan(model: CostModel, plan: dict[str, Any]) -> dict[str, Any]:
         rec["n_star"] = None
         b = base.get(rec["budget_point"])
         if b is not None and not is_baseline(rec["method"]) and rec["teacher_j"] > 0:
-            rec["n_star"] = n_star(rec["teacher_j"], b["total_j"], rec["own_j"])
+            rec["n_star"] = n_star(rec["teacher_j"], b["total_j"],
+                                   rec["own_j"] + rec["starting_student_j"])
     return {"methods": methods, "warnings": list(dict.fromkeys(warnings)),
             "not_forecast": cannot, "notes": notes, "drift": model.drift}

@@ -179,6 +179,25 @@ def _teacher_rules(cs: list[ConfigStats], amort: str) -> list[str]:
     return out
 
 
+def _starting_student_rules(cs: list[ConfigStats]) -> list[str]:
+    """A configuration whose student starts from another method's trained student
+    (``starts_from`` in its labels): that training is counted in its total, in full."""
+    out: list[str] = []
+    for c in cs:
+        start = next((r.labels.get("starts_from") for r in c.runs
+                      if r.labels.get("starts_from")), None)
+        if start is None:
+            continue
+        carried = sum(r.carried_j for r in c.runs) / len(c.runs)
+        total = c.energy_j.mean or 0.0
+        if carried > 0 and total > 0:
+            out.append(f"{_label(c)} starts from {start}'s trained student (same seed and "
+                       f"budget): that training, {fmt_e(c, carried)} per student "
+                       f"({100 * carried / total:.0f}% of {fmt_e(c, total)}), is counted in "
+                       f"full, never divided by --amortize")
+    return out
+
+
 def per_student_teacher_j(c: ConfigStats) -> float:
     """The mean energy of the teacher stages a student ran in its own run (on-policy's
     teacher.score): paid again by every student, never divided by --amortize."""
@@ -238,6 +257,7 @@ def rules_for_group(a: Analysis, group_id: str) -> list[str]:
     out += _frontier_rules([by_id[i] for i in res.frontier], amort, said, cvs)
     out += _teacher_rules([c for c in cs if not any(  # a curve's teacher share: one line
         c is p.config for cv in cvs for p in cv.points)], amort)
+    out += _starting_student_rules(cs)
     out += _baseline_rules(a, group_id, by_id)
     pairs = [(by_id[c.dominated_by], c) for c in cs if c.dominated_by]
     pairs += [(c, by_id[f]) for c in cs for f in c.not_separable_from]

@@ -21,7 +21,6 @@ import json
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
-from pydantic_core import PydanticCustomError
 
 from distillmeter.configbase import (
     MAX_BATCH,
@@ -40,10 +39,9 @@ from distillmeter.pipelines.config_machine import (
     DistributedConfig,
     MeterConfig,
 )
+from distillmeter.pipelines.config_method import MethodConfig
 from distillmeter.pipelines.methods import registry
 from distillmeter.tasks.config import FilesConfig
-
-_NAME_RE = r"^[a-z0-9][a-z0-9_\-]*$"
 
 
 class TaskConfig(_Strict):
@@ -145,68 +143,6 @@ class StudentConfig(_Strict):
 
     model: ModelConfig = ModelConfig(arch=ArchConfig(d_model=48, n_layers=2, n_heads=4,
                                                      d_ff=192, max_len=32))
-
-
-class MethodConfig(_Strict):
-    """A distillation method: which data the student trains on and with which loss.
-
-    ``data``: ``labelled`` (the student's ground-truth set) and/or ``synthetic`` (the
-    teacher's filtered answers to the prompt pool). ``loss: kd`` adds the teacher's logits:
-    ``alpha * CE + (1 - alpha) * T^2 * D(teacher || student)``, from the top-k cache
-    (``teacher_mode: cached``, stage ``teacher.logits``) or a live teacher (``online``).
-
-    ``loss: onpolicy`` is on-policy distillation (GKD): in rounds of ``block_prompts``
-    prompts from the pool, the student samples completions (``student.generate``, at
-    ``sample_temperature``, up to ``max_new_tokens``), the teacher scores them
-    (``teacher.score``) and the student learns ``T^2 * D(teacher, student)`` on them
-    (``student.train``; ``divergence`` is ``reverse_kl`` unless given). ``lmbda`` is the
-    fraction of batches that are on-policy; the others come from ``data``, are scored by
-    the teacher in the same ``teacher.score`` windows and learned with the same loss."""
-
-    name: str = Field(pattern=_NAME_RE)
-    data: list[Literal["labelled", "synthetic"]] = Field(min_length=1)
-    # a registered method's loss (methods/registry.py): ce, kd, onpolicy, and any added
-    loss: str = "ce"
-    alpha: float = Field(0.5, ge=0, le=1)
-    temperature: float = Field(1.0, gt=0, le=MAX_TEMPERATURE)
-    divergence: Literal["forward_kl", "reverse_kl", "jsd"] = "forward_kl"
-    beta: float = Field(0.5, gt=0, lt=1)
-    teacher_mode: Literal["cached", "online"] = "cached"
-    lmbda: float = Field(0.5, gt=0, le=1)
-    block_prompts: int = Field(256, ge=1, le=MAX_COUNT)
-    sample_temperature: float = Field(1.0, ge=0, le=MAX_TEMPERATURE)  # 0: greedy
-    max_new_tokens: int = Field(12, ge=1, le=MAX_TOKENS)
-
-    @field_validator("loss", mode="before")
-    @classmethod
-    def _registered_loss(cls, value: Any) -> Any:
-        known = registry.losses()
-        if not isinstance(value, str) or value not in known:
-            # worded as a Literal's error, so a wrong loss reads as any wrong choice
-            raise PydanticCustomError("literal_error", "Input should be {expected}",
-                                      {"expected": registry.one_of(known)})
-        return value
-
-    @model_validator(mode="after")
-    def _settings_fit_the_loss(self) -> MethodConfig:
-        # Only values that differ from the default count as given: the resolved config
-        # (which writes every default out) must load again.
-        by_loss = registry.settings_by_loss()
-        uses = by_loss[self.loss]
-        stray = [f for f in dict.fromkeys(f for fs in by_loss.values() for f in fs)
-                 if f not in uses and f in self.model_fields_set
-                 and getattr(self, f) != type(self).model_fields[f].default]
-        if stray:
-            verb = "apply" if len(stray) > 1 else "applies"
-            owners = [loss for loss, fields in by_loss.items() if set(stray) & set(fields)]
-            raise error_at((stray[0],), f"{', '.join(stray)} only {verb} with loss: "
-                           f"{' or '.join(owners)}", getattr(self, stray[0]))
-        for key, value in registry.method_class(self).defaults.items():
-            if key not in self.model_fields_set:
-                setattr(self, key, value)  # the method's own default for its setting
-        if len(set(self.data)) != len(self.data):
-            raise error_at(("data",), "data lists a source twice", self.data)
-        return self
 
 
 class LogitsConfig(_Strict):
@@ -316,6 +252,18 @@ class RunConfig(_Strict):
                 raise ValueError(f"{_methods(sampling)} sample{'s' if len(sampling) == 1 else ''}"
                                  " from the prompt pool: task.files.pool must name the "
                                  "prompts")
+        for i, m in enumerate(self.methods):
+            start = registry.get(m).starts_from()
+            if start is None:
+                continue
+            if start == m.name or start not in names:
+                raise error_at(("methods", i, "starts_from"), f"method {m.name} starts from "
+                               f"the student of method {start!r}, which is not another "
+                               f"method of this config (methods: {', '.join(names)})", start)
+            if registry.get(self.method(start)).starts_from() is not None:
+                raise error_at(("methods", i, "starts_from"), f"method {m.name} starts from "
+                               f"{start}, which starts from another method itself: a "
+                               "starting student must be trained from the seed", start)
         needs_pool = [m.name for m in self.methods if registry.get(m).needs_pool]
         if needs_pool and self.task.n_pool == 0:
             # a synthetic student would train on the labelled set alone and pass for a
@@ -439,7 +387,9 @@ def student_config_id(cfg: RunConfig, method: MethodConfig, budget: int | None =
     key: dict[str, Any] = {
         "teacher": content_hash(teacher_key(cfg)),
         "sequences": student_sequences_key(cfg, method),
-        "method": method.model_dump(mode="json"),
+        # unset fields (None: another method's settings) left out, so a field added for
+        # one method leaves the others' ids as they were
+        "method": method.model_dump(mode="json", exclude_none=True),
         "student": cfg.student.model_dump(mode="json"),
         "training": cfg.student_training(budget).model_dump(mode="json"),
         "logits": cfg.logits.model_dump(mode="json") if kind.uses_cache else None}

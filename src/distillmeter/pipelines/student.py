@@ -161,6 +161,8 @@ def run_student(ctx: Context, run: StudentRun, teacher: TeacherOutputs,
                            labels={"role": "student", "data": list(method.data), **answers,
                                    "loss": method.loss,
                                    "token_budget": run.training.token_budget,
+                                   **({"starts_from": kind.starts_from()}
+                                      if kind.starts_from() else {}),
                                    **kind.labels()})
     device = ctx.device  # used by the evaluation below
     with meter:

@@ -29,7 +29,7 @@ from typing import Any
 from distillmeter.errors import UserError
 from distillmeter.models.params import ModelShape, char_vocab, read_config_json, shape_from_arch
 from distillmeter.pipelines import methods
-from distillmeter.pipelines.artifact_plan import plan_students, plan_teacher
+from distillmeter.pipelines.artifact_plan import plan_students, plan_teacher, starting_run
 from distillmeter.pipelines.config import EvalConfig, ModelConfig, RunConfig, TaskConfig
 from distillmeter.pipelines.methods import StudentWork
 from distillmeter.pipelines.stagework import (  # noqa: F401  (their home before stagework.py)
@@ -56,6 +56,9 @@ class PlannedRun:
     upstream: list[str] = field(default_factory=list)  # teacher stages a student counts
     seeds: list[int] = field(default_factory=list)
     run_names: list[str] = field(default_factory=list)
+    # the config_id of the student it starts from (Method.starts_from), whose
+    # student.train it counts in full, as its measured runs do
+    starts_from: str | None = None
 
 
 @dataclass
@@ -210,6 +213,7 @@ def plan_work(cfg: RunConfig, *, keep_fraction: float | None = None) -> WorkPlan
     for config_id in dict.fromkeys(s.config_id for s in students):  # one per point
         mine = [s for s in students if s.config_id == config_id]
         method = mine[0].method
+        start = starting_run(mine[0], students)
         work = methods.get(method).planned_stages(StudentWork(
             sequences(method), data.pool, mine[0].training, s_shape, t_shape, g, lc))
         runs.append(PlannedRun(
@@ -217,5 +221,6 @@ def plan_work(cfg: RunConfig, *, keep_fraction: float | None = None) -> WorkPlan
             [*idle, PlannedStage("setup.load"), *work,
              _eval_stage("eval.student", cfg.eval, data.test, s_shape)],
             upstream=[a.stage for a in tp.used_by(method)],
-            seeds=[s.seed for s in mine], run_names=[s.name for s in mine]))
+            seeds=[s.seed for s in mine], run_names=[s.name for s in mine],
+            starts_from=start.config_id if start is not None else None))
     return WorkPlan(runs, notes)

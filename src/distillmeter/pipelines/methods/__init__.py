@@ -7,6 +7,7 @@ that answers for a config.
     kd_cache.py       logit KD from the top-k cache (teacher.logits)
     kd_online.py      logit KD from a live teacher
     on_policy.py      on-policy distillation (GKD) in rounds
+    preference.py     preference distillation: the teacher judges, DPO from the baseline
 
 Importing this package registers them (``distillmeter.pipelines`` imports it, so a
 config's check always sees them). See docs/DESIGN.md, "Adding a method".
@@ -19,6 +20,7 @@ from distillmeter.pipelines.methods import (  # noqa: F401  (registers the built
     kd_cache,
     kd_online,
     on_policy,
+    preference,
     synthetic_sft,
 )
 from distillmeter.pipelines.methods.base import Method, StudentWork, TrainParts, TrainSource

@@ -120,6 +120,11 @@ class Method:
         """Whether this class answers for ``config`` among those with its ``loss``."""
         return True
 
+    @classmethod
+    def check(cls, config: MethodConfig) -> None:
+        """Refuse values of its settings it cannot run with (``configbase.error_at`` at the
+        key); run when the config is validated. Nothing to refuse by default."""
+
     # ------------------------------------------------------------------ data
     @property
     def needs_synthetic(self) -> bool:
