@@ -4,7 +4,7 @@ every training step?
 The default-sized student (``models.DEFAULT_STUDENT_SPEC``, the char tokenizer of the
 built-in arithmetic task), ``--pairs`` preference pairs of real task prompts (chosen: the
 task's worked answer; rejected: the same with a wrong final digit and a step dropped, so
-lengths differ), trained by ``pipelines.preference.DPOLoss`` through the shared loop
+lengths differ), trained by ``pipelines.preference_parts.DPOLoss`` through the shared loop
 (``training.train``) for ``--epochs`` passes over the pairs at ``--pairs-per-batch``:
 
 - precompute: ``reference_logps`` in a ``student.reference`` window, then ``student.train``
@@ -35,7 +35,7 @@ from distillmeter.energy import EnergyMeter
 from distillmeter.models import DEFAULT_STUDENT_SPEC, build_char_tokenizer, build_llama
 from distillmeter.pipelines.config import TrainingConfig
 from distillmeter.pipelines.data import Sequences
-from distillmeter.pipelines.preference import (
+from distillmeter.pipelines.preference_parts import (
     DPOLoss,
     answer_sequences,
     pair_batches,

@@ -12,7 +12,7 @@ import torch
 
 from distillmeter.errors import UserError
 from distillmeter.pipelines.config import TrainingConfig
-from distillmeter.pipelines.preference import (
+from distillmeter.pipelines.preference_parts import (
     Candidate,
     DPOLoss,
     Score,

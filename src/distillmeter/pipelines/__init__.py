@@ -14,7 +14,7 @@
     evaluation.py   greedy decoding, exact match, per-token loss
     artifacts.py    artifact manifests, checksums, lookup by hash
     losses.py       distillation losses (KD, top-k KD, DPO) and sequence log-probs
-    preference.py   preference distillation's parts: candidates, the judge, pairs
+    preference_parts.py  preference distillation's parts: candidates, the judge, pairs
 
     methods/        the distillation methods, one module each, behind one interface
     work.py, stagework.py   the forecast's planned work; the stage work counts it shares

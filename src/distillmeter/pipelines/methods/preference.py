@@ -2,7 +2,7 @@
 the student learns by DPO, starting from another method's trained student of the same
 campaign (``starts_from``, the baseline unless given), which is also its frozen reference.
 
-Its training is four windows, one each, in this order (``pipelines/preference.py`` holds
+Its training is four windows, one each, in this order (``pipelines/preference_parts.py`` holds
 the parts as plain functions; this module wraps each in its window):
 
     student.generate   the starting student samples ``k`` answers to each of the first
@@ -13,7 +13,7 @@ the parts as plain functions; this module wraps each in its window):
                        cannot be cached and shared, so it is teacher-side work paid again
                        by every student, never upstream
     student.reference  the starting student's log-probs of every pair, once, before
-                       training (the pick measured in ``pipelines/preference.py``)
+                       training (the pick measured in ``pipelines/preference_parts.py``)
     student.train      DPO (``beta``) through the shared loop, batches of whole pairs
 
 The starting student's own run is named upstream (its ``student.train``, counted in full).
@@ -70,7 +70,7 @@ class Preference(Method):
     uses_teacher = True
     live_teacher = True
     samples_pool = True
-    one_process = True  # pair batches are not sharded (pipelines/preference.py)
+    one_process = True  # pair batches are not sharded (pipelines/preference_parts.py)
     # its training is four windows, its own teacher judging among them, which no upstream
     # entry carries as student work: an interrupted attempt's student is trained again
     retrains_on_resume = True
@@ -105,7 +105,7 @@ class Preference(Method):
     def loss_fn(self, parts: TrainParts):
         import torch
 
-        from distillmeter.pipelines.preference import DPOLoss
+        from distillmeter.pipelines.preference_parts import DPOLoss
 
         # the reference's log-probs are filled in by student.reference (train_source)
         return DPOLoss(beta=self.config.beta, ref_logps=torch.zeros(0))
