@@ -117,7 +117,7 @@ class Preference(Method):
                                         ("student.train", training.token_budget, "tok")])
 
     def train_source(self, bar: Any, parts: TrainParts, loss) -> TrainSource:
-        from distillmeter.pipelines import preference as pref
+        from distillmeter.pipelines import preference_parts as pref
         from distillmeter.pipelines.progress import generation_progress
         from distillmeter.pipelines.stagework import model_info
         from distillmeter.pipelines.training import autocast
