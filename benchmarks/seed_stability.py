@@ -33,10 +33,8 @@ Arguments:
   --quick          3 seeds and subsets of 2 (about 60% of the full benchmark's runs).
   --subset K       the size of the seed subsets analysed (default: N - 2, at least 2).
   --plan-kwh X ... the plan's budgets per student (kWh) to check the pick at.
-  --resume         pass --resume to the CLI (finish an earlier OUT). Caution, measured
-                   2026-12-02: a resumed run looks for a trained student by config id
-                   alone, so a seed whose run is missing evaluates another seed's student
-                   (pipelines/student.py locate_trained): do not add seeds with it.
+  --resume         pass --resume to the CLI (finish an earlier OUT, or add seeds: each
+                   seed's saved student is found in its own run directory only).
   --no-run         run nothing: read the reports already in OUT.
 
 Exit status: 0 when every checked choice is the reference's on every seed set and thread
