@@ -120,7 +120,7 @@ def test_packaged_default_yaml_is_the_builtin_default():
     assert parse_config(yaml.safe_load(text), "default.yaml") == builtin_default()
     # a config file that names no budget axis trains training.token_budget alone
     assert RunConfig().budgets is None and builtin_default().budgets == [120_000, 240_000,
-                                                                           480_000]
+                                                                           720_000]
 
 
 def test_default_models_match_the_components_defaults():

@@ -27,7 +27,7 @@ def command(config: Path | None, out_dir: Path, seeds: int | None, resume: bool,
 
     With no CONFIG, the built-in default: a teacher trained here on an arithmetic task,
     distilled into a smaller student by baseline SFT, synthetic-data SFT and logit KD,
-    each at 3 student token budgets (120k, 240k, 480k) over 3 seeds, one teacher run for
+    each at 3 student token budgets (120k, 240k, 720k) over 3 seeds, one teacher run for
     all (see `distillmeter/configs/default.yaml`). At the end the runs in OUT are
     analysed as `distillmeter report OUT` does: the Pareto table and rules are printed and
     OUT/summary.json, OUT/summary.csv and OUT/report.html written, and the verdict (each
