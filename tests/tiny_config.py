@@ -18,3 +18,18 @@ TINY_RUN = {
     "device": "cpu",
     "threads": 1,
 }
+
+# The one label-trained method: a campaign whose students name no teacher work.
+BASELINE_ONLY = [{"name": "baseline", "data": ["labelled"], "loss": "ce"}]
+
+
+def write_tiny(path, **sections):
+    """TINY_RUN with top-level ``sections`` replaced, written as YAML to ``path``;
+    returns the config as plain data."""
+    import copy
+
+    import yaml
+
+    data = {**copy.deepcopy(TINY_RUN), **sections}
+    path.write_text(yaml.safe_dump(data))
+    return data

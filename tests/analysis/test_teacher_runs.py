@@ -3,20 +3,14 @@ names it as upstream (only label-trained students)."""
 
 from __future__ import annotations
 
-import copy
-
-import yaml
-
 from distillmeter.analysis.directory import analyse_dir
 from distillmeter.cli import main
-from tiny_config import TINY_RUN
+from tiny_config import BASELINE_ONLY, write_tiny
 
 
 def test_an_unreferenced_teacher_run_is_no_configuration(tmp_path):
-    data = copy.deepcopy(TINY_RUN)
-    data["methods"] = [{"name": "baseline", "data": ["labelled"], "loss": "ce"}]
     path = tmp_path / "labels-only.yaml"
-    path.write_text(yaml.safe_dump(data))
+    write_tiny(path, methods=BASELINE_ONLY)
     out = tmp_path / "runs"
     assert main(["run", str(path), "--out", str(out), "--quiet", "--no-report"]) == 0
     a = analyse_dir(out, with_sensitivity=False)

@@ -14,17 +14,16 @@ from distillmeter.cli import main
 from distillmeter.pipelines.artifact_plan import budget_label, plan_students
 from distillmeter.pipelines.config_file import parse_config
 from distillmeter.pipelines.work import plan_work
+from tiny_config import write_tiny
 
 METHODS = [{"name": "baseline", "data": ["labelled"], "loss": "ce"},
            {"name": "kd", "data": ["labelled", "synthetic"], "loss": "kd"}]
 
 
 @pytest.fixture(scope="module")
-def axis_run(tmp_path_factory, tiny_run_dict):
-    data = copy.deepcopy(tiny_run_dict)
-    data.update(budgets=[400, 900], methods=METHODS)
+def axis_run(tmp_path_factory):
     path = tmp_path_factory.mktemp("cfg") / "axis.yaml"
-    path.write_text(yaml.safe_dump(data))
+    data = write_tiny(path, budgets=[400, 900], methods=METHODS)
     out = tmp_path_factory.mktemp("runs")
     assert main(["run", str(path), "--out", str(out), "--quiet", "--no-report"]) == 0
     reports = {p.name: protocol.load_report(p) for p in out.iterdir() if p.is_dir()}
@@ -82,7 +81,7 @@ def test_bad_axes_are_refused_with_the_key(tmp_path, tiny_run_dict, capsys, budg
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
-def test_a_launcher_that_started_one_process_of_several_is_named(tmp_path, tiny_run_dict,
+def test_a_launcher_that_started_one_process_of_several_is_named(tmp_path,
                                                                   monkeypatch, capsys):
     """accelerate's simple launcher (``--cpu``) sets MASTER_ADDR and its own variables but
     starts one process: the run says so instead of running quietly undistributed."""
@@ -90,9 +89,8 @@ def test_a_launcher_that_started_one_process_of_several_is_named(tmp_path, tiny_
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
-    data = {**copy.deepcopy(tiny_run_dict), "methods": METHODS[:1]}
     path = tmp_path / "one.yaml"
-    path.write_text(yaml.safe_dump(data))
+    write_tiny(path, methods=METHODS[:1])
     assert main(["run", str(path), "--out", str(tmp_path / "runs"), "--no-report"]) == 0
     got = capsys.readouterr()
     out = " ".join((got.out + got.err).split())

@@ -137,17 +137,11 @@ def test_the_analysis_counts_the_training_once_and_never_divides_it(resumed, tmp
 def test_a_resume_that_adds_seeds_trains_them_not_seed_0s_student(tmp_path):
     """Every seed of a configuration shares its config id: a seed with no run directory yet
     must be trained, never evaluated on another seed's saved student (found by that id)."""
-    import copy
-
-    import yaml
-
     from distillmeter.cli import main
-    from tiny_config import TINY_RUN
+    from tiny_config import BASELINE_ONLY, write_tiny
 
-    data = copy.deepcopy(TINY_RUN)
-    data["methods"] = [{"name": "baseline", "data": ["labelled"], "loss": "ce"}]
     path = tmp_path / "one.yaml"
-    path.write_text(yaml.safe_dump(data))
+    write_tiny(path, methods=BASELINE_ONLY)
     out = tmp_path / "runs"
     assert main(["run", str(path), "--out", str(out), "--quiet", "--no-report"]) == 0
     assert main(["run", str(path), "--out", str(out), "--quiet", "--no-report", "--resume",
